@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Installs the Debian 12 packages proxynorm needs, only those that are missing.
+#   scripts/install-deps.sh           build + run (compiler libs, OpenBLAS, zlib, data set)
+#   scripts/install-deps.sh --torch   also PyTorch (reference tests and benchmarks only)
+#   scripts/install-deps.sh --plot    also gnuplot (figures)
+set -eu
+pkgs="build-essential libopenblas-dev zlib1g-dev dataset-fashion-mnist"
+for a in "$@"; do
+    case "$a" in
+        --torch) pkgs="$pkgs python3-torch" ;;
+        --plot) pkgs="$pkgs gnuplot-nox" ;;
+        --mpi) pkgs="$pkgs libopenmpi-dev openmpi-bin" ;;
+        *) echo "install-deps: unknown option $a" >&2; exit 2 ;;
+    esac
+done
+missing=""
+for p in $pkgs; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
+done
+[ -z "$missing" ] && exit 0
+echo "install-deps: installing$missing"
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then
+    command -v sudo >/dev/null || { echo "install-deps: need root (or sudo) to install:$missing" >&2; exit 1; }
+    SUDO=sudo
+fi
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+# shellcheck disable=SC2086
+$SUDO apt-get install -y -qq --no-install-recommends $missing

@@ -1,0 +1,70 @@
+/* Internal kernels for the layers of a CNN (not part of the public header).
+ * Same conventions as proxynorm.h: NCHW float32, caller-owned buffers, input
+ * gradients written (=), parameter gradients accumulated (+=), PN_OK or a
+ * negative pn_status with pn_last_error() set. Golden-tested against PyTorch. */
+#ifndef PN_LAYERS_H
+#define PN_LAYERS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "proxynorm.h"
+
+/* ---------------------------------------------------------- convolution */
+/* inp (N,Cin,H,W); weight (Cout, Cin/groups, KH, KW); bias (Cout) or NULL;
+ * out (N,Cout,Ho,Wo) with Ho = (H + 2*pad - KH)/stride + 1 (same for W).
+ * Cin and Cout divisible by groups (groups = Cin = Cout: depthwise). Zero padding. */
+typedef struct {
+    int N, Cin, H, W, Cout, KH, KW, stride, pad, groups;
+} pn_conv_shape;
+
+int pn_conv_out_hw(const pn_conv_shape *s, int *Ho, int *Wo);
+/* Floats of scratch space `work` the forward and backward need (0 if none). */
+size_t pn_conv2d_workspace(const pn_conv_shape *s);
+int pn_conv2d_forward(float *out, const float *inp, const float *weight, const float *bias,
+                      const pn_conv_shape *s, float *work);
+/* dinp (N,Cin,H,W) written, or NULL when not needed (first layer);
+ * dweight (Cout,Cin/groups,KH,KW) and dbias (Cout, or NULL) accumulated. */
+int pn_conv2d_backward(float *dinp, float *dweight, float *dbias, const float *dout,
+                       const float *inp, const float *weight, const pn_conv_shape *s, float *work);
+
+/* --------------------------------------------------------------- linear */
+/* inp (N,In); weight (Out,In); bias (Out) or NULL; out (N,Out). */
+int pn_linear_forward(float *out, const float *inp, const float *weight, const float *bias,
+                      int N, int In, int Out);
+int pn_linear_backward(float *dinp, float *dweight, float *dbias, const float *dout,
+                       const float *inp, const float *weight, int N, int In, int Out);
+
+/* -------------------------------------------------------------- pooling */
+/* Max pooling, window k, stride, pad (padded positions never win).
+ * inp (N,C,H,W), out (N,C,Ho,Wo), argmax (N,C,Ho,Wo) index into H*W saved for the backward. */
+int pn_maxpool_forward(float *out, int32_t *argmax, const float *inp,
+                       int N, int C, int H, int W, int k, int stride, int pad);
+int pn_maxpool_backward(float *dinp, const float *dout, const int32_t *argmax,
+                        int N, int C, int H, int W, int k, int stride, int pad);
+/* Average pooling, padding counted in the divisor (PyTorch's count_include_pad=True). */
+int pn_avgpool_forward(float *out, const float *inp,
+                       int N, int C, int H, int W, int k, int stride, int pad);
+int pn_avgpool_backward(float *dinp, const float *dout,
+                        int N, int C, int H, int W, int k, int stride, int pad);
+/* Global average pooling: inp (N,C,HW) -> out (N,C). */
+int pn_gap_forward(float *out, const float *inp, int N, int C, int HW);
+int pn_gap_backward(float *dinp, const float *dout, int N, int C, int HW);
+
+/* ----------------------------------------------------------- loss etc. */
+/* Softmax cross-entropy with label smoothing eps (target = (1-eps) onehot + eps/K).
+ * logits (N,K); labels (N) in [0,K); probs (N,K) saved for the backward.
+ * *loss = SUM over the N samples of the per-sample loss (the caller divides);
+ * *correct (may be NULL) = number of samples whose argmax equals the label. */
+int pn_xent_forward(double *loss, int *correct, float *probs, const float *logits,
+                    const int *labels, int N, int K, float smoothing);
+/* dlogits (N,K) = scale * (probs - target). scale is 1/B for a mean over B samples. */
+int pn_xent_backward(float *dlogits, const float *probs, const int *labels,
+                     int N, int K, float smoothing, float scale);
+
+/* out = a + b, n elements (out may alias a or b). */
+void pn_add(float *out, const float *a, const float *b, size_t n);
+/* out += a, n elements. */
+void pn_add_inplace(float *out, const float *a, size_t n);
+
+#endif

@@ -1,0 +1,79 @@
+/* CNN models built from the kernels: pre-activation ResNet v2 for small images.
+ *
+ * All parameters live in one allocation (params), gradients in a second of the
+ * same layout (grads); a table names every tensor ("stage2.block0.conv1.weight")
+ * so that the optimizer, gradient norms and checkpoints are flat loops. Buffers
+ * (BN running statistics) live in a third allocation with their own table.
+ * Activations are allocated once for the largest batch seen (no allocation
+ * inside a step at a fixed batch size). */
+#ifndef PN_MODEL_H
+#define PN_MODEL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef enum {
+    PN_NORM_NONE, PN_NORM_BN, PN_NORM_GN, PN_NORM_LN, PN_NORM_IN,
+    PN_NORM_GN_PN, PN_NORM_LN_PN, PN_NORM_LN_WS,
+} pn_norm_kind;
+
+/* "none" "bn" "gn" "ln" "in" "gn+pn" "ln+pn" "ln+ws"; parse returns -1 if unknown. */
+const char *pn_norm_name(pn_norm_kind k);
+int pn_norm_parse(const char *s);
+
+typedef struct {
+    char arch[32];      /* "resnet20", "resnet56", ... ("resnet" + 6n+2) */
+    pn_norm_kind norm;
+    int groups;         /* GN groups (capped at the channel count); default 4 */
+    int norm_batch;     /* BN normalization batch (0: the whole micro-batch) */
+    int width;          /* base width (channels of stage 1); default 16 */
+    int in_channels, image, classes;
+} pn_model_config;
+
+/* Fills defaults: resnet20, gn+pn, groups 4, width 16, 1x28x28, 10 classes. */
+void pn_model_config_default(pn_model_config *c);
+
+typedef struct {
+    char name[80];
+    int ndim;
+    int shape[4];
+    size_t offset, numel; /* in floats, into params/grads (or buffers) */
+    int decay;            /* 1: weight decay applies (conv/linear weights, PN beta_t/gamma_t) */
+} pn_tensor_info;
+
+typedef struct pn_model pn_model;
+
+/* Builds the model and initializes parameters from seed (He init for convolutions,
+ * PyTorch's default for the linear layer, norms at identity, PN at its init). */
+int pn_model_create(pn_model **out, const pn_model_config *cfg, uint64_t seed);
+void pn_model_free(pn_model *m);
+const pn_model_config *pn_model_cfg(const pn_model *m);
+
+/* Flat parameters and gradients (same layout), and their table. */
+float *pn_model_params(pn_model *m);
+float *pn_model_grads(pn_model *m);
+size_t pn_model_num_params(const pn_model *m);
+const pn_tensor_info *pn_model_param_table(const pn_model *m, int *count);
+/* Buffers (BN running mean/var), not trained by SGD. */
+float *pn_model_buffers(pn_model *m);
+size_t pn_model_num_buffers(const pn_model *m);
+const pn_tensor_info *pn_model_buffer_table(const pn_model *m, int *count);
+
+/* Multiply-accumulates per image of the forward pass (convolutions and linear). */
+double pn_model_macs(const pn_model *m);
+
+/* Forward of B images x (B, in_channels, image, image). training = 1 uses batch
+ * statistics for BN (and updates its running statistics), 0 the running ones.
+ * Returns a pointer to the logits (B, classes), owned by the model. */
+int pn_model_forward(pn_model *m, const float *x, int B, int training, const float **logits);
+/* Cross-entropy of the last forward: *loss_sum = sum over the B samples, *correct
+ * = number right. Saves what the backward needs. */
+int pn_model_loss(pn_model *m, const int *labels, float smoothing, double *loss_sum, int *correct);
+/* Backward of the last forward+loss; the loss is scaled by `scale` (1/B_total for a
+ * mean over the optimization batch). Gradients ACCUMULATE into grads. */
+int pn_model_backward(pn_model *m, float scale);
+void pn_model_zero_grad(pn_model *m);
+/* Bytes of activation memory currently allocated. */
+size_t pn_model_activation_bytes(const pn_model *m);
+
+#endif
