@@ -8,7 +8,7 @@ CC      ?= cc
 BUILD   ?= build
 OPT     ?= -O2 -march=native
 CFLAGS  += -std=c11 -Wall -Wextra -fPIC -fopenmp $(OPT) -Iinclude -Isrc -D_GNU_SOURCE
-LDLIBS  += -lopenblas -lz -lm
+LDLIBS  += -lopenblas -lcjson -lz -lm
 LDFLAGS += -fopenmp
 
 # Add a flag only when the compiler accepts it.
