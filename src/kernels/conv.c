@@ -19,9 +19,14 @@
  *     buffer receives dcol_g = W_g^T x dout_g (beta 0) and col2im adds it into dinp.
  *     dbias += sums of dout in double.
  * Threading: sgemm is called from the calling thread only (OpenBLAS uses the
- * threads set by pn_set_threads); im2col / col2im / the direct loops are OpenMP
+ * threads set by pn_set_threads); the direct loops, bias and dbias are OpenMP
  * loops whose iterations write disjoint outputs in a fixed order, so results do
- * not depend on the partition. */
+ * not depend on the partition. im2col / col2im run between two sgemm calls of
+ * every image: they use OpenMP only when OpenBLAS itself is built on OpenMP (one
+ * shared thread pool). With the pthreads OpenBLAS (Debian's default), libgomp's
+ * workers would still be spin-waiting after each im2col while OpenBLAS's threads
+ * want the same cores; on 2 cores that made the convolution ~10x slower, so
+ * there im2col / col2im stay serial (they are a few % of the GEMM time). */
 #include <cblas.h>
 #include <string.h>
 
@@ -30,6 +35,18 @@
 
 /* Run an OpenMP loop in parallel only when there is enough work for it. */
 #define PN_PAR_MIN 16384
+
+/* OpenBLAS exports this (0 sequential, 1 pthreads, 2 OpenMP); declared here so that
+ * any cblas.h works. */
+int openblas_get_parallel(void);
+
+/* 1 when loops between two sgemm calls may use OpenMP (see the top comment). */
+static int omp_between_gemms(void)
+{
+    static int v = -1; /* benign race: every thread computes the same value */
+    if (v < 0) v = openblas_get_parallel() == 2;
+    return v;
+}
 
 static int conv_check(const pn_conv_shape *s, int *Ho, int *Wo, const char *fn)
 {
@@ -98,7 +115,8 @@ static void im2col(float *col, const float *x, const pn_conv_shape *s, int Ho, i
     const int H = s->H, W = s->W, KH = s->KH, KW = s->KW, st = s->stride, pad = s->pad;
     const long rows = (long)s->Cin * KH * KW;
     const size_t HoWo = (size_t)Ho * Wo;
-    #pragma omp parallel for schedule(static) if (rows * (long)HoWo >= PN_PAR_MIN)
+    const int par = omp_between_gemms() && rows * (long)HoWo >= PN_PAR_MIN;
+    #pragma omp parallel for schedule(static) if (par)
     for (long r = 0; r < rows; r++) {
         const int c = (int)(r / (KH * KW)), kh = (int)(r / KW % KH), kw = (int)(r % KW);
         const float *xc = x + (size_t)c * H * W;
@@ -128,7 +146,8 @@ static void col2im(float *dx, const float *col, const pn_conv_shape *s, int Ho, 
 {
     const int H = s->H, W = s->W, KH = s->KH, KW = s->KW, st = s->stride, pad = s->pad;
     const size_t HoWo = (size_t)Ho * Wo;
-    #pragma omp parallel for schedule(static) if ((long)s->Cin * KH * KW * (long)HoWo >= PN_PAR_MIN)
+    const int par = omp_between_gemms() && (long)s->Cin * KH * KW * (long)HoWo >= PN_PAR_MIN;
+    #pragma omp parallel for schedule(static) if (par)
     for (int c = 0; c < s->Cin; c++) {
         float *xc = dx + (size_t)c * H * W;
         memset(xc, 0, (size_t)H * W * sizeof(float));
@@ -142,7 +161,10 @@ static void col2im(float *dx, const float *col, const pn_conv_shape *s, int Ho, 
                     if (ih < 0 || ih >= H) continue;
                     float *d = xc + (size_t)ih * W - pad + kw;
                     const float *sr = src + (size_t)oh * Wo;
-                    for (int ow = lo; ow < hi; ow++) d[ow * st] += sr[ow];
+                    if (st == 1)
+                        for (int ow = lo; ow < hi; ow++) d[ow] += sr[ow];
+                    else
+                        for (int ow = lo; ow < hi; ow++) d[ow * st] += sr[ow];
                 }
             }
         }
@@ -174,7 +196,10 @@ static void dw_forward(float *out, const float *inp, const float *weight, const 
                     if (ih < 0 || ih >= H) continue;
                     const float *xr = x + (size_t)ih * W - pad + kw;
                     float *yr = y + (size_t)oh * Wo;
-                    for (int ow = lo; ow < hi; ow++) yr[ow] += wv * xr[ow * st];
+                    if (st == 1)
+                        for (int ow = lo; ow < hi; ow++) yr[ow] += wv * xr[ow];
+                    else
+                        for (int ow = lo; ow < hi; ow++) yr[ow] += wv * xr[ow * st];
                 }
             }
         }
@@ -206,7 +231,10 @@ static void dw_backward(float *dinp, float *dweight, float *dbias, const float *
                         if (ih < 0 || ih >= H) continue;
                         const float *xr = x + (size_t)ih * W - pad + kw;
                         const float *dr = dy + (size_t)oh * Wo;
-                        for (int ow = lo; ow < hi; ow++) acc += (double)dr[ow] * xr[ow * st];
+                        if (st == 1)
+                            for (int ow = lo; ow < hi; ow++) acc += (double)dr[ow] * xr[ow];
+                        else
+                            for (int ow = lo; ow < hi; ow++) acc += (double)dr[ow] * xr[ow * st];
                     }
                 }
                 dweight[(size_t)c * KH * KW + kh * KW + kw] += (float)acc;
@@ -239,7 +267,10 @@ static void dw_backward(float *dinp, float *dweight, float *dbias, const float *
                     if (ih < 0 || ih >= H) continue;
                     float *xr = dx + (size_t)ih * W - pad + kw;
                     const float *dr = dy + (size_t)oh * Wo;
-                    for (int ow = lo; ow < hi; ow++) xr[ow * st] += wv * dr[ow];
+                    if (st == 1)
+                        for (int ow = lo; ow < hi; ow++) xr[ow] += wv * dr[ow];
+                    else
+                        for (int ow = lo; ow < hi; ow++) xr[ow * st] += wv * dr[ow];
                 }
             }
         }
