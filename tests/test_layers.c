@@ -136,12 +136,13 @@ static double conv_loss(void *p)
 }
 
 /* Convolution is linear in x, w and b, so central differences have no truncation
- * error at any step; the only error is float rounding of the outputs. With step
- * h = 0.5, |x| ~ 1, |w| ~ 0.5, K <= 147 products per output and |R| ~ 1, the
- * rounding of L = sum R*y is ~ sqrt(#outputs) * |y| * 6e-8 <= 1e-5 in the worst case
- * here (the outputs a weight touches), i.e. <= 1e-5 / (2h) = 1e-5 in the difference
- * quotient. atol 1e-4 + rtol 1e-4 leaves a 10x margin and still catches any indexing
- * error (those change gradients by O(0.1..1)). Observed max |err| ~ 1e-6. */
+ * error at any step; the only error is float rounding of the outputs y that the
+ * perturbed element touches (up to N*Ho*Wo ~ 60 of them for a weight). Each y is a
+ * sum of K <= 147 products of size ~0.5, rounded with typical error
+ * ~sqrt(K)*u*sum|terms| ~ 2e-6; over ~60 outputs with random-sign R that gives
+ * ~2e-5 in L(+h) - L(-h), divided by 2h = 1 (h = 0.5). atol 1e-4 + rtol 1e-4 is
+ * ~5x above that; indexing or accumulation bugs change gradients by O(0.1..1).
+ * Observed: max |err| 6.8e-6 (7x7 weights), worst error ratio 0.03. */
 TEST(conv_fd)
 {
     harness_seed(11);
