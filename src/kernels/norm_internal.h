@@ -11,20 +11,6 @@
 void pn_group_stats(float *mean, float *rstd, const float *inp, int N, int C, int HW, int G,
                     float eps);
 
-/* Sum and mean of x[0..n) in double, then sum of squared deviations. */
-static inline void pn_mean_m2(const float *x, size_t n, double *mean, double *m2)
-{
-    double s = 0;
-    for (size_t i = 0; i < n; i++) s += x[i];
-    double mu = s / (double)n, q = 0;
-    for (size_t i = 0; i < n; i++) {
-        double d = x[i] - mu;
-        q += d * d;
-    }
-    *mean = mu;
-    *m2 = q;
-}
-
 /* Sums in double over 8 fixed lanes: the lanes vectorize without -ffast-math and the
  * summation order depends only on n (not on alignment or thread count). */
 #define PN_LANES 8
@@ -59,6 +45,14 @@ static inline double pn_sum_sqdev(const float *x, size_t n, double mu)
     }
     for (int k = 0; k < PN_LANES; k++) s += a[k];
     return s;
+}
+
+/* Mean of x[0..n) in double, then sum of squared deviations (two passes, 8-lane sums). */
+static inline void pn_mean_m2(const float *x, size_t n, double *mean, double *m2)
+{
+    double mu = pn_sum(x, n) / (double)n;
+    *mean = mu;
+    *m2 = pn_sum_sqdev(x, n, mu);
 }
 
 /* *sdy += sum(dy), *sdyx += sum(dy * (x - mu)) over [0..n): the two sums every
