@@ -76,6 +76,7 @@ int pn_batchnorm_forward_train(float *out, float *mean, float *rstd,
             for (int n = 0; n < g; n++) {
                 const float *x = inp + (base + (size_t)n * C) * HW;
                 float *y = out + (base + (size_t)n * C) * HW;
+                #pragma omp simd
                 for (int i = 0; i < HW; i++) y[i] = (x[i] - m) * a + b;
             }
         }
@@ -106,6 +107,7 @@ int pn_batchnorm_forward_eval(float *out, const float *inp,
         const float b = bias ? bias[c] : 0.0f;
         const float *x = inp + (size_t)nc * HW;
         float *y = out + (size_t)nc * HW;
+        #pragma omp simd
         for (int i = 0; i < HW; i++) y[i] = (x[i] - m) * a + b;
     }
     return PN_OK;
@@ -149,6 +151,7 @@ int pn_batchnorm_backward(float *dinp, float *dweight, float *dbias,
                 const size_t off = (base + (size_t)n * C) * HW;
                 const float *dy = dout + off, *x = inp + off;
                 float *dx = dinp + off;
+                #pragma omp simd
                 for (int i = 0; i < HW; i++) dx[i] = c1 * dy[i] + c2 * (x[i] - m) + c3;
             }
         }

@@ -54,6 +54,7 @@ int pn_groupnorm_forward(float *out, float *mean, float *rstd,
         const float b = bias ? bias[c] : 0.0f;
         const float *x = inp + (size_t)nc * HW;
         float *y = out + (size_t)nc * HW;
+        #pragma omp simd
         for (int i = 0; i < HW; i++) y[i] = (x[i] - m) * a + b;
     }
     return PN_OK;
@@ -106,6 +107,7 @@ int pn_groupnorm_backward(float *dinp, float *dweight, float *dbias,
             const float c1 = (float)((weight ? weight[c0 + j] : 1.0) * r);
             const float *dy = dout + (size_t)(nc0 + j) * HW, *x = inp + (size_t)(nc0 + j) * HW;
             float *dx = dinp + (size_t)(nc0 + j) * HW;
+            #pragma omp simd
             for (int i = 0; i < HW; i++) dx[i] = c1 * dy[i] + c2 * (x[i] - m) + c3;
         }
     }
