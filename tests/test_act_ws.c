@@ -29,7 +29,8 @@ static double ref_df(pn_act act, double x)
         return sg * (1.0 + x * (1.0 - sg));
     }
     case PN_ACT_GELU:
-        return 0.5 * erfc(-x / sqrt(2.0)) + x * exp(-0.5 * x * x) / sqrt(2.0 * 3.14159265358979323846);
+        return 0.5 * erfc(-x / sqrt(2.0)) +
+            x * exp(-0.5 * x * x) / sqrt(2.0 * 3.14159265358979323846);
     }
     return NAN;
 }
@@ -38,7 +39,8 @@ TEST(act_names)
 {
     const char *names[] = { "identity", "relu", "silu", "gelu" };
     for (int a = 0; a < N_ACTS; a++) {
-        CHECK(strcmp(pn_act_name(ACTS[a]), names[a]) == 0, "name of %d: %s", a, pn_act_name(ACTS[a]));
+        CHECK(strcmp(pn_act_name(ACTS[a]), names[a]) == 0, "name of %d: %s", a,
+              pn_act_name(ACTS[a]));
         CHECK(pn_act_parse(names[a]) == (int)ACTS[a], "parse %s", names[a]);
         CHECK(pn_act_parse(pn_act_name(ACTS[a])) == (int)ACTS[a], "round trip %d", a);
     }
@@ -48,7 +50,8 @@ TEST(act_names)
     CHECK(pn_act_parse("relu ") == -1, "trailing space");
     CHECK(pn_act_parse(NULL) == -1, "NULL name");
     CHECK(strcmp(pn_act_name((pn_act)17), "unknown") == 0, "name of an invalid value");
-    CHECK(isnan(pn_act_f((pn_act)17, 1.0f)) && isnan(pn_act_df((pn_act)17, 1.0f)), "invalid act gives NaN");
+    CHECK(isnan(pn_act_f((pn_act)17, 1.0f)) && isnan(pn_act_df((pn_act)17, 1.0f)),
+          "invalid act gives NaN");
 }
 
 /* Values against libm in double. The float kernels use branch-free vectorizable
@@ -66,27 +69,31 @@ TEST(act_values_against_libm)
             pn_act act = ACTS[a];
             double f = ref_f(act, x), df = ref_df(act, x);
             double tf = act == PN_ACT_SILU ? 4e-7 * fabs(f) + 1e-30
-                      : act == PN_ACT_GELU ? 3e-7 * fabs(x) + 1e-6 * fabs(f) + 1e-30 : 0;
+                : act == PN_ACT_GELU       ? 3e-7 * fabs(x) + 1e-6 * fabs(f) + 1e-30
+                                           : 0;
             double tdf = act == PN_ACT_SILU || act == PN_ACT_GELU ? 5e-7 : 0;
             double ef = fabs(pn_act_f(act, x) - f), edf = fabs(pn_act_df(act, x) - df);
             if (tf > 0 && ef / tf > worst[a][0]) worst[a][0] = ef / tf;
             if (tdf > 0 && edf / tdf > worst[a][1]) worst[a][1] = edf / tdf;
             if (ef > tf || edf > tdf) {
-                CHECK(ef <= tf, "%s(%.9g) = %.9g, libm %.9g", pn_act_name(act), x, pn_act_f(act, x), f);
-                CHECK(edf <= tdf, "%s'(%.9g) = %.9g, libm %.9g", pn_act_name(act), x, pn_act_df(act, x), df);
+                CHECK(ef <= tf, "%s(%.9g) = %.9g, libm %.9g", pn_act_name(act), x, pn_act_f(act, x),
+                      f);
+                CHECK(edf <= tdf, "%s'(%.9g) = %.9g, libm %.9g", pn_act_name(act), x,
+                      pn_act_df(act, x), df);
                 return;
             }
         }
     }
-    printf("  worst error / tolerance: silu %.2f, %.2f; gelu %.2f, %.2f\n", worst[2][0], worst[2][1],
-           worst[3][0], worst[3][1]);
+    printf("  worst error / tolerance: silu %.2f, %.2f; gelu %.2f, %.2f\n", worst[2][0],
+           worst[2][1], worst[3][0], worst[3][1]);
 }
 
 TEST(act_special_values)
 {
     CHECK(pn_act_f(PN_ACT_RELU, 0.0f) == 0.0f && pn_act_df(PN_ACT_RELU, 0.0f) == 0.0f, "relu at 0");
     CHECK(pn_act_df(PN_ACT_RELU, -0.0f) == 0.0f, "relu' at -0");
-    CHECK(pn_act_df(PN_ACT_RELU, 1e-30f) == 1.0f && pn_act_df(PN_ACT_RELU, -1e-30f) == 0.0f, "relu' near 0");
+    CHECK(pn_act_df(PN_ACT_RELU, 1e-30f) == 1.0f && pn_act_df(PN_ACT_RELU, -1e-30f) == 0.0f,
+          "relu' near 0");
     CHECK(pn_act_f(PN_ACT_RELU, -3.0f) == 0.0f && pn_act_f(PN_ACT_RELU, 2.5f) == 2.5f, "relu");
     CHECK(isnan(pn_act_f(PN_ACT_RELU, NAN)), "relu propagates NaN");
     CHECK_NEAR(pn_act_df(PN_ACT_SILU, 0.0f), 0.5, 1e-7);
@@ -121,7 +128,8 @@ TEST(act_derivative_finite_difference)
             double fd = ((double)pn_act_f(ACTS[a], xp) - pn_act_f(ACTS[a], xm)) / ((double)xp - xm);
             double an = pn_act_df(ACTS[a], x);
             if (fabs(an - fd) > 2e-4) {
-                CHECK(0, "%s'(%g): analytic %.9g, finite difference %.9g", pn_act_name(ACTS[a]), x, an, fd);
+                CHECK(0, "%s'(%g): analytic %.9g, finite difference %.9g", pn_act_name(ACTS[a]), x,
+                      an, fd);
                 break;
             }
         }
@@ -132,7 +140,8 @@ TEST(act_derivative_finite_difference)
 TEST(act_kernels_match_scalar)
 {
     const size_t n = 10007;
-    float *x = malloc(n * 4), *y = malloc(n * 4), *g = malloc(n * 4), *dx = malloc(n * 4), *z = malloc(n * 4);
+    float *x = malloc(n * 4), *y = malloc(n * 4), *g = malloc(n * 4), *dx = malloc(n * 4),
+          *z = malloc(n * 4);
     harness_seed(11);
     harness_fill_normal(x, n, 0, 3);
     harness_fill_normal(g, n, 0, 1);
@@ -152,18 +161,22 @@ TEST(act_kernels_match_scalar)
         CHECK(pn_act_forward(z, z, n, act) == PN_OK && memcmp(z, y, n * 4) == 0, "%s in place fwd",
               pn_act_name(act));
         memcpy(z, g, n * 4);
-        CHECK(pn_act_backward(z, z, x, n, act) == PN_OK && memcmp(z, dx, n * 4) == 0, "%s in place bwd",
-              pn_act_name(act));
+        CHECK(pn_act_backward(z, z, x, n, act) == PN_OK && memcmp(z, dx, n * 4) == 0,
+              "%s in place bwd", pn_act_name(act));
     }
-    free(x); free(y); free(g); free(dx); free(z);
+    free(x);
+    free(y);
+    free(g);
+    free(dx);
+    free(z);
 }
 
-#define EXPECT_ARG(call)                                                        \
-    do {                                                                        \
-        pn_clear_error();                                                       \
-        int rc_ = (call);                                                       \
-        CHECK(rc_ == PN_ERR_ARG, "%s returned %d", #call, rc_);                 \
-        CHECK(pn_last_error()[0] != '\0', "%s: no message", #call);            \
+#define EXPECT_ARG(call)                                                                           \
+    do {                                                                                           \
+        pn_clear_error();                                                                          \
+        int rc_ = (call);                                                                          \
+        CHECK(rc_ == PN_ERR_ARG, "%s returned %d", #call, rc_);                                    \
+        CHECK(pn_last_error()[0] != '\0', "%s: no message", #call);                                \
     } while (0)
 
 TEST(act_invalid_arguments)
@@ -212,7 +225,8 @@ TEST(ws_forward_properties)
     /* in place, and K = 1 (a constant row: all zeros) */
     float w2[5 * 27];
     memcpy(w2, w, sizeof w2);
-    CHECK(pn_ws_forward(w2, mean, rstd, w2, O, K, eps) == PN_OK && memcmp(w2, wh, sizeof w2) == 0, "in place");
+    CHECK(pn_ws_forward(w2, mean, rstd, w2, O, K, eps) == PN_OK && memcmp(w2, wh, sizeof w2) == 0,
+          "in place");
     CHECK(pn_ws_forward(wh, mean, rstd, w, 3, 1, eps) == PN_OK, "K = 1");
     CHECK(wh[0] == 0.0f && wh[1] == 0.0f && wh[2] == 0.0f, "K = 1 gives zeros");
 }
@@ -256,7 +270,10 @@ TEST(ws_gradcheck)
     harness_seed(31);
     harness_fill_normal(w, 36, 0.05, 0.2);
     harness_fill_normal(r, 36, 0, 1);
-    for (int i = 0; i < 36; i++) { dw[i] = 0.5f; wd[i] = w[i]; }
+    for (int i = 0; i < 36; i++) {
+        dw[i] = 0.5f;
+        wd[i] = w[i];
+    }
     CHECK(pn_ws_forward(wh, mean, rstd, w, O, K, eps) == PN_OK, "forward");
     CHECK(pn_ws_backward(dw, r, w, mean, rstd, O, K) == PN_OK, "backward");
     double fa[36], fb[36];
@@ -278,7 +295,10 @@ TEST(ws_gradcheck)
         fb[i] = (lp - lm) / (2 * hd);
     }
     double ra = 0, rb = 0;
-    for (int i = 0; i < 36; i++) { ra += fa[i] * fa[i]; rb += fb[i] * fb[i]; }
+    for (int i = 0; i < 36; i++) {
+        ra += fa[i] * fa[i];
+        rb += fb[i] * fb[i];
+    }
     ra = sqrt(ra / 36);
     rb = sqrt(rb / 36);
     for (int i = 0; i < 36; i++) {
@@ -287,7 +307,8 @@ TEST(ws_gradcheck)
         worst_a = fmax(worst_a, fabs(an - fa[i]) / ta);
         worst_b = fmax(worst_b, fabs(an - fb[i]) / tb);
         CHECK(fabs(an - fa[i]) <= ta, "dw[%d] %.9g, kernel finite difference %.9g", i, an, fa[i]);
-        CHECK(fabs(an - fb[i]) <= tb, "dw[%d] %.9g, reference finite difference %.9g", i, an, fb[i]);
+        CHECK(fabs(an - fb[i]) <= tb, "dw[%d] %.9g, reference finite difference %.9g", i, an,
+              fb[i]);
     }
     printf("  worst error / tolerance: kernel fd %.3f, reference fd %.3f\n", worst_a, worst_b);
 }

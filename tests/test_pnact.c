@@ -103,7 +103,12 @@ static pcase pc_make(int N, int C, int HW, int G, pn_act act, unsigned long long
 
 static void pc_free(pcase *pc)
 {
-    free(pc->x); free(pc->r); free(pc->gamma); free(pc->beta); free(pc->gamma_t); free(pc->beta_t);
+    free(pc->x);
+    free(pc->r);
+    free(pc->gamma);
+    free(pc->beta);
+    free(pc->gamma_t);
+    free(pc->beta_t);
 }
 
 static pn_pnact_params pc_params(const pcase *pc)
@@ -113,7 +118,9 @@ static pn_pnact_params pc_params(const pcase *pc)
 }
 
 /* Kernel forward (out, and the saved statistics). */
-typedef struct { float *out, *mean, *rstd, *m, *s; } fwd_state;
+typedef struct {
+    float *out, *mean, *rstd, *m, *s;
+} fwd_state;
 
 static fwd_state fwd_alloc(const pcase *pc)
 {
@@ -126,15 +133,22 @@ static fwd_state fwd_alloc(const pcase *pc)
     f.s = malloc(pc->C * sizeof(float));
     return f;
 }
-static void fwd_free(fwd_state *f) { free(f->out); free(f->mean); free(f->rstd); free(f->m); free(f->s); }
+static void fwd_free(fwd_state *f)
+{
+    free(f->out);
+    free(f->mean);
+    free(f->rstd);
+    free(f->m);
+    free(f->s);
+}
 
 static int kernel_forward(const pcase *pc, fwd_state *f)
 {
     if (pc->G > 0)
         return pn_gn_pnact_forward(f->out, f->mean, f->rstd, f->m, f->s, pc->x, pc_params(pc),
                                    pc->N, pc->C, pc->HW, pc->G, pc->gn_eps, pc->act, pc->pn_eps);
-    return pn_pnact_forward(f->out, f->m, f->s, pc->x, pc_params(pc), pc->N, pc->C, pc->HW,
-                            pc->act, pc->pn_eps);
+    return pn_pnact_forward(f->out, f->m, f->s, pc->x, pc_params(pc), pc->N, pc->C, pc->HW, pc->act,
+                            pc->pn_eps);
 }
 
 static int kernel_backward(const pcase *pc, const fwd_state *f, float *dx, pn_pnact_grads g)
@@ -142,8 +156,8 @@ static int kernel_backward(const pcase *pc, const fwd_state *f, float *dx, pn_pn
     if (pc->G > 0)
         return pn_gn_pnact_backward(dx, g, pc->r, pc->x, f->mean, f->rstd, f->m, f->s,
                                     pc_params(pc), pc->N, pc->C, pc->HW, pc->G, pc->act);
-    return pn_pnact_backward(dx, g, pc->r, pc->x, f->m, f->s, pc_params(pc), pc->N, pc->C,
-                             pc->HW, pc->act);
+    return pn_pnact_backward(dx, g, pc->r, pc->x, f->m, f->s, pc_params(pc), pc->N, pc->C, pc->HW,
+                             pc->act);
 }
 
 /* Kernel loss sum r*out in double (from the float outputs). */
@@ -159,7 +173,9 @@ static double kernel_loss(const pcase *pc)
 
 /* Analytic gradients from the kernels: grads of x, gamma, beta, gamma_t, beta_t.
  * The parameter gradient buffers start at 0.25 (checks that they ACCUMULATE). */
-typedef struct { float *t[5]; } grads5;
+typedef struct {
+    float *t[5];
+} grads5;
 static const char *const TNAME[5] = { "x", "gamma", "beta", "gamma_t", "beta_t" };
 
 static size_t tsize(const pcase *pc, int j) { return j == 0 ? pc_numel(pc) : (size_t)pc->C; }
@@ -180,7 +196,10 @@ static grads5 kernel_grads(const pcase *pc)
     fwd_free(&f);
     return a;
 }
-static void grads_free(grads5 *a) { for (int j = 0; j < 5; j++) free(a->t[j]); }
+static void grads_free(grads5 *a)
+{
+    for (int j = 0; j < 5; j++) free(a->t[j]);
+}
 
 static float *pc_tensor(const pcase *pc, int j)
 {
@@ -308,7 +327,7 @@ TEST(proxy_points_thread_safe_init)
 {
     /* first use from several threads at once: all see the same, complete table */
     int bad = 0;
-    #pragma omp parallel num_threads(4) reduction(+:bad)
+#pragma omp parallel num_threads(4) reduction(+ : bad)
     {
         const float *z = pn_proxy_points();
         for (int i = 0; i < NP; i++) bad += !(z[i] == -z[NP - 1 - i]) || z[i] == 0.0f;
@@ -363,7 +382,8 @@ TEST(pnact_forward_matches_reference)
     const int shapes[][3] = { { 1, 3, 1 }, { 2, 3, 1 }, { 2, 3, 5 } };
     for (int a = 0; a < N_ACTS; a++)
         for (int sh = 0; sh < 3; sh++) {
-            pcase pc = pc_make(shapes[sh][0], shapes[sh][1], shapes[sh][2], 0, ACTS[a], 100 + 10 * a + sh);
+            pcase pc =
+                pc_make(shapes[sh][0], shapes[sh][1], shapes[sh][2], 0, ACTS[a], 100 + 10 * a + sh);
             check_forward_ref(&pc, "pnact");
             pc_free(&pc);
         }
@@ -375,7 +395,8 @@ TEST(pnact_gradcheck_reference)
     double worst = 0;
     for (int a = 0; a < N_ACTS; a++)
         for (int sh = 0; sh < 3; sh++) {
-            pcase pc = pc_make(shapes[sh][0], shapes[sh][1], shapes[sh][2], 0, ACTS[a], 200 + 10 * a + sh);
+            pcase pc =
+                pc_make(shapes[sh][0], shapes[sh][1], shapes[sh][2], 0, ACTS[a], 200 + 10 * a + sh);
             char label[64];
             snprintf(label, sizeof label, "pnact N%d C%d HW%d", pc.N, pc.C, pc.HW);
             check_grads_ref(&pc, label, &worst);
@@ -390,7 +411,8 @@ TEST(pnact_gradcheck_kernel)
     const int shapes[][3] = { { 1, 3, 1 }, { 2, 3, 1 }, { 2, 3, 5 } };
     for (int a = 0; a < N_ACTS; a++)
         for (int sh = 0; sh < 3; sh++) {
-            pcase pc = pc_make(shapes[sh][0], shapes[sh][1], shapes[sh][2], 0, ACTS[a], 200 + 10 * a + sh);
+            pcase pc =
+                pc_make(shapes[sh][0], shapes[sh][1], shapes[sh][2], 0, ACTS[a], 200 + 10 * a + sh);
             char label[64];
             snprintf(label, sizeof label, "pnact N%d C%d HW%d", pc.N, pc.C, pc.HW);
             check_grads_kernel(&pc, label, &worst);
@@ -400,7 +422,9 @@ TEST(pnact_gradcheck_kernel)
 }
 
 /* fused shapes: N, C, HW, G */
-static const int FUSED[][4] = { { 2, 6, 5, 1 }, { 2, 6, 5, 6 }, { 2, 6, 5, 2 }, { 1, 3, 1, 1 }, { 2, 3, 1, 3 } };
+static const int FUSED[][4] = {
+    { 2, 6, 5, 1 }, { 2, 6, 5, 6 }, { 2, 6, 5, 2 }, { 1, 3, 1, 1 }, { 2, 3, 1, 3 }
+};
 #define N_FUSED 5
 
 TEST(gn_pnact_forward_matches_reference)
@@ -515,14 +539,17 @@ TEST(gn_pnact_equals_naive_composition)
             float *dx2 = malloc(n_el * 4), *mean = malloc(N * G * 4), *rstd = malloc(N * G * 4);
             float m[8], s[8];
             naive_gn_forward(y, mean, rstd, pc.x, N, C, HW, G, pc.gn_eps);
-            CHECK(pn_pnact_forward(out, m, s, y, p, N, C, HW, pc.act, pc.pn_eps) == PN_OK, "pnact fwd");
-            CHECK(pn_pnact_backward(dy, gN, pc.r, y, m, s, p, N, C, HW, pc.act) == PN_OK, "pnact bwd");
+            CHECK(pn_pnact_forward(out, m, s, y, p, N, C, HW, pc.act, pc.pn_eps) == PN_OK,
+                  "pnact fwd");
+            CHECK(pn_pnact_backward(dy, gN, pc.r, y, m, s, p, N, C, HW, pc.act) == PN_OK,
+                  "pnact bwd");
             naive_gn_backward(dx2, dy, pc.x, mean, rstd, N, C, HW, G);
             for (int i = 0; i < N * G; i++) {
                 CHECK(f.mean[i] == mean[i], "mean[%d] %.9g vs %.9g", i, f.mean[i], mean[i]);
                 CHECK_NEAR(f.rstd[i], rstd[i], 1e-6 * rstd[i]);
             }
-            for (int c = 0; c < C; c++) CHECK(f.m[c] == m[c] && f.s[c] == s[c], "m, s differ at %d", c);
+            for (int c = 0; c < C; c++)
+                CHECK(f.m[c] == m[c] && f.s[c] == s[c], "m, s differ at %d", c);
             /* same float operations in the same order: equal up to the last bit or two */
             CHECK(harness_max_err(f.out, out, n_el, 1e-6, 1e-6) <= 1, "%s G%d: outputs differ",
                   pn_act_name(pc.act), G);
@@ -534,8 +561,17 @@ TEST(gn_pnact_equals_naive_composition)
                 CHECK(harness_max_err(gf[j], gn[j], C, 1e-5 * max_abs(gn[j], C), 1e-5) <= 1,
                       "%s G%d: parameter gradient %d differs", pn_act_name(pc.act), G, j);
             fwd_free(&f);
-            free(dx); free(y); free(out); free(dy); free(dx2); free(mean); free(rstd);
-            for (int j = 0; j < 4; j++) { free(gf[j]); free(gn[j]); }
+            free(dx);
+            free(y);
+            free(out);
+            free(dy);
+            free(dx2);
+            free(mean);
+            free(rstd);
+            for (int j = 0; j < 4; j++) {
+                free(gf[j]);
+                free(gn[j]);
+            }
             pc_free(&pc);
         }
 }
@@ -585,18 +621,25 @@ TEST(batch_independence)
             fwd_state f1 = fwd_alloc(&pc), f2 = fwd_alloc(&pc);
             float *dx1 = malloc(n_el * 4), *dx2 = malloc(n_el * 4);
             pn_pnact_grads none = { NULL, NULL, NULL, NULL };
-            CHECK(kernel_forward(&pc, &f1) == PN_OK && kernel_backward(&pc, &f1, dx1, none) == PN_OK, "run 1");
+            CHECK(kernel_forward(&pc, &f1) == PN_OK &&
+                      kernel_backward(&pc, &f1, dx1, none) == PN_OK,
+                  "run 1");
             for (size_t k = 2 * per; k < 3 * per; k++) { /* new sample 2 and its dout */
                 pc.x[k] = 5.0f * (float)harness_normal() + 3.0f;
                 pc.r[k] = (float)harness_normal();
             }
-            CHECK(kernel_forward(&pc, &f2) == PN_OK && kernel_backward(&pc, &f2, dx2, none) == PN_OK, "run 2");
-            CHECK(memcmp(f1.out, f2.out, 2 * per * 4) == 0, "%s fused %d: samples 0,1 output changed",
-                  pn_act_name(pc.act), fused);
+            CHECK(kernel_forward(&pc, &f2) == PN_OK &&
+                      kernel_backward(&pc, &f2, dx2, none) == PN_OK,
+                  "run 2");
+            CHECK(memcmp(f1.out, f2.out, 2 * per * 4) == 0,
+                  "%s fused %d: samples 0,1 output changed", pn_act_name(pc.act), fused);
             CHECK(memcmp(dx1, dx2, 2 * per * 4) == 0, "%s fused %d: samples 0,1 dinp changed",
                   pn_act_name(pc.act), fused);
             CHECK(memcmp(f1.out + 2 * per, f2.out + 2 * per, per * 4) != 0, "sample 2 unchanged?");
-            fwd_free(&f1); fwd_free(&f2); free(dx1); free(dx2);
+            fwd_free(&f1);
+            fwd_free(&f2);
+            free(dx1);
+            free(dx2);
             pc_free(&pc);
         }
 }
@@ -608,7 +651,8 @@ TEST(fold_matches_forward)
         fwd_state f = fwd_alloc(&pc);
         float scale[5], shift[5], m[5], s[5];
         CHECK(kernel_forward(&pc, &f) == PN_OK, "fwd");
-        CHECK(pn_pnact_fold(scale, shift, pc_params(&pc), pc.C, pc.act, pc.pn_eps) == PN_OK, "fold");
+        CHECK(pn_pnact_fold(scale, shift, pc_params(&pc), pc.C, pc.act, pc.pn_eps) == PN_OK,
+              "fold");
         CHECK(pn_pnact_stats(m, s, pc_params(&pc), pc.C, pc.act, pc.pn_eps) == PN_OK, "stats");
         for (int c = 0; c < pc.C; c++) {
             CHECK(scale[c] == s[c] && m[c] == f.m[c] && s[c] == f.s[c], "scale != s at %d", c);
@@ -656,7 +700,8 @@ TEST(determinism_aliasing_and_threads)
                 CHECK(memcmp(f[0].out, f[run].out, n_el * 4) == 0, "out differs (run %d)", run);
                 CHECK(memcmp(dx[0], dx[run], n_el * 4) == 0, "dinp differs (run %d)", run);
                 for (int j = 0; j < 4; j++)
-                    CHECK(memcmp(gb[0][j], gb[run][j], pc.C * 4) == 0, "grad %d differs (run %d)", j, run);
+                    CHECK(memcmp(gb[0][j], gb[run][j], pc.C * 4) == 0, "grad %d differs (run %d)",
+                          j, run);
             }
             /* in place: out = inp, then dinp = dout; and all-NULL parameter gradients */
             float *xin = malloc(n_el * 4), *din = malloc(n_el * 4);
@@ -665,15 +710,19 @@ TEST(determinism_aliasing_and_threads)
             fwd_state fi = fwd_alloc(&pc);
             pn_pnact_params p = pc_params(&pc);
             pn_pnact_grads none = { NULL, NULL, NULL, NULL };
-            int rc = fused ? pn_gn_pnact_forward(xin, fi.mean, fi.rstd, fi.m, fi.s, xin, p, pc.N, pc.C,
-                                                 pc.HW, pc.G, pc.gn_eps, pc.act, pc.pn_eps)
-                           : pn_pnact_forward(xin, fi.m, fi.s, xin, p, pc.N, pc.C, pc.HW, pc.act, pc.pn_eps);
+            int rc = fused
+                ? pn_gn_pnact_forward(xin, fi.mean, fi.rstd, fi.m, fi.s, xin, p, pc.N, pc.C, pc.HW,
+                                      pc.G, pc.gn_eps, pc.act, pc.pn_eps)
+                : pn_pnact_forward(xin, fi.m, fi.s, xin, p, pc.N, pc.C, pc.HW, pc.act, pc.pn_eps);
             CHECK(rc == PN_OK && memcmp(xin, f[0].out, n_el * 4) == 0, "in-place forward differs");
-            rc = fused ? pn_gn_pnact_backward(din, none, din, pc.x, fi.mean, fi.rstd, fi.m, fi.s, p,
-                                              pc.N, pc.C, pc.HW, pc.G, pc.act)
-                       : pn_pnact_backward(din, none, din, pc.x, fi.m, fi.s, p, pc.N, pc.C, pc.HW, pc.act);
+            rc = fused
+                ? pn_gn_pnact_backward(din, none, din, pc.x, fi.mean, fi.rstd, fi.m, fi.s, p, pc.N,
+                                       pc.C, pc.HW, pc.G, pc.act)
+                : pn_pnact_backward(din, none, din, pc.x, fi.m, fi.s, p, pc.N, pc.C, pc.HW, pc.act);
             CHECK(rc == PN_OK && memcmp(din, dx[0], n_el * 4) == 0, "in-place backward differs");
-            fwd_free(&fi); free(xin); free(din);
+            fwd_free(&fi);
+            free(xin);
+            free(din);
             for (int run = 0; run < 3; run++) {
                 fwd_free(&f[run]);
                 free(dx[run]);
@@ -684,12 +733,12 @@ TEST(determinism_aliasing_and_threads)
 }
 
 /* ------------------------------------------------------------ invalid arguments */
-#define EXPECT_ARG(call)                                                        \
-    do {                                                                        \
-        pn_clear_error_for_test();                                              \
-        int rc_ = (call);                                                       \
-        CHECK(rc_ == PN_ERR_ARG, "%s returned %d", #call, rc_);                 \
-        CHECK(pn_last_error()[0] != '\0', "%s: no message", #call);            \
+#define EXPECT_ARG(call)                                                                           \
+    do {                                                                                           \
+        pn_clear_error_for_test();                                                                 \
+        int rc_ = (call);                                                                          \
+        CHECK(rc_ == PN_ERR_ARG, "%s returned %d", #call, rc_);                                    \
+        CHECK(pn_last_error()[0] != '\0', "%s: no message", #call);                                \
     } while (0)
 
 /* clear the thread's message so that each failing call must write its own */
@@ -699,7 +748,10 @@ TEST(invalid_arguments)
 {
     float x[24], out[24], m[6], s[6], mean[4], rstd[4], one[6], zero[6];
     for (int i = 0; i < 24; i++) x[i] = out[i] = (float)i;
-    for (int i = 0; i < 6; i++) { one[i] = 1; zero[i] = 0; }
+    for (int i = 0; i < 6; i++) {
+        one[i] = 1;
+        zero[i] = 0;
+    }
     pn_pnact_params p = { one, zero, zero, zero }, pnull = { one, NULL, zero, zero };
     pn_pnact_grads g = { NULL, NULL, NULL, NULL };
     const float eps = PN_PROXY_EPS;
@@ -734,24 +786,34 @@ TEST(invalid_arguments)
     EXPECT_ARG(pn_pnact_backward(out, g, x, x, m, s, p, 1, 6, 4, (pn_act)5));
     for (int i = 0; i < 24; i++) CHECK(out[i] == (float)i, "out written on error at %d", i);
     /* fused */
-    EXPECT_ARG(pn_gn_pnact_forward(out, mean, rstd, m, s, x, p, 1, 6, 4, 4, 1e-3f, PN_ACT_RELU, eps));
-    EXPECT_ARG(pn_gn_pnact_forward(out, mean, rstd, m, s, x, p, 1, 6, 4, 0, 1e-3f, PN_ACT_RELU, eps));
-    EXPECT_ARG(pn_gn_pnact_forward(out, mean, rstd, m, s, x, p, 1, 6, 4, -2, 1e-3f, PN_ACT_RELU, eps));
-    EXPECT_ARG(pn_gn_pnact_forward(out, mean, rstd, m, s, x, p, 1, 6, 4, 2, -1e-3f, PN_ACT_RELU, eps));
-    EXPECT_ARG(pn_gn_pnact_forward(out, mean, rstd, m, s, x, p, 1, 6, 4, 2, 1e-3f, PN_ACT_RELU, 0.0f));
-    EXPECT_ARG(pn_gn_pnact_forward(out, NULL, rstd, m, s, x, p, 1, 6, 4, 2, 1e-3f, PN_ACT_RELU, eps));
-    EXPECT_ARG(pn_gn_pnact_forward(out, mean, rstd, m, s, x, pnull, 1, 6, 4, 2, 1e-3f, PN_ACT_RELU, eps));
-    EXPECT_ARG(pn_gn_pnact_forward(out, mean, rstd, m, s, x, p, 0, 6, 4, 2, 1e-3f, PN_ACT_RELU, eps));
+    EXPECT_ARG(
+        pn_gn_pnact_forward(out, mean, rstd, m, s, x, p, 1, 6, 4, 4, 1e-3f, PN_ACT_RELU, eps));
+    EXPECT_ARG(
+        pn_gn_pnact_forward(out, mean, rstd, m, s, x, p, 1, 6, 4, 0, 1e-3f, PN_ACT_RELU, eps));
+    EXPECT_ARG(
+        pn_gn_pnact_forward(out, mean, rstd, m, s, x, p, 1, 6, 4, -2, 1e-3f, PN_ACT_RELU, eps));
+    EXPECT_ARG(
+        pn_gn_pnact_forward(out, mean, rstd, m, s, x, p, 1, 6, 4, 2, -1e-3f, PN_ACT_RELU, eps));
+    EXPECT_ARG(
+        pn_gn_pnact_forward(out, mean, rstd, m, s, x, p, 1, 6, 4, 2, 1e-3f, PN_ACT_RELU, 0.0f));
+    EXPECT_ARG(
+        pn_gn_pnact_forward(out, NULL, rstd, m, s, x, p, 1, 6, 4, 2, 1e-3f, PN_ACT_RELU, eps));
+    EXPECT_ARG(
+        pn_gn_pnact_forward(out, mean, rstd, m, s, x, pnull, 1, 6, 4, 2, 1e-3f, PN_ACT_RELU, eps));
+    EXPECT_ARG(
+        pn_gn_pnact_forward(out, mean, rstd, m, s, x, p, 0, 6, 4, 2, 1e-3f, PN_ACT_RELU, eps));
     EXPECT_ARG(pn_gn_pnact_forward(out, mean, rstd, m, s, x, p, 1, 6, 4, 2, 1e-3f, (pn_act)7, eps));
     EXPECT_ARG(pn_gn_pnact_backward(out, g, x, x, mean, rstd, m, s, p, 1, 6, 4, 4, PN_ACT_RELU));
     EXPECT_ARG(pn_gn_pnact_backward(out, g, x, x, NULL, rstd, m, s, p, 1, 6, 4, 2, PN_ACT_RELU));
     EXPECT_ARG(pn_gn_pnact_backward(out, g, x, NULL, mean, rstd, m, s, p, 1, 6, 4, 2, PN_ACT_RELU));
-    EXPECT_ARG(pn_gn_pnact_backward(out, g, x, x, mean, rstd, m, s, pnull, 1, 6, 4, 2, PN_ACT_RELU));
+    EXPECT_ARG(
+        pn_gn_pnact_backward(out, g, x, x, mean, rstd, m, s, pnull, 1, 6, 4, 2, PN_ACT_RELU));
     EXPECT_ARG(pn_gn_pnact_backward(out, g, x, x, mean, rstd, m, s, p, 1, 6, 0, 2, PN_ACT_RELU));
     EXPECT_ARG(pn_gn_pnact_backward(out, g, x, x, mean, rstd, m, s, p, 1, 6, 4, 2, (pn_act)-3));
     for (int i = 0; i < 24; i++) CHECK(out[i] == (float)i, "out written on error at %d", i);
     /* and a valid call succeeds */
-    CHECK(pn_gn_pnact_forward(out, mean, rstd, m, s, x, p, 1, 6, 4, 2, 1e-3f, PN_ACT_RELU, eps) == PN_OK,
+    CHECK(pn_gn_pnact_forward(out, mean, rstd, m, s, x, p, 1, 6, 4, 2, 1e-3f, PN_ACT_RELU, eps) ==
+              PN_OK,
           "valid call failed: %s", pn_last_error());
 }
 

@@ -89,7 +89,8 @@ int pn_act_backward(float *dinp, const float *dout, const float *inp, size_t n, 
     PN_CHECK_PTR(dout);
     PN_CHECK_PTR(inp);
     PN_CHECK(n > 0, "pn_act_backward: n must be > 0");
-    PN_CHECK((int)act >= 0 && (int)act < N_ACTS, "pn_act_backward: unknown activation %d", (int)act);
+    PN_CHECK((int)act >= 0 && (int)act < N_ACTS, "pn_act_backward: unknown activation %d",
+             (int)act);
     const size_t nb = (n + ACT_BLOCK - 1) / ACT_BLOCK;
     switch (act) {
     case PN_ACT_IDENTITY:
