@@ -32,7 +32,7 @@ static pthread_once_t proxy_once = PTHREAD_ONCE_INIT;
 /* Phi^-1(p) for 0 < p <= 1/2: bisection of Phi(x) = erfc(-x/sqrt2)/2 on
  * [-40, 0]. erfc of a non-negative argument is accurate to a few ulp in libm and
  * Phi is increasing, so the bisection ends on the double nearest the quantile
- * (within erfc's error); about 60 halvings, no tables or magic constants. */
+ * (within erfc's error) after 60-80 halvings; no tables or magic constants. */
 static double normal_quantile_lower(double p)
 {
     double lo = -40.0, hi = 0.0;
