@@ -23,7 +23,7 @@ CLI_OBJ  := $(CLI_SRC:%.c=$(BUILD)/%.o)
 TEST_BIN := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 HEADERS  := $(wildcard include/*.h src/*/*.h)
 
-.PHONY: all deps deps-torch demo test check bench-norm clean
+.PHONY: all deps demo test test-sanitize check bench-norm clean
 all: $(BUILD)/libproxynorm.a $(BUILD)/libproxynorm.so $(if $(CLI_SRC),$(BUILD)/proxynorm)
 
 $(BUILD)/%.o: %.c $(HEADERS)
@@ -51,7 +51,15 @@ test: deps
 	@$(MAKE) --no-print-directory all $(TEST_BIN)
 	@OMP_NUM_THREADS=2 tests/run.sh $(TEST_BIN)
 
-check: test
+# The same suite built with AddressSanitizer and UndefinedBehaviorSanitizer.
+SAN_FLAGS = -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
+test-sanitize: deps
+	@$(MAKE) --no-print-directory BUILD=build-san OPT="$(SAN_FLAGS)" LDFLAGS="-fopenmp $(SAN_FLAGS)" \
+		build-san/libproxynorm.a $(TEST_BIN:$(BUILD)/%=build-san/%) $(if $(CLI_SRC),build-san/proxynorm)
+	@ASAN_OPTIONS=detect_leaks=1 OMP_NUM_THREADS=2 PROXYNORM_BIN=build-san/proxynorm \
+		tests/run.sh $(TEST_BIN:$(BUILD)/%=build-san/%)
+
+check: test test-sanitize
 
 demo: deps
 	@$(MAKE) --no-print-directory all
@@ -67,4 +75,4 @@ $(BUILD)/bench/%: bench/%.c $(BUILD)/libproxynorm.a
 	$(CC) $(CFLAGS) -o $@ $< $(BUILD)/libproxynorm.a $(LDFLAGS) $(LDLIBS)
 
 clean:
-	rm -rf $(BUILD)
+	rm -rf $(BUILD) build-san
