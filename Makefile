@@ -8,7 +8,11 @@ CC      ?= cc
 BUILD   ?= build
 OPT     ?= -O2 -march=native
 CFLAGS  += -std=c11 -Wall -Wextra -fPIC -fopenmp $(OPT) -Iinclude -Isrc -D_GNU_SOURCE
-LDLIBS  += -lopenblas -lcjson -lz -lm
+# OpenBLAS built on OpenMP (Debian's libopenblas-openmp-dev): BLAS and our kernels then
+# share one thread pool. The pthreads build spins its own threads against libgomp's
+# (measured: a 3x3 convolution 9x slower at 2 threads than at 1).
+BLAS_DIR ?= /usr/lib/x86_64-linux-gnu/openblas-openmp
+LDLIBS  += -L$(BLAS_DIR) -Wl,-rpath,$(BLAS_DIR) -lopenblas -lcjson -lz -lm
 LDFLAGS += -fopenmp
 
 # Add a flag only when the compiler accepts it.
