@@ -12,7 +12,7 @@
  *   forward outputs, saved statistics, running stats, w_hat, m, s      atol 1e-5  rtol 1e-4
  *   activation values and derivatives                                  atol 1e-6  rtol 1e-5
  *   gradients of GN/LN/IN/BN/WS (input and parameters)                 atol 2e-5  rtol 1e-4
- *   gradients through PN-Act and fused GN+PN-Act (via the proxy's s^3) atol 1e-4  rtol 1e-3
+ *   gradients through PN-Act and fused GN+PN-Act (via the proxy's s^3) atol 5e-5  rtol 5e-4
  *   proxy points z_i (double -> float, so 1 ulp)                       atol 1e-7  rtol 2e-7
  * Parameter gradients are checked to ACCUMULATE (buffers start at 0.25); input gradients to
  * be WRITTEN (buffers start as NaN). Each test prints its worst tensor (error / tolerance),
@@ -29,7 +29,7 @@
 #define TOL_OUT 1e-5, 1e-4
 #define TOL_ACT 1e-6, 1e-5
 #define TOL_GRAD 2e-5, 1e-4
-#define TOL_PNGRAD 1e-4, 1e-3
+#define TOL_PNGRAD 5e-5, 5e-4
 #define ACC0 0.25f /* initial value of accumulated parameter gradients */
 
 /* ------------------------------------------------------------------ plumbing */
