@@ -7,7 +7,8 @@
 #   ours_ms     our forward+backward, median ms
 #   torch_ms    PyTorch's, median ms (gnpn: F.group_norm + PN-Act written in PyTorch;
 #               gnrelu: nn.GroupNorm + ReLU, PyTorch only, for context)
-#   torch/ours  > 1 means we are faster
+#   torch/ours  > 1 means we are faster (medians)
+#   min ours/torch  the fastest repetition of each (less sensitive to other load on the machine)
 #   GB/s        bytes the op must move (20 per element: x,y forward; dy,x,dx backward) / our time
 #   fused/GN    gnpn rows: our fused GN+PN-Act time / our GN (G=4, affine) time
 set -eu
@@ -28,14 +29,14 @@ else
 fi
 
 awk '
-    $1 == "RESULT" && $2 == "ours"  { k = $3 " " $4 " " $5; ours[k] = $6; bytes[k] = $9; seen[k] = 1
+    $1 == "RESULT" && $2 == "ours"  { k = $3 " " $4 " " $5; ours[k] = $6; omin[k] = $7; bytes[k] = $9; seen[k] = 1
                                       if (!(($4 " " $5) in sorder)) { sorder[$4 " " $5] = ++ns; skey[ns] = $4 " " $5 } }
-    $1 == "RESULT" && $2 == "torch" { k = $3 " " $4 " " $5; torch[k] = $6
+    $1 == "RESULT" && $2 == "torch" { k = $3 " " $4 " " $5; torch[k] = $6; tmin[k] = $7
                                       if (!(($4 " " $5) in sorder)) { sorder[$4 " " $5] = ++ns; skey[ns] = $4 " " $5 } }
     END {
         nops = split("gn ln bn gnpn gnrelu", ops, " ")
         split("GN(G=4) LN(=GN1) BN(train) GN+PN-Act GN+ReLU", label, " ")
-        printf "%-10s %-14s %3s %9s %9s %10s %7s %9s\n", "op", "N,C,H,W", "thr", "ours_ms", "torch_ms", "torch/ours", "GB/s", "fused/GN"
+        printf "%-10s %-14s %3s %9s %9s %10s %7s %9s %17s\n", "op", "N,C,H,W", "thr", "ours_ms", "torch_ms", "torch/ours", "GB/s", "fused/GN", "min ours/torch"
         for (s = 1; s <= ns; s++) {
             split(skey[s], sk, " ")
             for (o = 1; o <= nops; o++) {
@@ -48,7 +49,8 @@ awk '
                 fg = "-"
                 g = "gn " skey[s]
                 if (ops[o] == "gnpn" && (k in ours) && (g in ours) && ours[g] > 0) fg = sprintf("%.2f", ours[k] / ours[g])
-                printf "%-10s %-14s %3s %9s %9s %10s %7s %9s\n", label[o], sk[1], sk[2], om, tm, ratio, bw, fg
+                mn = ((k in omin) ? sprintf("%.3f", omin[k]) : "-") "/" ((k in tmin) ? sprintf("%.3f", tmin[k]) : "-")
+                printf "%-10s %-14s %3s %9s %9s %10s %7s %9s %17s\n", label[o], sk[1], sk[2], om, tm, ratio, bw, fg, mn
             }
         }
     }' "$tmp/ours" "$tmp/torch"
