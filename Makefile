@@ -19,7 +19,7 @@ LDFLAGS += -fopenmp
 cc-option = $(shell $(CC) $(1) -x c -c /dev/null -o /dev/null 2>/dev/null && echo $(1))
 CFLAGS += $(call cc-option,-Wno-stringop-truncation)
 
-LIB_SRC  := $(sort $(wildcard src/kernels/*.c src/nn/*.c src/train/*.c src/data/*.c src/io/*.c))
+LIB_SRC  := $(sort $(wildcard src/kernels/*.c src/nn/*.c src/train/*.c src/data/*.c src/io/*.c src/diag/*.c))
 CLI_SRC  := $(sort $(wildcard src/cli/*.c))
 TEST_SRC := $(sort $(wildcard tests/test_*.c))
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o)
