@@ -229,7 +229,7 @@ static int cmd_train(int argc, char **argv)
         { "--epochs", ARG_INT, &cfg.epochs, 1, 1000000, 0, 0, NULL },
         { "--batch", ARG_INT, &cfg.batch, 1, 1 << 20, 0, 0, NULL },
         { "--micro-batch", ARG_INT, &mb, 1, 1 << 20, 0, 0, NULL },
-        { "--lr", ARG_FLOAT, &cfg.lr, 0, 1e6, 0, 0, NULL },
+        { "--lr", ARG_FLOAT, &cfg.lr, 0, 3e38, 0, 0, NULL },
         { "--warmup", ARG_FLOAT, &cfg.warmup, 0, 1e6, 0, 0, NULL },
         { "--wd", ARG_FLOAT, &cfg.wd, 0, 1e3, 0, 0, NULL },
         { "--momentum", ARG_FLOAT, &cfg.momentum, 0, 0.999999, 0, 0, NULL },
