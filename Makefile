@@ -8,14 +8,18 @@ CC      ?= cc
 BUILD   ?= build
 OPT     ?= -O2 -march=native
 CFLAGS  += -std=c11 -Wall -Wextra -fPIC -fopenmp $(OPT) -Iinclude -Isrc -D_GNU_SOURCE
-LDLIBS  += -lopenblas -lcjson -lz -lm
+# OpenBLAS built on OpenMP (Debian's libopenblas-openmp-dev): BLAS and our kernels then
+# share one thread pool. The pthreads build spins its own threads against libgomp's
+# (measured: a 3x3 convolution 9x slower at 2 threads than at 1).
+BLAS_DIR ?= /usr/lib/x86_64-linux-gnu/openblas-openmp
+LDLIBS  += -L$(BLAS_DIR) -Wl,-rpath,$(BLAS_DIR) -lopenblas -lcjson -lz -lm
 LDFLAGS += -fopenmp
 
 # Add a flag only when the compiler accepts it.
 cc-option = $(shell $(CC) $(1) -x c -c /dev/null -o /dev/null 2>/dev/null && echo $(1))
 CFLAGS += $(call cc-option,-Wno-stringop-truncation)
 
-LIB_SRC  := $(sort $(wildcard src/kernels/*.c src/nn/*.c src/train/*.c src/data/*.c src/io/*.c))
+LIB_SRC  := $(sort $(wildcard src/kernels/*.c src/nn/*.c src/train/*.c src/data/*.c src/io/*.c src/diag/*.c))
 CLI_SRC  := $(sort $(wildcard src/cli/*.c))
 TEST_SRC := $(sort $(wildcard tests/test_*.c))
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o)
@@ -23,7 +27,7 @@ CLI_OBJ  := $(CLI_SRC:%.c=$(BUILD)/%.o)
 TEST_BIN := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 HEADERS  := $(wildcard include/*.h src/*/*.h)
 
-.PHONY: all deps deps-torch demo test check bench-norm clean
+.PHONY: all deps demo test test-sanitize check bench-norm clean
 all: $(BUILD)/libproxynorm.a $(BUILD)/libproxynorm.so $(if $(CLI_SRC),$(BUILD)/proxynorm)
 
 $(BUILD)/%.o: %.c $(HEADERS)
@@ -51,7 +55,15 @@ test: deps
 	@$(MAKE) --no-print-directory all $(TEST_BIN)
 	@OMP_NUM_THREADS=2 tests/run.sh $(TEST_BIN)
 
-check: test
+# The same suite built with AddressSanitizer and UndefinedBehaviorSanitizer.
+SAN_FLAGS = -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
+test-sanitize: deps
+	@$(MAKE) --no-print-directory BUILD=build-san OPT="$(SAN_FLAGS)" LDFLAGS="-fopenmp $(SAN_FLAGS)" \
+		build-san/libproxynorm.a $(TEST_BIN:$(BUILD)/%=build-san/%) $(if $(CLI_SRC),build-san/proxynorm)
+	@ASAN_OPTIONS=detect_leaks=1 OMP_NUM_THREADS=2 PROXYNORM_BIN=build-san/proxynorm \
+		tests/run.sh $(TEST_BIN:$(BUILD)/%=build-san/%)
+
+check: test test-sanitize
 
 demo: deps
 	@$(MAKE) --no-print-directory all
@@ -67,4 +79,4 @@ $(BUILD)/bench/%: bench/%.c $(BUILD)/libproxynorm.a
 	$(CC) $(CFLAGS) -o $@ $< $(BUILD)/libproxynorm.a $(LDFLAGS) $(LDLIBS)
 
 clean:
-	rm -rf $(BUILD)
+	rm -rf $(BUILD) build-san

@@ -4,7 +4,7 @@
 #   scripts/install-deps.sh --torch   also PyTorch (reference tests and benchmarks only)
 #   scripts/install-deps.sh --plot    also gnuplot (figures)
 set -eu
-pkgs="build-essential libopenblas-dev zlib1g-dev libcjson-dev dataset-fashion-mnist"
+pkgs="build-essential libopenblas-openmp-dev zlib1g-dev libcjson-dev dataset-fashion-mnist"
 for a in "$@"; do
     case "$a" in
         --torch) pkgs="$pkgs python3-torch" ;;

@@ -1,0 +1,379 @@
+/* 2-D convolution (NCHW, zero padding, groups) by im2col + OpenBLAS sgemm.
+ *
+ * Layout and strategy
+ *   - One image at a time. im2col writes the whole image into `work` as a
+ *     (Cin*KH*KW, Ho*Wo) matrix whose rows are ordered (c, kh, kw), so the rows
+ *     of group g are the contiguous block [g*Kg, (g+1)*Kg) with Kg = Cin/groups*KH*KW,
+ *     and the weight of group g, (Cout/groups, Kg), is contiguous too. Per image
+ *     and group one sgemm:  out_g (Cout_g, HoWo) = W_g (Cout_g, Kg) x col_g (Kg, HoWo).
+ *     The workspace is therefore one image's column matrix, Cin*KH*KW*Ho*Wo floats,
+ *     independent of N. (A batch-wide column matrix would allow one larger sgemm,
+ *     but it would cost N times the memory plus a transpose of the output from
+ *     (Cout, N*HoWo) to NCHW; the per-image GEMMs are already large for the
+ *     shapes of a ResNet, e.g. 64 x 576 x 1024 on 32x32 inputs.)
+ *   - 1x1, stride 1, pad 0: the input image (Cin, H*W) already is the column
+ *     matrix; the GEMMs run directly on inp / dinp and no workspace is used.
+ *   - Depthwise (Cin/groups = Cout/groups = 1): a direct loop (one tiny GEMM per
+ *     channel would be all overhead); no workspace.
+ *   - Backward per image: dW_g += dout_g x col_g^T (sgemm, beta 1); then the same
+ *     buffer receives dcol_g = W_g^T x dout_g (beta 0) and col2im adds it into dinp.
+ *     dbias += sums of dout in double.
+ * Threading: sgemm is called from the calling thread only (OpenBLAS uses the
+ * threads set by pn_set_threads); the direct loops, bias and dbias are OpenMP
+ * loops whose iterations write disjoint outputs in a fixed order, so results do
+ * not depend on the partition. im2col / col2im run between two sgemm calls of
+ * every image: they use OpenMP only when OpenBLAS itself is built on OpenMP (one
+ * shared thread pool). With the pthreads OpenBLAS (Debian's default), libgomp's
+ * workers would still be spin-waiting after each im2col while OpenBLAS's threads
+ * want the same cores; on 2 cores that made the convolution ~10x slower, so
+ * there im2col / col2im stay serial (they are a few % of the GEMM time). */
+#include <cblas.h>
+#include <string.h>
+
+#include "common.h"
+#include "layers.h"
+
+/* Run an OpenMP loop in parallel only when there is enough work for it. */
+#define PN_PAR_MIN 16384
+
+/* OpenBLAS exports this (0 sequential, 1 pthreads, 2 OpenMP); declared here so that
+ * any cblas.h works. */
+int openblas_get_parallel(void);
+
+/* 1 when loops between two sgemm calls may use OpenMP (see the top comment). */
+static int omp_between_gemms(void)
+{
+    static int v = -1; /* benign race: every thread computes the same value */
+    if (v < 0) v = openblas_get_parallel() == 2;
+    return v;
+}
+
+static int conv_check(const pn_conv_shape *s, int *Ho, int *Wo, const char *fn)
+{
+    if (!s) return pn_error(PN_ERR_ARG, "%s: shape is NULL", fn);
+    PN_CHECK(s->N > 0 && s->Cin > 0 && s->H > 0 && s->W > 0 && s->Cout > 0 && s->KH > 0 &&
+                 s->KW > 0 && s->stride > 0 && s->groups > 0,
+             "%s: sizes must be > 0 (N %d Cin %d H %d W %d Cout %d KH %d KW %d stride %d groups %d)",
+             fn, s->N, s->Cin, s->H, s->W, s->Cout, s->KH, s->KW, s->stride, s->groups);
+    PN_CHECK(s->pad >= 0, "%s: pad must be >= 0 (got %d)", fn, s->pad);
+    PN_CHECK(s->Cin % s->groups == 0 && s->Cout % s->groups == 0,
+             "%s: Cin %d and Cout %d must be divisible by groups %d", fn, s->Cin, s->Cout, s->groups);
+    PN_CHECK((long)s->H + 2L * s->pad >= s->KH && (long)s->W + 2L * s->pad >= s->KW,
+             "%s: kernel %dx%d larger than padded input %ldx%ld", fn, s->KH, s->KW,
+             (long)s->H + 2L * s->pad, (long)s->W + 2L * s->pad);
+    *Ho = (int)(((long)s->H + 2L * s->pad - s->KH) / s->stride + 1);
+    *Wo = (int)(((long)s->W + 2L * s->pad - s->KW) / s->stride + 1);
+    return PN_OK;
+}
+
+int pn_conv_out_hw(const pn_conv_shape *s, int *Ho, int *Wo)
+{
+    PN_CHECK_PTR(Ho);
+    PN_CHECK_PTR(Wo);
+    int ho, wo;
+    int st = conv_check(s, &ho, &wo, __func__);
+    if (st) return st;
+    *Ho = ho;
+    *Wo = wo;
+    return PN_OK;
+}
+
+static int is_pointwise(const pn_conv_shape *s)
+{
+    return s->KH == 1 && s->KW == 1 && s->stride == 1 && s->pad == 0;
+}
+
+static int is_depthwise(const pn_conv_shape *s)
+{
+    return s->Cin == s->groups && s->Cout == s->groups;
+}
+
+size_t pn_conv2d_workspace(const pn_conv_shape *s)
+{
+    int Ho, Wo;
+    if (conv_check(s, &Ho, &Wo, __func__)) return 0;
+    if (is_pointwise(s) || is_depthwise(s)) return 0;
+    return (size_t)s->Cin * s->KH * s->KW * (size_t)Ho * Wo;
+}
+
+/* Output columns [lo, hi) whose input column ow*stride - pad + k lies in [0, n). */
+static inline void valid_range(int n_out, int n_in, int stride, int pad, int k, int *lo, int *hi)
+{
+    int a = pad - k; /* need ow*stride >= a */
+    int l = a > 0 ? (a + stride - 1) / stride : 0;
+    int b = n_in - 1 + pad - k; /* need ow*stride <= b */
+    int h = b < 0 ? 0 : b / stride + 1;
+    if (h > n_out) h = n_out;
+    if (l > h) l = h;
+    *lo = l;
+    *hi = h;
+}
+
+// x (Cin,H,W) -> col (Cin*KH*KW, Ho*Wo)
+static void im2col(float *col, const float *x, const pn_conv_shape *s, int Ho, int Wo)
+{
+    const int H = s->H, W = s->W, KH = s->KH, KW = s->KW, st = s->stride, pad = s->pad;
+    const long rows = (long)s->Cin * KH * KW;
+    const size_t HoWo = (size_t)Ho * Wo;
+    const int par = omp_between_gemms() && rows * (long)HoWo >= PN_PAR_MIN;
+    #pragma omp parallel for schedule(static) if (par)
+    for (long r = 0; r < rows; r++) {
+        const int c = (int)(r / (KH * KW)), kh = (int)(r / KW % KH), kw = (int)(r % KW);
+        const float *xc = x + (size_t)c * H * W;
+        float *dst = col + (size_t)r * HoWo;
+        int lo, hi;
+        valid_range(Wo, W, st, pad, kw, &lo, &hi);
+        for (int oh = 0; oh < Ho; oh++, dst += Wo) {
+            const int ih = oh * st - pad + kh;
+            if (ih < 0 || ih >= H) {
+                memset(dst, 0, (size_t)Wo * sizeof(float));
+                continue;
+            }
+            for (int ow = 0; ow < lo; ow++) dst[ow] = 0.0f;
+            const float *src = xc + (size_t)ih * W - pad + kw;
+            if (st == 1) {
+                if (hi > lo) memcpy(dst + lo, src + lo, (size_t)(hi - lo) * sizeof(float));
+            } else {
+                for (int ow = lo; ow < hi; ow++) dst[ow] = src[ow * st];
+            }
+            for (int ow = hi; ow < Wo; ow++) dst[ow] = 0.0f;
+        }
+    }
+}
+
+// col (Cin*KH*KW, Ho*Wo) -> dx (Cin,H,W) written (sum of the columns that read each pixel)
+static void col2im(float *dx, const float *col, const pn_conv_shape *s, int Ho, int Wo)
+{
+    const int H = s->H, W = s->W, KH = s->KH, KW = s->KW, st = s->stride, pad = s->pad;
+    const size_t HoWo = (size_t)Ho * Wo;
+    const int par = omp_between_gemms() && (long)s->Cin * KH * KW * (long)HoWo >= PN_PAR_MIN;
+    #pragma omp parallel for schedule(static) if (par)
+    for (int c = 0; c < s->Cin; c++) {
+        float *xc = dx + (size_t)c * H * W;
+        memset(xc, 0, (size_t)H * W * sizeof(float));
+        for (int kh = 0; kh < KH; kh++) {
+            for (int kw = 0; kw < KW; kw++) {
+                const float *src = col + ((size_t)(c * KH + kh) * KW + kw) * HoWo;
+                int lo, hi;
+                valid_range(Wo, W, st, pad, kw, &lo, &hi);
+                for (int oh = 0; oh < Ho; oh++) {
+                    const int ih = oh * st - pad + kh;
+                    if (ih < 0 || ih >= H) continue;
+                    float *d = xc + (size_t)ih * W - pad + kw;
+                    const float *sr = src + (size_t)oh * Wo;
+                    if (st == 1)
+                        for (int ow = lo; ow < hi; ow++) d[ow] += sr[ow];
+                    else
+                        for (int ow = lo; ow < hi; ow++) d[ow * st] += sr[ow];
+                }
+            }
+        }
+    }
+}
+
+/* ------------------------------------------------------------ depthwise */
+
+// inp (N,C,H,W), weight (C,1,KH,KW), bias (C) or NULL, out (N,C,Ho,Wo)
+static void dw_forward(float *out, const float *inp, const float *weight, const float *bias,
+                       const pn_conv_shape *s, int Ho, int Wo)
+{
+    const int C = s->Cin, H = s->H, W = s->W, KH = s->KH, KW = s->KW, st = s->stride, pad = s->pad;
+    const size_t HoWo = (size_t)Ho * Wo;
+    #pragma omp parallel for schedule(static) if ((long)s->N * C * (long)HoWo * KH * KW >= PN_PAR_MIN)
+    for (long nc = 0; nc < (long)s->N * C; nc++) {
+        const int c = (int)(nc % C);
+        const float *x = inp + (size_t)nc * H * W;
+        const float *w = weight + (size_t)c * KH * KW;
+        float *y = out + (size_t)nc * HoWo;
+        for (size_t i = 0; i < HoWo; i++) y[i] = 0.0f;
+        for (int kh = 0; kh < KH; kh++) {
+            for (int kw = 0; kw < KW; kw++) {
+                const float wv = w[kh * KW + kw];
+                int lo, hi;
+                valid_range(Wo, W, st, pad, kw, &lo, &hi);
+                for (int oh = 0; oh < Ho; oh++) {
+                    const int ih = oh * st - pad + kh;
+                    if (ih < 0 || ih >= H) continue;
+                    const float *xr = x + (size_t)ih * W - pad + kw;
+                    float *yr = y + (size_t)oh * Wo;
+                    if (st == 1)
+                        for (int ow = lo; ow < hi; ow++) yr[ow] += wv * xr[ow];
+                    else
+                        for (int ow = lo; ow < hi; ow++) yr[ow] += wv * xr[ow * st];
+                }
+            }
+        }
+        if (bias)
+            for (size_t i = 0; i < HoWo; i++) y[i] += bias[c];
+    }
+}
+
+static void dw_backward(float *dinp, float *dweight, float *dbias, const float *dout,
+                        const float *inp, const float *weight, const pn_conv_shape *s, int Ho, int Wo)
+{
+    const int N = s->N, C = s->Cin, H = s->H, W = s->W, KH = s->KH, KW = s->KW;
+    const int st = s->stride, pad = s->pad;
+    const size_t HW = (size_t)H * W, HoWo = (size_t)Ho * Wo;
+    const long work = (long)N * C * (long)HoWo * KH * KW;
+    /* Parameter gradients: one channel per iteration, sums over (n, oh, ow) in double. */
+    #pragma omp parallel for schedule(static) if (work >= PN_PAR_MIN)
+    for (int c = 0; c < C; c++) {
+        for (int kh = 0; kh < KH; kh++) {
+            for (int kw = 0; kw < KW; kw++) {
+                int lo, hi;
+                valid_range(Wo, W, st, pad, kw, &lo, &hi);
+                double acc = 0.0;
+                for (int n = 0; n < N; n++) {
+                    const float *x = inp + ((size_t)n * C + c) * HW;
+                    const float *dy = dout + ((size_t)n * C + c) * HoWo;
+                    for (int oh = 0; oh < Ho; oh++) {
+                        const int ih = oh * st - pad + kh;
+                        if (ih < 0 || ih >= H) continue;
+                        const float *xr = x + (size_t)ih * W - pad + kw;
+                        const float *dr = dy + (size_t)oh * Wo;
+                        if (st == 1)
+                            for (int ow = lo; ow < hi; ow++) acc += (double)dr[ow] * xr[ow];
+                        else
+                            for (int ow = lo; ow < hi; ow++) acc += (double)dr[ow] * xr[ow * st];
+                    }
+                }
+                dweight[(size_t)c * KH * KW + kh * KW + kw] += (float)acc;
+            }
+        }
+        if (dbias) {
+            double acc = 0.0;
+            for (int n = 0; n < N; n++) {
+                const float *dy = dout + ((size_t)n * C + c) * HoWo;
+                for (size_t i = 0; i < HoWo; i++) acc += dy[i];
+            }
+            dbias[c] += (float)acc;
+        }
+    }
+    if (!dinp) return;
+    #pragma omp parallel for schedule(static) if (work >= PN_PAR_MIN)
+    for (long nc = 0; nc < (long)N * C; nc++) {
+        const int c = (int)(nc % C);
+        float *dx = dinp + (size_t)nc * HW;
+        const float *dy = dout + (size_t)nc * HoWo;
+        const float *w = weight + (size_t)c * KH * KW;
+        memset(dx, 0, HW * sizeof(float));
+        for (int kh = 0; kh < KH; kh++) {
+            for (int kw = 0; kw < KW; kw++) {
+                const float wv = w[kh * KW + kw];
+                int lo, hi;
+                valid_range(Wo, W, st, pad, kw, &lo, &hi);
+                for (int oh = 0; oh < Ho; oh++) {
+                    const int ih = oh * st - pad + kh;
+                    if (ih < 0 || ih >= H) continue;
+                    float *xr = dx + (size_t)ih * W - pad + kw;
+                    const float *dr = dy + (size_t)oh * Wo;
+                    if (st == 1)
+                        for (int ow = lo; ow < hi; ow++) xr[ow] += wv * dr[ow];
+                    else
+                        for (int ow = lo; ow < hi; ow++) xr[ow * st] += wv * dr[ow];
+                }
+            }
+        }
+    }
+}
+
+/* --------------------------------------------------------------- public */
+
+int pn_conv2d_forward(float *out, const float *inp, const float *weight, const float *bias,
+                      const pn_conv_shape *s, float *work)
+{
+    int Ho, Wo;
+    int st = conv_check(s, &Ho, &Wo, __func__);
+    if (st) return st;
+    PN_CHECK_PTR(out);
+    PN_CHECK_PTR(inp);
+    PN_CHECK_PTR(weight);
+    const int dw = is_depthwise(s), pw = is_pointwise(s);
+    PN_CHECK(work || dw || pw, "%s: work is NULL but %zu floats of workspace are needed", __func__,
+             pn_conv2d_workspace(s));
+    if (dw) {
+        dw_forward(out, inp, weight, bias, s, Ho, Wo);
+        return PN_OK;
+    }
+    const int G = s->groups, Cin_g = s->Cin / G, Cout_g = s->Cout / G;
+    const int Kg = Cin_g * s->KH * s->KW;
+    const size_t HW = (size_t)s->H * s->W, HoWo = (size_t)Ho * Wo;
+    for (int n = 0; n < s->N; n++) {
+        const float *x = inp + (size_t)n * s->Cin * HW;
+        float *y = out + (size_t)n * s->Cout * HoWo;
+        const float *col = x;
+        if (!pw) {
+            im2col(work, x, s, Ho, Wo);
+            col = work;
+        }
+        for (int g = 0; g < G; g++)
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Cout_g, (int)HoWo, Kg, 1.0f,
+                        weight + (size_t)g * Cout_g * Kg, Kg, col + (size_t)g * Kg * HoWo,
+                        (int)HoWo, 0.0f, y + (size_t)g * Cout_g * HoWo, (int)HoWo);
+    }
+    if (bias) {
+        const long planes = (long)s->N * s->Cout;
+        #pragma omp parallel for schedule(static) if (planes * (long)HoWo >= PN_PAR_MIN)
+        for (long p = 0; p < planes; p++) {
+            const float b = bias[p % s->Cout];
+            float *y = out + (size_t)p * HoWo;
+            for (size_t i = 0; i < HoWo; i++) y[i] += b;
+        }
+    }
+    return PN_OK;
+}
+
+int pn_conv2d_backward(float *dinp, float *dweight, float *dbias, const float *dout,
+                       const float *inp, const float *weight, const pn_conv_shape *s, float *work)
+{
+    int Ho, Wo;
+    int st = conv_check(s, &Ho, &Wo, __func__);
+    if (st) return st;
+    PN_CHECK_PTR(dweight);
+    PN_CHECK_PTR(dout);
+    PN_CHECK_PTR(inp);
+    PN_CHECK_PTR(weight);
+    const int dw = is_depthwise(s), pw = is_pointwise(s);
+    PN_CHECK(work || dw || pw, "%s: work is NULL but %zu floats of workspace are needed", __func__,
+             pn_conv2d_workspace(s));
+    if (dw) {
+        dw_backward(dinp, dweight, dbias, dout, inp, weight, s, Ho, Wo);
+        return PN_OK;
+    }
+    const int G = s->groups, Cin_g = s->Cin / G, Cout_g = s->Cout / G;
+    const int Kg = Cin_g * s->KH * s->KW;
+    const size_t HW = (size_t)s->H * s->W, HoWo = (size_t)Ho * Wo;
+    if (dbias) {
+        #pragma omp parallel for schedule(static) if ((long)s->N * s->Cout * (long)HoWo >= PN_PAR_MIN)
+        for (int co = 0; co < s->Cout; co++) {
+            double acc = 0.0;
+            for (int n = 0; n < s->N; n++) {
+                const float *dy = dout + ((size_t)n * s->Cout + co) * HoWo;
+                for (size_t i = 0; i < HoWo; i++) acc += dy[i];
+            }
+            dbias[co] += (float)acc;
+        }
+    }
+    for (int n = 0; n < s->N; n++) {
+        const float *x = inp + (size_t)n * s->Cin * HW;
+        const float *dy = dout + (size_t)n * s->Cout * HoWo;
+        const float *col = x;
+        if (!pw) {
+            im2col(work, x, s, Ho, Wo);
+            col = work;
+        }
+        for (int g = 0; g < G; g++)
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Cout_g, Kg, (int)HoWo, 1.0f,
+                        dy + (size_t)g * Cout_g * HoWo, (int)HoWo, col + (size_t)g * Kg * HoWo,
+                        (int)HoWo, 1.0f, dweight + (size_t)g * Cout_g * Kg, Kg);
+        if (!dinp) continue;
+        float *dx = dinp + (size_t)n * s->Cin * HW;
+        float *dcol = pw ? dx : work;
+        for (int g = 0; g < G; g++)
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Kg, (int)HoWo, Cout_g, 1.0f,
+                        weight + (size_t)g * Cout_g * Kg, Kg, dy + (size_t)g * Cout_g * HoWo,
+                        (int)HoWo, 0.0f, dcol + (size_t)g * Kg * HoWo, (int)HoWo);
+        if (!pw) col2im(dx, dcol, s, Ho, Wo);
+    }
+    return PN_OK;
+}

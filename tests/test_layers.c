@@ -1,0 +1,864 @@
+/* Tests for src/kernels/{conv,linear,pool,loss}.c:
+ *   - finite-difference gradient checks (random projection loss L = sum(R * out),
+ *     central differences, every element of every input and parameter);
+ *   - golden vectors from PyTorch (tests/golden/gen_layers.py -> layers_*.txt);
+ *   - a naive double-precision reference for larger convolutions (OpenMP paths);
+ *   - argument validation, gradient accumulation (+=) and determinism.
+ * The golden files are read from tests/golden/ (run from the repository root) or
+ * from $PN_GOLDEN_DIR. Set LAYERS_VERBOSE=1 to print the observed errors. */
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "golden.h"
+#include "harness.h"
+#include "kernels/common.h"
+#include "kernels/layers.h"
+
+static int verbose;
+
+static float *fnew(size_t n) { return calloc(n ? n : 1, sizeof(float)); }
+static float *frandn(size_t n, double std)
+{
+    float *x = fnew(n);
+    harness_fill_normal(x, n, 0.0, std);
+    return x;
+}
+static void ffill(float *x, size_t n, float v)
+{
+    for (size_t i = 0; i < n; i++) x[i] = v;
+}
+static double dot(const float *a, const float *r, size_t n)
+{
+    double s = 0;
+    for (size_t i = 0; i < n; i++) s += (double)a[i] * r[i];
+    return s;
+}
+static int all_finite(const float *x, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (!isfinite(x[i])) return 0;
+    return 1;
+}
+
+/* ------------------------------------------------ finite differences */
+/* Central differences of loss() with respect to every element of p (n), compared
+ * with analytic (n): |a - fd| <= atol + rtol*|fd|. The step actually taken is
+ * (float)(v+h) - (float)(v-h), so the representation of the perturbed value adds
+ * no error. Returns the worst error ratio (<= 1 passes). */
+typedef double (*loss_fn)(void *ctx);
+static double fd_check(const char *what, float *p, size_t n, const float *analytic, double h,
+                       double atol, double rtol, loss_fn loss, void *ctx)
+{
+    double worst = 0, worst_abs = 0;
+    for (size_t i = 0; i < n; i++) {
+        const float v = p[i];
+        const float vp = (float)(v + h), vm = (float)(v - h);
+        p[i] = vp;
+        const double lp = loss(ctx);
+        p[i] = vm;
+        const double lm = loss(ctx);
+        p[i] = v;
+        const double fd = (lp - lm) / ((double)vp - (double)vm);
+        const double err = fabs((double)analytic[i] - fd);
+        const double ratio = err / (atol + rtol * fabs(fd));
+        if (!(ratio <= 1.0)) {
+            CHECK(0, "%s[%zu]: analytic %.9g, finite difference %.9g", what, i, analytic[i], fd);
+            return INFINITY;
+        }
+        if (ratio > worst) worst = ratio;
+        if (err > worst_abs) worst_abs = err;
+    }
+    if (verbose) printf("  fd %-28s n %4zu max |err| %.3g (ratio %.3g)\n", what, n, worst_abs, worst);
+    return worst;
+}
+
+/* -------------------------------------------------------- conv cases */
+typedef struct {
+    const char *name;
+    pn_conv_shape s;
+    int bias;
+} conv_case;
+
+/* Same table as tests/golden/gen_layers.py (the golden test checks the cfg tensors). */
+static const conv_case CONV_CASES[] = {
+    /*              N Cin H  W Cout KH KW st pad groups      bias */
+    { "k3s1p1",   { 2, 3, 5, 6, 4, 3, 3, 1, 1, 1 }, 1 },
+    { "k3s1p1nb", { 1, 3, 5, 5, 4, 3, 3, 1, 1, 1 }, 0 },
+    { "k3s2p1",   { 2, 3, 7, 5, 5, 3, 3, 2, 1, 1 }, 1 },
+    { "k1s1",     { 2, 3, 5, 5, 4, 1, 1, 1, 0, 1 }, 0 },
+    { "k1s1b",    { 1, 5, 3, 4, 3, 1, 1, 1, 0, 1 }, 1 },
+    { "k1s2",     { 2, 4, 5, 6, 3, 1, 1, 2, 0, 1 }, 1 },
+    { "g2k3",     { 2, 4, 5, 5, 6, 3, 3, 1, 1, 2 }, 1 },
+    { "g2k1",     { 1, 4, 3, 5, 6, 1, 1, 1, 0, 2 }, 0 },
+    { "dwk3s1",   { 2, 3, 5, 6, 3, 3, 3, 1, 1, 3 }, 1 },
+    { "dwk3s2",   { 1, 4, 6, 5, 4, 3, 3, 2, 1, 4 }, 0 },
+    { "mult2",    { 1, 3, 5, 5, 6, 3, 3, 1, 1, 3 }, 1 },
+    { "k32p0",    { 1, 3, 5, 7, 2, 3, 2, 1, 0, 1 }, 0 },
+    { "k7s2p3",   { 1, 3, 9, 8, 2, 7, 7, 2, 3, 1 }, 1 },
+};
+#define N_CONV_CASES (int)(sizeof CONV_CASES / sizeof CONV_CASES[0])
+
+typedef struct {
+    pn_conv_shape s;
+    size_t nx, nw, ny;
+    float *x, *w, *b, *y, *r, *work;
+} conv_ctx;
+
+static int conv_ctx_init(conv_ctx *c, const pn_conv_shape *s, int bias)
+{
+    memset(c, 0, sizeof *c);
+    c->s = *s;
+    int Ho, Wo;
+    if (pn_conv_out_hw(s, &Ho, &Wo) != PN_OK) return -1;
+    c->nx = (size_t)s->N * s->Cin * s->H * s->W;
+    c->nw = (size_t)s->Cout * (s->Cin / s->groups) * s->KH * s->KW;
+    c->ny = (size_t)s->N * s->Cout * Ho * Wo;
+    c->x = fnew(c->nx);
+    c->w = fnew(c->nw);
+    c->b = bias ? fnew((size_t)s->Cout) : NULL;
+    c->y = fnew(c->ny);
+    c->r = fnew(c->ny);
+    c->work = fnew(pn_conv2d_workspace(s));
+    return 0;
+}
+static void conv_ctx_free(conv_ctx *c)
+{
+    free(c->x); free(c->w); free(c->b); free(c->y); free(c->r); free(c->work);
+}
+static double conv_loss(void *p)
+{
+    conv_ctx *c = p;
+    if (pn_conv2d_forward(c->y, c->x, c->w, c->b, &c->s, c->work) != PN_OK) return NAN;
+    return dot(c->y, c->r, c->ny);
+}
+
+/* Convolution is linear in x, w and b, so central differences have no truncation
+ * error at any step; the only error is float rounding of the outputs y that the
+ * perturbed element touches (up to N*Ho*Wo ~ 60 of them for a weight). Each y is a
+ * sum of K <= 147 products of size ~0.5, rounded with typical error
+ * ~sqrt(K)*u*sum|terms| ~ 2e-6; over ~60 outputs with random-sign R that gives
+ * ~2e-5 in L(+h) - L(-h), divided by 2h = 1 (h = 0.5). atol 1e-4 + rtol 1e-4 is
+ * ~5x above that; indexing or accumulation bugs change gradients by O(0.1..1).
+ * Observed: max |err| 6.8e-6 (7x7 weights), worst error ratio 0.03. */
+TEST(conv_fd)
+{
+    harness_seed(11);
+    for (int ci = 0; ci < N_CONV_CASES; ci++) {
+        const conv_case *cc = &CONV_CASES[ci];
+        conv_ctx c;
+        CHECK(conv_ctx_init(&c, &cc->s, cc->bias) == 0, "%s: init", cc->name);
+        harness_fill_normal(c.x, c.nx, 0, 1);
+        harness_fill_normal(c.w, c.nw, 0, 0.5);
+        if (c.b) harness_fill_normal(c.b, (size_t)cc->s.Cout, 0, 0.5);
+        harness_fill_normal(c.r, c.ny, 0, 1);
+        float *dx = fnew(c.nx), *dw = fnew(c.nw), *db = fnew((size_t)cc->s.Cout);
+        ffill(dx, c.nx, NAN);  /* written, must be overwritten entirely */
+        ffill(dw, c.nw, 0.25f); /* accumulated */
+        ffill(db, (size_t)cc->s.Cout, -0.5f);
+        CHECK(pn_conv2d_forward(c.y, c.x, c.w, c.b, &c.s, c.work) == PN_OK, "%s fwd", cc->name);
+        CHECK(pn_conv2d_backward(dx, dw, c.b ? db : NULL, c.r, c.x, c.w, &c.s, c.work) == PN_OK,
+              "%s bwd: %s", cc->name, pn_last_error());
+        CHECK(all_finite(dx, c.nx), "%s: dinp not fully written", cc->name);
+        for (size_t i = 0; i < c.nw; i++) dw[i] -= 0.25f;
+        for (int i = 0; i < cc->s.Cout; i++) db[i] += 0.5f;
+        char what[64];
+        snprintf(what, sizeof what, "conv %s dx", cc->name);
+        fd_check(what, c.x, c.nx, dx, 0.5, 1e-4, 1e-4, conv_loss, &c);
+        snprintf(what, sizeof what, "conv %s dw", cc->name);
+        fd_check(what, c.w, c.nw, dw, 0.5, 1e-4, 1e-4, conv_loss, &c);
+        if (c.b) {
+            snprintf(what, sizeof what, "conv %s db", cc->name);
+            fd_check(what, c.b, (size_t)cc->s.Cout, db, 0.5, 1e-4, 1e-4, conv_loss, &c);
+        }
+        /* dinp NULL: same parameter gradients, bit for bit */
+        float *dw2 = fnew(c.nw), *db2 = fnew((size_t)cc->s.Cout);
+        ffill(dw2, c.nw, 0.25f);
+        ffill(db2, (size_t)cc->s.Cout, -0.5f);
+        CHECK(pn_conv2d_backward(NULL, dw2, c.b ? db2 : NULL, c.r, c.x, c.w, &c.s, c.work) == PN_OK,
+              "%s bwd NULL dinp", cc->name);
+        for (size_t i = 0; i < c.nw; i++) dw2[i] -= 0.25f;
+        for (int i = 0; i < cc->s.Cout; i++) db2[i] += 0.5f;
+        CHECK(memcmp(dw, dw2, c.nw * sizeof(float)) == 0, "%s: dweight differs with dinp NULL", cc->name);
+        if (c.b)
+            CHECK(memcmp(db, db2, (size_t)cc->s.Cout * sizeof(float)) == 0,
+                  "%s: dbias differs with dinp NULL", cc->name);
+        free(dw2); free(db2);
+        free(dx); free(dw); free(db);
+        conv_ctx_free(&c);
+    }
+}
+
+/* -------------------------------------------------------- golden helpers */
+static int golden_open(golden_file *g, const char *file)
+{
+    const char *dir = getenv("PN_GOLDEN_DIR");
+    char path[512];
+    snprintf(path, sizeof path, "%s/%s", dir ? dir : "tests/golden", file);
+    int rc = golden_load(g, path);
+    CHECK(rc == 0, "cannot load %s", path);
+    return rc;
+}
+static const float *gv(const golden_file *g, const char *pre, const char *name, size_t n)
+{
+    char full[64];
+    snprintf(full, sizeof full, "%s%s", pre, name);
+    const golden_tensor *t = golden_get(g, full);
+    CHECK(t != NULL, "missing golden tensor %s", full);
+    if (!t) return NULL;
+    CHECK(t->n == n, "golden tensor %s has %zu values, expected %zu", full, t->n, n);
+    return t->n == n ? t->v : NULL;
+}
+/* got vs golden: |got - ref| <= atol + rtol*|ref| everywhere. */
+static void gcmp(const golden_file *g, const char *pre, const char *name, const float *got,
+                 size_t n, double atol, double rtol)
+{
+    const float *ref = gv(g, pre, name, n);
+    if (!ref) return;
+    double worst = 0;
+    for (size_t i = 0; i < n; i++) worst = fmax(worst, fabs((double)got[i] - ref[i]));
+    /* atol = rtol = 0: bit-exact (up to the sign of zero) */
+    double e = (atol == 0 && rtol == 0) ? (worst == 0 ? 0 : INFINITY)
+                                        : harness_max_err(got, ref, n, atol, rtol);
+    CHECK(e <= 1.0, "%s%s: max |diff| %.3g, error ratio %.3g (atol %g rtol %g)", pre, name, worst, e,
+          atol, rtol);
+    if (verbose)
+        printf("  golden %s%-8s n %4zu max |diff| %.3g (ratio %.3g)\n", pre, name, n, worst, e);
+}
+
+/* Tolerances vs PyTorch (float32 both sides, different summation orders):
+ * outputs and gradients are sums of at most 147 (7x7x3) products of values ~1, of
+ * magnitude up to ~10; float rounding is ~sqrt(K)*u*sum|terms| ~ 1e-5 at worst.
+ * Observed max |diff| 5.7e-6 (7x7 output ~6), error ratio <= 0.1 with
+ * atol 1e-5 + rtol 1e-5; any indexing or accumulation error is O(0.1..1). */
+#define CONV_ATOL 1e-5
+#define CONV_RTOL 1e-5
+
+TEST(conv_golden)
+{
+    golden_file g;
+    if (golden_open(&g, "layers_conv.txt")) return;
+    for (int ci = 0; ci < N_CONV_CASES; ci++) {
+        const conv_case *cc = &CONV_CASES[ci];
+        const pn_conv_shape *s = &cc->s;
+        char pre[48];
+        snprintf(pre, sizeof pre, "conv.%s.", cc->name);
+        const float *cfg = gv(&g, pre, "cfg", 11);
+        if (!cfg) continue;
+        const int want[11] = { s->N, s->Cin, s->H, s->W, s->Cout, s->KH, s->KW, s->stride, s->pad,
+                               s->groups, cc->bias };
+        int same = 1;
+        for (int i = 0; i < 11; i++) same &= (int)cfg[i] == want[i];
+        CHECK(same, "%s: golden cfg differs from the C table (regenerate?)", cc->name);
+        if (!same) continue;
+        conv_ctx c;
+        conv_ctx_init(&c, s, cc->bias);
+        const float *x = gv(&g, pre, "x", c.nx), *w = gv(&g, pre, "w", c.nw);
+        const float *b = cc->bias ? gv(&g, pre, "b", (size_t)s->Cout) : NULL;
+        const float *dout = gv(&g, pre, "dout", c.ny);
+        if (x && w && dout && (b || !cc->bias)) {
+            float *dx = fnew(c.nx), *dw = fnew(c.nw), *db = fnew((size_t)s->Cout);
+            CHECK(pn_conv2d_forward(c.y, x, w, b, s, c.work) == PN_OK, "%s fwd", cc->name);
+            CHECK(pn_conv2d_backward(dx, dw, b ? db : NULL, dout, x, w, s, c.work) == PN_OK, "%s bwd",
+                  cc->name);
+            gcmp(&g, pre, "out", c.y, c.ny, CONV_ATOL, CONV_RTOL);
+            gcmp(&g, pre, "dx", dx, c.nx, CONV_ATOL, CONV_RTOL);
+            gcmp(&g, pre, "dw", dw, c.nw, CONV_ATOL, CONV_RTOL);
+            if (b) gcmp(&g, pre, "db", db, (size_t)s->Cout, CONV_ATOL, CONV_RTOL);
+            free(dx); free(dw); free(db);
+        }
+        conv_ctx_free(&c);
+    }
+    golden_free(&g);
+}
+
+/* ------------------------------------------ larger convs vs a naive reference */
+/* Double-precision direct convolution, forward and backward, with the sums of
+ * absolute values of the terms (for a rigorous rounding bound). */
+static void ref_conv(const pn_conv_shape *s, int Ho, int Wo, const float *x, const float *w,
+                     const float *b, const float *dy, double *y, double *ya, double *dx, double *dxa,
+                     double *dw, double *dwa)
+{
+    const int G = s->groups, Cig = s->Cin / G, Cog = s->Cout / G;
+    size_t nx = (size_t)s->N * s->Cin * s->H * s->W, nw = (size_t)s->Cout * Cig * s->KH * s->KW;
+    memset(dx, 0, nx * sizeof(double)); memset(dxa, 0, nx * sizeof(double));
+    memset(dw, 0, nw * sizeof(double)); memset(dwa, 0, nw * sizeof(double));
+    for (int n = 0; n < s->N; n++)
+        for (int co = 0; co < s->Cout; co++)
+            for (int oh = 0; oh < Ho; oh++)
+                for (int ow = 0; ow < Wo; ow++) {
+                    size_t yi = (((size_t)n * s->Cout + co) * Ho + oh) * Wo + ow;
+                    double acc = b ? b[co] : 0, aa = b ? fabs(b[co]) : 0;
+                    for (int ci = 0; ci < Cig; ci++) {
+                        int c = (co / Cog) * Cig + ci;
+                        for (int kh = 0; kh < s->KH; kh++)
+                            for (int kw = 0; kw < s->KW; kw++) {
+                                int ih = oh * s->stride - s->pad + kh, iw = ow * s->stride - s->pad + kw;
+                                if (ih < 0 || ih >= s->H || iw < 0 || iw >= s->W) continue;
+                                size_t xi = (((size_t)n * s->Cin + c) * s->H + ih) * s->W + iw;
+                                size_t wi = (((size_t)co * Cig + ci) * s->KH + kh) * s->KW + kw;
+                                acc += (double)w[wi] * x[xi];
+                                aa += fabs((double)w[wi] * x[xi]);
+                                dx[xi] += (double)w[wi] * dy[yi];
+                                dxa[xi] += fabs((double)w[wi] * dy[yi]);
+                                dw[wi] += (double)x[xi] * dy[yi];
+                                dwa[wi] += fabs((double)x[xi] * dy[yi]);
+                            }
+                    }
+                    y[yi] = acc;
+                    ya[yi] = aa;
+                }
+}
+/* |got - ref| <= 2 * (K+1) * u * sum|terms| + 1e-30 (recursive summation bound
+ * gamma_K with a factor 2 for the rounding of the final float conversion). */
+static void bound_cmp(const char *what, const float *got, const double *ref, const double *abs_,
+                      size_t n, int K)
+{
+    const double u = 5.96e-8;
+    double worst = 0;
+    for (size_t i = 0; i < n; i++) {
+        double tol = 2.0 * (K + 1) * u * abs_[i] + 1e-30;
+        double r = fabs(got[i] - ref[i]) / tol;
+        if (!(r <= 1.0)) {
+            CHECK(0, "%s[%zu]: got %.9g, reference %.9g, tol %.3g", what, i, got[i], ref[i], tol);
+            return;
+        }
+        if (r > worst) worst = r;
+    }
+    if (verbose) printf("  ref %-30s n %6zu worst error / bound %.3g\n", what, n, worst);
+}
+
+TEST(conv_reference_large)
+{
+    static const conv_case cases[] = {
+        { "big_k3s1p1", { 3, 16, 12, 11, 24, 3, 3, 1, 1, 1 }, 1 },
+        { "big_k3s2p1_g4", { 2, 16, 13, 12, 32, 3, 3, 2, 1, 4 }, 1 },
+        { "big_dw_k3s1", { 3, 32, 12, 12, 32, 3, 3, 1, 1, 32 }, 1 },
+        { "big_dw_k5s2p2", { 2, 24, 15, 14, 24, 5, 5, 2, 2, 24 }, 0 },
+        { "big_k1s1", { 3, 24, 12, 12, 40, 1, 1, 1, 0, 1 }, 0 },
+        { "big_k1s2", { 2, 24, 12, 13, 16, 1, 1, 2, 0, 1 }, 1 },
+    };
+    harness_seed(21);
+    for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
+        const conv_case *cc = &cases[ci];
+        const pn_conv_shape *s = &cc->s;
+        int Ho, Wo;
+        pn_conv_out_hw(s, &Ho, &Wo);
+        conv_ctx c;
+        conv_ctx_init(&c, s, cc->bias);
+        harness_fill_normal(c.x, c.nx, 0, 1);
+        harness_fill_normal(c.w, c.nw, 0, 0.2);
+        if (c.b) harness_fill_normal(c.b, (size_t)s->Cout, 0, 0.5);
+        harness_fill_normal(c.r, c.ny, 0, 1);
+        double *y = calloc(c.ny, 8), *ya = calloc(c.ny, 8), *dx = calloc(c.nx, 8),
+               *dxa = calloc(c.nx, 8), *dw = calloc(c.nw, 8), *dwa = calloc(c.nw, 8);
+        ref_conv(s, Ho, Wo, c.x, c.w, c.b, c.r, y, ya, dx, dxa, dw, dwa);
+        float *gx = fnew(c.nx), *gw = fnew(c.nw), *gb = fnew((size_t)s->Cout);
+        CHECK(pn_conv2d_forward(c.y, c.x, c.w, c.b, s, c.work) == PN_OK, "%s fwd", cc->name);
+        CHECK(pn_conv2d_backward(gx, gw, c.b ? gb : NULL, c.r, c.x, c.w, s, c.work) == PN_OK, "%s bwd",
+              cc->name);
+        const int Kf = s->Cin / s->groups * s->KH * s->KW;
+        char what[64];
+        snprintf(what, sizeof what, "%s out", cc->name);
+        bound_cmp(what, c.y, y, ya, c.ny, Kf);
+        snprintf(what, sizeof what, "%s dx", cc->name);
+        bound_cmp(what, gx, dx, dxa, c.nx, (s->Cout / s->groups) * s->KH * s->KW);
+        snprintf(what, sizeof what, "%s dw", cc->name);
+        bound_cmp(what, gw, dw, dwa, c.nw, s->N * Ho * Wo);
+        if (c.b) {
+            double *rb = calloc((size_t)s->Cout, 8), *rba = calloc((size_t)s->Cout, 8);
+            for (size_t i = 0; i < c.ny; i++) {
+                int co = (int)(i / ((size_t)Ho * Wo) % s->Cout);
+                rb[co] += c.r[i];
+                rba[co] += fabs(c.r[i]);
+            }
+            snprintf(what, sizeof what, "%s db", cc->name);
+            bound_cmp(what, gb, rb, rba, (size_t)s->Cout, s->N * Ho * Wo);
+            free(rb); free(rba);
+        }
+        /* Determinism: a second run gives the same bits. */
+        float *y2 = fnew(c.ny), *gx2 = fnew(c.nx), *gw2 = fnew(c.nw), *gb2 = fnew((size_t)s->Cout);
+        pn_conv2d_forward(y2, c.x, c.w, c.b, s, c.work);
+        pn_conv2d_backward(gx2, gw2, c.b ? gb2 : NULL, c.r, c.x, c.w, s, c.work);
+        CHECK(memcmp(y2, c.y, c.ny * 4) == 0 && memcmp(gx2, gx, c.nx * 4) == 0 &&
+                  memcmp(gw2, gw, c.nw * 4) == 0 && memcmp(gb2, gb, (size_t)s->Cout * 4) == 0,
+              "%s: second run differs", cc->name);
+        free(y2); free(gx2); free(gw2); free(gb2);
+        free(gx); free(gw); free(gb);
+        free(y); free(ya); free(dx); free(dxa); free(dw); free(dwa);
+        conv_ctx_free(&c);
+    }
+}
+
+TEST(conv_shapes_and_workspace)
+{
+    pn_conv_shape s = { 2, 3, 32, 32, 8, 3, 3, 2, 1, 1 };
+    int Ho = -1, Wo = -1;
+    CHECK(pn_conv_out_hw(&s, &Ho, &Wo) == PN_OK && Ho == 16 && Wo == 16, "Ho %d Wo %d", Ho, Wo);
+    CHECK(pn_conv2d_workspace(&s) == (size_t)3 * 9 * 16 * 16, "workspace %zu", pn_conv2d_workspace(&s));
+    pn_conv_shape s7 = { 1, 3, 9, 8, 2, 7, 7, 2, 3, 1 };
+    CHECK(pn_conv_out_hw(&s7, &Ho, &Wo) == PN_OK && Ho == 5 && Wo == 4, "7x7: Ho %d Wo %d", Ho, Wo);
+    pn_conv_shape pw = { 4, 16, 8, 8, 32, 1, 1, 1, 0, 1 };
+    CHECK(pn_conv2d_workspace(&pw) == 0, "1x1 s1 needs no workspace");
+    pn_conv_shape dw = { 4, 16, 8, 8, 16, 3, 3, 1, 1, 16 };
+    CHECK(pn_conv2d_workspace(&dw) == 0, "depthwise needs no workspace");
+    pn_conv_shape g = { 4, 16, 8, 8, 32, 3, 3, 1, 1, 4 };
+    CHECK(pn_conv2d_workspace(&g) == (size_t)16 * 9 * 64, "grouped workspace %zu", pn_conv2d_workspace(&g));
+    pn_conv_shape bad = { 4, 16, 8, 8, 30, 3, 3, 1, 1, 4 };
+    CHECK(pn_conv2d_workspace(&bad) == 0, "invalid shape -> 0");
+    CHECK(pn_conv2d_workspace(NULL) == 0, "NULL shape -> 0");
+}
+
+/* ------------------------------------------------------------- linear */
+typedef struct {
+    int N, In, Out;
+    float *x, *w, *b, *y, *r;
+} lin_ctx;
+static double lin_loss(void *p)
+{
+    lin_ctx *c = p;
+    if (pn_linear_forward(c->y, c->x, c->w, c->b, c->N, c->In, c->Out) != PN_OK) return NAN;
+    return dot(c->y, c->r, (size_t)c->N * c->Out);
+}
+
+/* Linear in x, w, b: same argument as conv_fd (K <= 7 products per output). */
+TEST(linear_fd)
+{
+    const int cfg[][4] = { { 3, 7, 5, 1 }, { 4, 6, 2, 0 }, { 1, 1, 1, 1 } };
+    harness_seed(31);
+    for (int t = 0; t < 3; t++) {
+        lin_ctx c = { cfg[t][0], cfg[t][1], cfg[t][2], NULL, NULL, NULL, NULL, NULL };
+        size_t nx = (size_t)c.N * c.In, nw = (size_t)c.Out * c.In, ny = (size_t)c.N * c.Out;
+        c.x = frandn(nx, 1);
+        c.w = frandn(nw, 0.5);
+        c.b = cfg[t][3] ? frandn((size_t)c.Out, 0.5) : NULL;
+        c.y = fnew(ny);
+        c.r = frandn(ny, 1);
+        float *dx = fnew(nx), *dw = fnew(nw), *db = fnew((size_t)c.Out);
+        ffill(dx, nx, NAN);
+        ffill(dw, nw, 1.0f);
+        ffill(db, (size_t)c.Out, 1.0f);
+        CHECK(pn_linear_backward(dx, dw, c.b ? db : NULL, c.r, c.x, c.w, c.N, c.In, c.Out) == PN_OK, "bwd");
+        CHECK(all_finite(dx, nx), "dinp not written");
+        for (size_t i = 0; i < nw; i++) dw[i] -= 1.0f;
+        for (int i = 0; i < c.Out; i++) db[i] -= 1.0f;
+        fd_check("linear dx", c.x, nx, dx, 0.5, 1e-4, 1e-4, lin_loss, &c);
+        fd_check("linear dw", c.w, nw, dw, 0.5, 1e-4, 1e-4, lin_loss, &c);
+        if (c.b) fd_check("linear db", c.b, (size_t)c.Out, db, 0.5, 1e-4, 1e-4, lin_loss, &c);
+        /* dinp NULL is allowed */
+        CHECK(pn_linear_backward(NULL, dw, NULL, c.r, c.x, c.w, c.N, c.In, c.Out) == PN_OK, "NULL dinp");
+        free(dx); free(dw); free(db);
+        free(c.x); free(c.w); free(c.b); free(c.y); free(c.r);
+    }
+}
+
+TEST(linear_golden)
+{
+    golden_file g;
+    if (golden_open(&g, "layers_linear.txt")) return;
+    const char *names[] = { "b", "nb" };
+    for (int t = 0; t < 2; t++) {
+        char pre[32];
+        snprintf(pre, sizeof pre, "linear.%s.", names[t]);
+        const float *cfg = gv(&g, pre, "cfg", 4);
+        if (!cfg) continue;
+        int N = (int)cfg[0], In = (int)cfg[1], Out = (int)cfg[2], hb = (int)cfg[3];
+        size_t nx = (size_t)N * In, nw = (size_t)Out * In, ny = (size_t)N * Out;
+        const float *x = gv(&g, pre, "x", nx), *w = gv(&g, pre, "w", nw), *dout = gv(&g, pre, "dout", ny);
+        const float *b = hb ? gv(&g, pre, "b", (size_t)Out) : NULL;
+        if (!x || !w || !dout || (hb && !b)) continue;
+        float *y = fnew(ny), *dx = fnew(nx), *dw = fnew(nw), *db = fnew((size_t)Out);
+        CHECK(pn_linear_forward(y, x, w, b, N, In, Out) == PN_OK, "fwd");
+        CHECK(pn_linear_backward(dx, dw, b ? db : NULL, dout, x, w, N, In, Out) == PN_OK, "bwd");
+        gcmp(&g, pre, "out", y, ny, CONV_ATOL, CONV_RTOL);
+        gcmp(&g, pre, "dx", dx, nx, CONV_ATOL, CONV_RTOL);
+        gcmp(&g, pre, "dw", dw, nw, CONV_ATOL, CONV_RTOL);
+        if (b) gcmp(&g, pre, "db", db, (size_t)Out, CONV_ATOL, CONV_RTOL);
+        free(y); free(dx); free(dw); free(db);
+    }
+    golden_free(&g);
+}
+
+/* ------------------------------------------------------------ pooling */
+typedef struct {
+    int kind; /* 0 max, 1 avg, 2 gap */
+    int N, C, H, W, k, stride, pad;
+    size_t nx, ny;
+    float *x, *y, *r;
+    int32_t *am;
+} pool_ctx;
+static double pool_loss(void *p)
+{
+    pool_ctx *c = p;
+    int st;
+    if (c->kind == 0)
+        st = pn_maxpool_forward(c->y, c->am, c->x, c->N, c->C, c->H, c->W, c->k, c->stride, c->pad);
+    else if (c->kind == 1)
+        st = pn_avgpool_forward(c->y, c->x, c->N, c->C, c->H, c->W, c->k, c->stride, c->pad);
+    else
+        st = pn_gap_forward(c->y, c->x, c->N, c->C, c->H * c->W);
+    return st == PN_OK ? dot(c->y, c->r, c->ny) : NAN;
+}
+
+/* Max pooling is piecewise linear: inputs are a shuffled grid with spacing >= 0.08,
+ * so a step h = 0.01 never changes a window's maximum and the central difference is
+ * exact up to float rounding (tolerance as for conv). Average and global average
+ * pooling are linear (h = 0.5). */
+TEST(pool_fd)
+{
+    const int cfg[][7] = { { 2, 3, 7, 6, 3, 2, 1 }, { 1, 2, 6, 5, 2, 2, 0 }, { 1, 2, 5, 5, 3, 1, 1 },
+                           { 1, 1, 4, 4, 4, 1, 0 } };
+    harness_seed(41);
+    for (int kind = 0; kind < 3; kind++) {
+        for (int t = 0; t < (kind == 2 ? 1 : 4); t++) {
+            pool_ctx c = { kind, cfg[t][0], cfg[t][1], cfg[t][2], cfg[t][3], cfg[t][4], cfg[t][5],
+                           cfg[t][6], 0, 0, NULL, NULL, NULL, NULL };
+            int Ho = (c.H + 2 * c.pad - c.k) / c.stride + 1, Wo = (c.W + 2 * c.pad - c.k) / c.stride + 1;
+            c.nx = (size_t)c.N * c.C * c.H * c.W;
+            c.ny = kind == 2 ? (size_t)c.N * c.C : (size_t)c.N * c.C * Ho * Wo;
+            c.x = fnew(c.nx);
+            for (size_t i = 0; i < c.nx; i++) c.x[i] = (float)(0.1 * ((double)i - c.nx / 2.0) + 0.02 * harness_uniform());
+            for (size_t i = c.nx - 1; i > 0; i--) { /* shuffle */
+                size_t j = (size_t)(harness_uniform() * (i + 1));
+                float v = c.x[i]; c.x[i] = c.x[j]; c.x[j] = v;
+            }
+            c.y = fnew(c.ny);
+            c.r = frandn(c.ny, 1);
+            c.am = calloc(c.ny, sizeof(int32_t));
+            float *dx = fnew(c.nx);
+            ffill(dx, c.nx, NAN);
+            int st;
+            if (kind == 0) {
+                pool_loss(&c);
+                st = pn_maxpool_backward(dx, c.r, c.am, c.N, c.C, c.H, c.W, c.k, c.stride, c.pad);
+            } else if (kind == 1) {
+                st = pn_avgpool_backward(dx, c.r, c.N, c.C, c.H, c.W, c.k, c.stride, c.pad);
+            } else {
+                st = pn_gap_backward(dx, c.r, c.N, c.C, c.H * c.W);
+            }
+            CHECK(st == PN_OK, "pool %d bwd: %s", kind, pn_last_error());
+            CHECK(all_finite(dx, c.nx), "pool %d: dinp not written", kind);
+            char what[64];
+            snprintf(what, sizeof what, "%s cfg%d dx", kind == 0 ? "maxpool" : kind == 1 ? "avgpool" : "gap", t);
+            fd_check(what, c.x, c.nx, dx, kind == 0 ? 0.01 : 0.5, 1e-4, 1e-4, pool_loss, &c);
+            free(dx); free(c.x); free(c.y); free(c.r); free(c.am);
+        }
+    }
+}
+
+/* Pooling vs PyTorch: max pooling selects a value (exact: tolerance 0, indices equal);
+ * its gradient sums at most k*k upstream values per pixel (3e-7 margin); average
+ * pooling sums <= 9 values of ~1 (double here, float in PyTorch): atol 1e-6. */
+TEST(pool_golden)
+{
+    golden_file g;
+    if (golden_open(&g, "layers_pool.txt")) return;
+    const char *maxn[] = { "k3s2p1", "k2s2p0", "k3s1p1neg", "k3s1p1ties" };
+    const char *avgn[] = { "k3s2p1", "k2s2p0", "k3s1p0" };
+    for (int kind = 0; kind < 2; kind++) {
+        for (int t = 0; t < (kind == 0 ? 4 : 3); t++) {
+            char pre[40];
+            snprintf(pre, sizeof pre, "%s.%s.", kind == 0 ? "maxpool" : "avgpool", kind == 0 ? maxn[t] : avgn[t]);
+            const float *cfg = gv(&g, pre, "cfg", 7);
+            if (!cfg) continue;
+            int N = (int)cfg[0], C = (int)cfg[1], H = (int)cfg[2], W = (int)cfg[3], k = (int)cfg[4],
+                s = (int)cfg[5], p = (int)cfg[6];
+            int Ho = (H + 2 * p - k) / s + 1, Wo = (W + 2 * p - k) / s + 1;
+            size_t nx = (size_t)N * C * H * W, ny = (size_t)N * C * Ho * Wo;
+            const float *x = gv(&g, pre, "x", nx), *dout = gv(&g, pre, "dout", ny);
+            if (!x || !dout) continue;
+            float *y = fnew(ny), *dx = fnew(nx);
+            int32_t *am = calloc(ny, sizeof(int32_t));
+            if (kind == 0) {
+                CHECK(pn_maxpool_forward(y, am, x, N, C, H, W, k, s, p) == PN_OK, "max fwd");
+                CHECK(pn_maxpool_backward(dx, dout, am, N, C, H, W, k, s, p) == PN_OK, "max bwd");
+                gcmp(&g, pre, "out", y, ny, 0, 0);
+                const float *idx = gv(&g, pre, "idx", ny);
+                if (idx) {
+                    size_t bad = 0;
+                    for (size_t i = 0; i < ny; i++) bad += (float)am[i] != idx[i];
+                    CHECK(bad == 0, "%s: %zu argmax indices differ from PyTorch", pre, bad);
+                }
+                gcmp(&g, pre, "dx", dx, nx, 3e-7, 1e-6);
+            } else {
+                CHECK(pn_avgpool_forward(y, x, N, C, H, W, k, s, p) == PN_OK, "avg fwd");
+                CHECK(pn_avgpool_backward(dx, dout, N, C, H, W, k, s, p) == PN_OK, "avg bwd");
+                gcmp(&g, pre, "out", y, ny, 1e-6, 1e-6);
+                gcmp(&g, pre, "dx", dx, nx, 1e-6, 1e-6);
+            }
+            free(y); free(dx); free(am);
+        }
+    }
+    /* global average pooling */
+    const float *cfg = gv(&g, "gap.gap.", "cfg", 4);
+    if (cfg) {
+        int N = (int)cfg[0], C = (int)cfg[1], HW = (int)cfg[2] * (int)cfg[3];
+        size_t nx = (size_t)N * C * HW, ny = (size_t)N * C;
+        const float *x = gv(&g, "gap.gap.", "x", nx), *dout = gv(&g, "gap.gap.", "dout", ny);
+        if (x && dout) {
+            float *y = fnew(ny), *dx = fnew(nx);
+            CHECK(pn_gap_forward(y, x, N, C, HW) == PN_OK, "gap fwd");
+            CHECK(pn_gap_backward(dx, dout, N, C, HW) == PN_OK, "gap bwd");
+            gcmp(&g, "gap.gap.", "out", y, ny, 1e-6, 1e-6);
+            gcmp(&g, "gap.gap.", "dx", dx, nx, 1e-7, 1e-6);
+            free(y); free(dx);
+        }
+    }
+    golden_free(&g);
+}
+
+/* Padded positions never win: all-negative input, pad 1 -> every output < 0, and a
+ * window with a NaN returns NaN (as PyTorch). */
+TEST(maxpool_padding_and_nan)
+{
+    float x[16], y[16];
+    int32_t am[16];
+    for (int i = 0; i < 16; i++) x[i] = -1.0f - (float)i;
+    CHECK(pn_maxpool_forward(y, am, x, 1, 1, 4, 4, 3, 1, 1) == PN_OK, "fwd");
+    for (int i = 0; i < 16; i++) CHECK(y[i] < 0 && x[am[i]] == y[i], "out[%d] = %g", i, y[i]);
+    CHECK(y[0] == -1.0f && am[0] == 0, "corner: %g at %d", y[0], am[0]);
+    x[5] = NAN;
+    CHECK(pn_maxpool_forward(y, am, x, 1, 1, 4, 4, 2, 2, 0) == PN_OK, "fwd nan");
+    CHECK(isnan(y[0]) && am[0] == 5 && !isnan(y[1]), "NaN window: %g at %d", y[0], am[0]);
+}
+
+/* ---------------------------------------------------------------- xent */
+typedef struct {
+    int N, K;
+    float eps;
+    float *x, *p;
+    int *lab;
+} xent_ctx;
+static double xent_loss(void *q)
+{
+    xent_ctx *c = q;
+    double loss;
+    if (pn_xent_forward(&loss, NULL, c->p, c->x, c->lab, c->N, c->K, c->eps) != PN_OK) return NAN;
+    return loss;
+}
+
+/* The loss is computed in double from float logits, so the difference quotient has
+ * rounding error ~1e-16/h and truncation error h^2/6 |f'''| <= 1e-7 for h = 1e-3
+ * (|f'''| <= 1 for softmax). The analytic gradient is a float (error ~6e-8 * |g|).
+ * atol 2e-6 + rtol 1e-5 is >10x above both. */
+TEST(xent_fd)
+{
+    const float eps[] = { 0.0f, 0.1f, 0.3f };
+    harness_seed(51);
+    for (int t = 0; t < 3; t++) {
+        xent_ctx c = { 6, 5, eps[t], NULL, NULL, NULL };
+        size_t n = (size_t)c.N * c.K;
+        c.x = frandn(n, 2);
+        c.p = fnew(n);
+        c.lab = calloc((size_t)c.N, sizeof(int));
+        for (int i = 0; i < c.N; i++) c.lab[i] = (int)(harness_uniform() * c.K);
+        float *d = fnew(n), *d2 = fnew(n);
+        xent_loss(&c);
+        CHECK(pn_xent_backward(d, c.p, c.lab, c.N, c.K, c.eps, 1.0f) == PN_OK, "bwd");
+        char what[32];
+        snprintf(what, sizeof what, "xent eps %g", (double)eps[t]);
+        fd_check(what, c.x, n, d, 1e-3, 2e-6, 1e-5, xent_loss, &c);
+        /* scale multiplies the gradient; each row sums to 0 (probs and target both sum to 1) */
+        xent_loss(&c); /* fd_check left probs of a perturbed input */
+        CHECK(pn_xent_backward(d2, c.p, c.lab, c.N, c.K, c.eps, 0.25f) == PN_OK, "bwd scale");
+        for (size_t i = 0; i < n; i++) CHECK_NEAR(d2[i], 0.25 * d[i], 1e-7);
+        for (int i = 0; i < c.N; i++) {
+            double s = 0;
+            for (int k = 0; k < c.K; k++) s += d[(size_t)i * c.K + k];
+            CHECK_NEAR(s, 0.0, 1e-6);
+        }
+        free(d); free(d2); free(c.x); free(c.p); free(c.lab);
+    }
+}
+
+/* Loss (sum) and probabilities vs PyTorch's float64 cross_entropy of the same float32
+ * logits: our loss is double too, so only the float storage of the golden value
+ * (relative 6e-8) remains: rtol 2e-7. Probabilities and gradients are floats: 2e-7 abs. */
+TEST(xent_golden)
+{
+    golden_file g;
+    if (golden_open(&g, "layers_xent.txt")) return;
+    const char *names[] = { "s0", "s01", "s03big", "s0k1" };
+    for (int t = 0; t < 4; t++) {
+        char pre[32];
+        snprintf(pre, sizeof pre, "xent.%s.", names[t]);
+        const float *cfg = gv(&g, pre, "cfg", 3);
+        if (!cfg) continue;
+        int N = (int)cfg[0], K = (int)cfg[1];
+        float eps = cfg[2];
+        size_t n = (size_t)N * K;
+        const float *x = gv(&g, pre, "logits", n), *lf = gv(&g, pre, "labels", (size_t)N);
+        const float *rl = gv(&g, pre, "loss", 1), *rc = gv(&g, pre, "correct", 1);
+        if (!x || !lf || !rl || !rc) continue;
+        int *lab = calloc((size_t)N, sizeof(int));
+        for (int i = 0; i < N; i++) lab[i] = (int)lf[i];
+        float *p = fnew(n), *d = fnew(n);
+        double loss = -1;
+        int correct = -1;
+        CHECK(pn_xent_forward(&loss, &correct, p, x, lab, N, K, eps) == PN_OK, "fwd");
+        CHECK(pn_xent_backward(d, p, lab, N, K, eps, 1.0f) == PN_OK, "bwd");
+        CHECK(fabs(loss - rl[0]) <= 2e-7 * fabs(rl[0]) + 1e-7, "%s loss %.9g vs %.9g", pre, loss, rl[0]);
+        CHECK(correct == (int)rc[0], "%s correct %d vs %d", pre, correct, (int)rc[0]);
+        if (verbose) printf("  golden %s loss %.9g vs %.9g\n", pre, loss, rl[0]);
+        gcmp(&g, pre, "probs", p, n, 2e-7, 0);
+        gcmp(&g, pre, "dlogits", d, n, 2e-7, 0);
+        free(lab); free(p); free(d);
+    }
+    golden_free(&g);
+}
+
+/* Huge logits do not overflow; the loss of a confident correct prediction is ~0. */
+TEST(xent_stable)
+{
+    float x[3] = { 1000.0f, -1000.0f, 0.0f }, p[3];
+    int lab = 0, correct = 0;
+    double loss = -1;
+    CHECK(pn_xent_forward(&loss, &correct, p, x, &lab, 1, 3, 0.0f) == PN_OK, "fwd");
+    CHECK(isfinite(loss) && loss >= 0 && loss < 1e-30 && correct == 1, "loss %g", loss);
+    lab = 1;
+    CHECK(pn_xent_forward(&loss, &correct, p, x, &lab, 1, 3, 0.0f) == PN_OK, "fwd");
+    CHECK_NEAR(loss, 2000.0, 1e-9);
+    CHECK(correct == 0 && p[0] == 1.0f && p[1] == 0.0f, "probs %g %g", p[0], p[1]);
+}
+
+/* --------------------------------------------------------------- add */
+TEST(add)
+{
+    float a[5] = { 1, 2, 3, 4, 5 }, b[5] = { 10, 20, 30, 40, 50 }, o[5];
+    pn_add(o, a, b, 5);
+    for (int i = 0; i < 5; i++) CHECK(o[i] == a[i] + b[i], "add %d", i);
+    pn_add(a, a, b, 5); /* out aliases a */
+    for (int i = 0; i < 5; i++) CHECK(a[i] == o[i], "alias a %d", i);
+    pn_add_inplace(b, o, 5);
+    for (int i = 0; i < 5; i++) CHECK(b[i] == 10.0f * (i + 1) + o[i], "inplace %d", i);
+    size_t n = 100003;
+    float *x = frandn(n, 1), *y = frandn(n, 1), *z = fnew(n);
+    pn_add(z, x, y, n);
+    pn_add_inplace(x, y, n);
+    CHECK(memcmp(x, z, n * sizeof(float)) == 0, "large add / add_inplace disagree");
+    CHECK(z[n - 1] == x[n - 1] && z[n - 1] != 0.0f, "tail");
+    free(x); free(y); free(z);
+}
+
+/* ------------------------------------------------------ invalid args */
+#define EXPECT_ARG(call)                                                              \
+    do {                                                                              \
+        pn_clear_error();                                                             \
+        int st_ = (call);                                                             \
+        CHECK(st_ == PN_ERR_ARG && pn_last_error()[0] != '\0', "%s -> %d", #call, st_); \
+    } while (0)
+
+TEST(invalid_args)
+{
+    float buf[4096];
+    float out[4096];
+    int32_t am[1024];
+    ffill(buf, 4096, 1.0f);
+    ffill(out, 4096, 7.0f);
+    const pn_conv_shape ok = { 1, 4, 5, 5, 4, 3, 3, 1, 1, 2 };
+    pn_conv_shape s;
+    int Ho, Wo;
+    CHECK(pn_conv2d_forward(out, buf, buf, buf, &ok, buf + 2048) == PN_OK, "valid conv");
+    ffill(out, 4096, 7.0f);
+    EXPECT_ARG(pn_conv2d_forward(NULL, buf, buf, NULL, &ok, buf));
+    EXPECT_ARG(pn_conv2d_forward(out, NULL, buf, NULL, &ok, buf));
+    EXPECT_ARG(pn_conv2d_forward(out, buf, NULL, NULL, &ok, buf));
+    EXPECT_ARG(pn_conv2d_forward(out, buf, buf, NULL, NULL, buf));
+    EXPECT_ARG(pn_conv2d_forward(out, buf, buf, NULL, &ok, NULL)); /* work needed */
+    EXPECT_ARG(pn_conv_out_hw(NULL, &Ho, &Wo));
+    EXPECT_ARG(pn_conv_out_hw(&ok, NULL, &Wo));
+    s = ok; s.N = 0;        EXPECT_ARG(pn_conv2d_forward(out, buf, buf, NULL, &s, buf));
+    s = ok; s.Cin = -4;     EXPECT_ARG(pn_conv2d_forward(out, buf, buf, NULL, &s, buf));
+    s = ok; s.H = 0;        EXPECT_ARG(pn_conv2d_forward(out, buf, buf, NULL, &s, buf));
+    s = ok; s.KW = 0;       EXPECT_ARG(pn_conv2d_forward(out, buf, buf, NULL, &s, buf));
+    s = ok; s.stride = 0;   EXPECT_ARG(pn_conv2d_forward(out, buf, buf, NULL, &s, buf));
+    s = ok; s.pad = -1;     EXPECT_ARG(pn_conv2d_forward(out, buf, buf, NULL, &s, buf));
+    s = ok; s.groups = 0;   EXPECT_ARG(pn_conv2d_forward(out, buf, buf, NULL, &s, buf));
+    s = ok; s.groups = 3;   EXPECT_ARG(pn_conv2d_forward(out, buf, buf, NULL, &s, buf)); /* Cin 4 % 3 */
+    s = ok; s.Cout = 5;     EXPECT_ARG(pn_conv2d_forward(out, buf, buf, NULL, &s, buf)); /* Cout 5 % 2 */
+    s = ok; s.KH = 8;       EXPECT_ARG(pn_conv2d_forward(out, buf, buf, NULL, &s, buf)); /* 8 > 5+2 */
+    s = ok; s.KW = 8;       EXPECT_ARG(pn_conv_out_hw(&s, &Ho, &Wo));
+    s = ok; s.KH = 7;       CHECK(pn_conv_out_hw(&s, &Ho, &Wo) == PN_OK && Ho == 1 && Wo == 5, "7 = 5+2 is ok");
+    EXPECT_ARG(pn_conv2d_backward(buf, NULL, NULL, buf, buf, buf, &ok, buf + 2048));
+    EXPECT_ARG(pn_conv2d_backward(buf, out, NULL, NULL, buf, buf, &ok, buf + 2048));
+    EXPECT_ARG(pn_conv2d_backward(buf, out, NULL, buf, NULL, buf, &ok, buf + 2048));
+    EXPECT_ARG(pn_conv2d_backward(buf, out, NULL, buf, buf, NULL, &ok, buf + 2048));
+    EXPECT_ARG(pn_conv2d_backward(buf, out, NULL, buf, buf, buf, &ok, NULL));
+    s = ok; s.groups = 3;   EXPECT_ARG(pn_conv2d_backward(buf, out, NULL, buf, buf, buf, &s, buf + 2048));
+    for (int i = 0; i < 4096; i++)
+        if (out[i] != 7.0f) { CHECK(0, "a failed call wrote out[%d]", i); break; }
+
+    EXPECT_ARG(pn_linear_forward(NULL, buf, buf, NULL, 2, 3, 4));
+    EXPECT_ARG(pn_linear_forward(out, NULL, buf, NULL, 2, 3, 4));
+    EXPECT_ARG(pn_linear_forward(out, buf, NULL, NULL, 2, 3, 4));
+    EXPECT_ARG(pn_linear_forward(out, buf, buf, NULL, 0, 3, 4));
+    EXPECT_ARG(pn_linear_forward(out, buf, buf, NULL, 2, -3, 4));
+    EXPECT_ARG(pn_linear_forward(out, buf, buf, NULL, 2, 3, 0));
+    EXPECT_ARG(pn_linear_backward(out, NULL, NULL, buf, buf, buf, 2, 3, 4));
+    EXPECT_ARG(pn_linear_backward(out, out, NULL, NULL, buf, buf, 2, 3, 4));
+    EXPECT_ARG(pn_linear_backward(out, out, NULL, buf, buf, buf, 2, 0, 4));
+
+    EXPECT_ARG(pn_maxpool_forward(NULL, am, buf, 1, 1, 4, 4, 2, 2, 0));
+    EXPECT_ARG(pn_maxpool_forward(out, NULL, buf, 1, 1, 4, 4, 2, 2, 0));
+    EXPECT_ARG(pn_maxpool_forward(out, am, NULL, 1, 1, 4, 4, 2, 2, 0));
+    EXPECT_ARG(pn_maxpool_forward(out, am, buf, 0, 1, 4, 4, 2, 2, 0));
+    EXPECT_ARG(pn_maxpool_forward(out, am, buf, 1, 1, 4, 4, 0, 2, 0));
+    EXPECT_ARG(pn_maxpool_forward(out, am, buf, 1, 1, 4, 4, 2, 0, 0));
+    EXPECT_ARG(pn_maxpool_forward(out, am, buf, 1, 1, 4, 4, 3, 2, 2));  /* pad > k/2 */
+    EXPECT_ARG(pn_maxpool_forward(out, am, buf, 1, 1, 4, 4, 3, 2, -1));
+    EXPECT_ARG(pn_maxpool_forward(out, am, buf, 1, 1, 2, 4, 5, 1, 1));  /* 5 > 2+2 */
+    EXPECT_ARG(pn_maxpool_backward(out, buf, NULL, 1, 1, 4, 4, 2, 2, 0));
+    EXPECT_ARG(pn_maxpool_backward(out, buf, am, 1, 1, 4, 0, 2, 2, 0));
+    EXPECT_ARG(pn_avgpool_forward(out, NULL, 1, 1, 4, 4, 2, 2, 0));
+    EXPECT_ARG(pn_avgpool_forward(out, buf, 1, 1, 4, 4, 2, 2, 2));
+    EXPECT_ARG(pn_avgpool_forward(out, buf, 1, 1, 4, 1, 3, 1, 0));      /* 3 > 1 */
+    EXPECT_ARG(pn_avgpool_backward(NULL, buf, 1, 1, 4, 4, 2, 2, 0));
+    EXPECT_ARG(pn_avgpool_backward(out, buf, 1, -1, 4, 4, 2, 2, 0));
+    EXPECT_ARG(pn_gap_forward(out, NULL, 1, 1, 4));
+    EXPECT_ARG(pn_gap_forward(out, buf, 1, 1, 0));
+    EXPECT_ARG(pn_gap_backward(NULL, buf, 1, 1, 4));
+    EXPECT_ARG(pn_gap_backward(out, buf, 1, 0, 4));
+
+    int lab[3] = { 0, 1, 2 }, badlab[3] = { 0, 3, 1 }, neglab[3] = { 0, -1, 1 };
+    double loss = 123.0;
+    EXPECT_ARG(pn_xent_forward(NULL, NULL, out, buf, lab, 3, 3, 0.0f));
+    EXPECT_ARG(pn_xent_forward(&loss, NULL, NULL, buf, lab, 3, 3, 0.0f));
+    EXPECT_ARG(pn_xent_forward(&loss, NULL, out, NULL, lab, 3, 3, 0.0f));
+    EXPECT_ARG(pn_xent_forward(&loss, NULL, out, buf, NULL, 3, 3, 0.0f));
+    EXPECT_ARG(pn_xent_forward(&loss, NULL, out, buf, lab, 0, 3, 0.0f));
+    EXPECT_ARG(pn_xent_forward(&loss, NULL, out, buf, lab, 3, 0, 0.0f));
+    EXPECT_ARG(pn_xent_forward(&loss, NULL, out, buf, badlab, 3, 3, 0.0f));
+    EXPECT_ARG(pn_xent_forward(&loss, NULL, out, buf, neglab, 3, 3, 0.0f));
+    EXPECT_ARG(pn_xent_forward(&loss, NULL, out, buf, lab, 3, 3, 1.0f));
+    EXPECT_ARG(pn_xent_forward(&loss, NULL, out, buf, lab, 3, 3, -0.1f));
+    EXPECT_ARG(pn_xent_forward(&loss, NULL, out, buf, lab, 3, 3, NAN));
+    EXPECT_ARG(pn_xent_backward(NULL, buf, lab, 3, 3, 0.0f, 1.0f));
+    EXPECT_ARG(pn_xent_backward(out, NULL, lab, 3, 3, 0.0f, 1.0f));
+    EXPECT_ARG(pn_xent_backward(out, buf, badlab, 3, 3, 0.0f, 1.0f));
+    EXPECT_ARG(pn_xent_backward(out, buf, lab, 3, 3, 1.5f, 1.0f));
+    CHECK(loss == 123.0, "failed xent wrote the loss");
+    for (int i = 0; i < 4096; i++)
+        if (out[i] != 7.0f) { CHECK(0, "a failed call wrote out[%d]", i); break; }
+}
+
+int main(void)
+{
+    verbose = getenv("LAYERS_VERBOSE") != NULL;
+    RUN(conv_shapes_and_workspace);
+    RUN(conv_fd);
+    RUN(conv_golden);
+    RUN(conv_reference_large);
+    RUN(linear_fd);
+    RUN(linear_golden);
+    RUN(pool_fd);
+    RUN(pool_golden);
+    RUN(maxpool_padding_and_nan);
+    RUN(xent_fd);
+    RUN(xent_golden);
+    RUN(xent_stable);
+    RUN(add);
+    RUN(invalid_args);
+    return harness_summary();
+}
