@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -258,6 +259,14 @@ TEST(train_eval_and_log)
     CHECK(strcmp(eline, full_acc) == 0, "eval \"%s\" vs train \"%s\"", eline, full_acc);
     snprintf(a, sizeof a, "eval --checkpoint %s --data %s --limit-test 10", tp("full.safetensors"), datadir);
     CHECK(run(a) == 0 && strstr(out_buf, "test images: 10"), "eval --limit-test: %s", out_buf);
+    /* --eval-every: one log line per 2 updates (6 updates). */
+    snprintf(a, sizeof a, "train --data %s " TINY "--epochs 1 --batch 16 --eval-every 2 --no-augment --log %s",
+             datadir, tp("e.jsonl"));
+    rc = run(a);
+    slurp(tp("e.jsonl"), logtxt, sizeof logtxt);
+    lines = 0;
+    for (char *s = logtxt; (s = strchr(s, '\n')); s++) lines++;
+    CHECK(rc == 0 && lines == 3 && strstr(logtxt, "\"step\": 4,"), "eval-every 2: exit %d, log %s", rc, logtxt);
     /* The default data directory comes from $PROXYNORM_DATA. */
     snprintf(a, sizeof a, "eval --checkpoint %s --threads 1", tp("full.safetensors"));
     setenv("PROXYNORM_DATA", datadir, 1);
@@ -341,6 +350,36 @@ TEST(nan_stops_with_exit_3)
     }
 }
 
+TEST(sigint_saves_and_exits_130)
+{
+    char a[8192];
+    snprintf(a, sizeof a, "exec %s train --data %s " TINY "--epochs 100000 --batch 16 --save %s --save-every 1 >%s 2>%s",
+             bin, datadir, tp("int.safetensors"), tp("int.out"), tp("int.err"));
+    pid_t pid = fork();
+    if (pid == 0) {
+        execl("/bin/sh", "sh", "-c", a, (char *)NULL);
+        _exit(127);
+    }
+    CHECK(pid > 0, "fork failed");
+    if (pid <= 0) return;
+    /* Wait (at most ~20 s) for the first checkpoint: the handler is installed by then. */
+    struct stat st;
+    for (int i = 0; i < 2000 && stat(tp("int.safetensors"), &st) != 0; i++) usleep(10000);
+    kill(pid, SIGINT);
+    int ws = 0;
+    waitpid(pid, &ws, 0);
+    slurp(tp("int.out"), out_buf, sizeof out_buf);
+    slurp(tp("int.err"), err_buf, sizeof err_buf);
+    CHECK(WIFEXITED(ws) && WEXITSTATUS(ws) == 130, "status 0x%x, stderr %s", ws, err_buf);
+    const char *s = strstr(out_buf, "interrupted at step ");
+    CHECK(s != NULL, "stdout: %s", out_buf);
+    if (s) {
+        long at = atol(s + 20);
+        CHECK(at >= 1 && ckpt_step(tp("int.safetensors")) == at, "interrupted at %ld, checkpoint at %ld", at,
+              ckpt_step(tp("int.safetensors")));
+    }
+}
+
 TEST(bad_input)
 {
     char a[2048];
@@ -377,7 +416,11 @@ TEST(bad_input)
     BAD(2, "--nesterov needs a momentum > 0", "train --data %s --momentum 0 --nesterov", d);
     BAD(1, "cannot load the training set", "train --data %s/nowhere " TINY, d);
     BAD(1, "larger than the training set", "train --data %s " TINY "--batch 1000", d);
+    BAD(1, "is not writable", "train --data %s " TINY "--save %s/no/such/dir/c.safetensors", d, d);
+    BAD(1, "cannot open the log", "train --data %s " TINY "--batch 16 --log %s/no/such/dir/log.jsonl", d, d);
     BAD(2, "--checkpoint is required", "eval --data %s", d);
+    BAD(2, "unknown option \"--lr\"", "eval --data %s --checkpoint x --lr 1", d);
+    BAD(2, "--batch: 0 is out of range", "eval --data %s --checkpoint x --batch 0", d);
     BAD(1, "cannot load the checkpoint", "eval --data %s --checkpoint %s", d, tp("missing.safetensors"));
     /* Corrupt checkpoints: garbage, truncated, a JSON header that is not ours. */
     FILE *f = fopen(tp("garbage.safetensors"), "wb");
@@ -454,6 +497,7 @@ int main(int argc, char **argv)
     RUN(train_eval_and_log);
     RUN(resume_matches_uninterrupted_run);
     RUN(nan_stops_with_exit_3);
+    RUN(sigint_saves_and_exits_130);
     RUN(bad_input);
     char cmd[600];
     snprintf(cmd, sizeof cmd, "rm -rf %s", tmpdir);

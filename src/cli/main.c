@@ -5,6 +5,7 @@
  * Exit status: 0 success, 1 error (data, files, checkpoints), 2 usage error,
  * 3 training stopped on a non-finite loss. */
 #include <math.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -73,10 +74,12 @@ static const char *usage_train =
     "  --save CKPT           checkpoint (safetensors) at each epoch end and at the end\n"
     "  --save-every N        checkpoint every N updates instead of each epoch end\n"
     "  --resume CKPT         continue a run from its checkpoint; the configuration is the\n"
-    "                        checkpoint's (the losses are those of an uninterrupted run)\n"
+    "                        checkpoint's (the losses are those of an uninterrupted run);\n"
+    "                        it keeps saving to CKPT unless --save says otherwise\n"
     "  --stop-at N           stop after N updates (saving), keeping the full schedule\n"
     "\n"
-    "A non-finite loss stops the run (exit status 3) without saving.\n";
+    "A non-finite loss stops the run (exit status 3) without saving. Ctrl-C (SIGINT) or\n"
+    "SIGTERM finishes the current update, saves the checkpoint and exits (status 130).\n";
 
 static const char *usage_eval =
     "usage: proxynorm eval --checkpoint CKPT [--data DIR] [--limit-test N] [--batch B] [--threads T]\n"
@@ -208,6 +211,14 @@ static void on_save(void *user, const char *path, long step)
 
 /* ---------------------------------------------------------------- train */
 
+/* First Ctrl-C: finish the current update, save, exit; a second one kills. */
+static volatile int interrupted;
+static void on_sigint(int sig)
+{
+    interrupted = 1;
+    signal(sig, SIG_DFL);
+}
+
 static int cmd_train(int argc, char **argv)
 {
     pn_train_config cfg;
@@ -328,6 +339,20 @@ static int cmd_train(int argc, char **argv)
     } else {
         cfg.micro_batch = mb ? mb : cfg.batch;
     }
+    if (resume && !save) save = resume; /* a resumed run keeps saving where it came from */
+    if (save) {
+        /* Fail now rather than after the first epoch if the checkpoint cannot be written. */
+        char dir[PN_PATH_MAX];
+        snprintf(dir, sizeof dir, "%s", save);
+        char *slash = strrchr(dir, '/');
+        if (slash == dir) dir[1] = '\0';
+        else if (slash) *slash = '\0';
+        else strcpy(dir, ".");
+        if (access(dir, W_OK) != 0) {
+            fprintf(stderr, "proxynorm: --save %s: directory %s is not writable\n", save, dir);
+            return EXIT_FAILURE;
+        }
+    }
     if (save) snprintf(cfg.save_path, sizeof cfg.save_path, "%s", save);
     if (log) snprintf(cfg.log_path, sizeof cfg.log_path, "%s", log);
     if (save && strlen(save) >= sizeof cfg.save_path) return usage_error("train", "--save: path too long");
@@ -354,7 +379,7 @@ static int cmd_train(int argc, char **argv)
     long spe = pn_trainer_total_steps(t) / cfg.epochs;
     fprintf(stderr,
             "proxynorm: %s %s width %d (%zu params, %.1f MMACs/image) on %s: %d train / %d test "
-            "images, %d epochs x %ld steps, batch %d (micro-batch %d), lr %g, %d threads%s\n",
+            "images, %d epoch(s) x %ld steps, batch %d (micro-batch %d), lr %g, %d threads%s\n",
             cfg.model.arch, pn_norm_name(cfg.model.norm), cfg.model.width, pn_model_num_params(m),
             pn_model_macs(m) / 1e6, tr.name, tr.n, te.n, cfg.epochs, spe, cfg.batch,
             cfg.micro_batch, (double)cfg.lr, pn_get_threads(), resume ? "" : "");
@@ -366,9 +391,13 @@ static int cmd_train(int argc, char **argv)
     p.tty = isatty(fileno(stderr));
     p.epochs = cfg.epochs;
     p.report_every = spe >= 10 ? spe / 10 : 1;
-    pn_train_callbacks cb = { on_step, on_eval, on_save, &p };
+    pn_train_callbacks cb = { on_step, on_eval, on_save, &p, &interrupted };
     pn_train_status fin;
+    signal(SIGINT, on_sigint);
+    signal(SIGTERM, on_sigint);
     rc = pn_train_run(t, &cb, &fin);
+    signal(SIGINT, SIG_DFL);
+    signal(SIGTERM, SIG_DFL);
     if (p.line_open) fprintf(stderr, "\n");
     if (rc == PN_ERR_NUMERIC) {
         fprintf(stderr, "proxynorm: training diverged: %s; stopped%s%s%s\n", pn_last_error(),
@@ -378,8 +407,10 @@ static int cmd_train(int argc, char **argv)
     }
     if (rc) { status = fail("training failed", rc); goto out; }
     if (pn_trainer_step_count(t) < pn_trainer_total_steps(t)) {
-        printf("stopped at step %ld of %ld%s%s\n", pn_trainer_step_count(t), pn_trainer_total_steps(t),
+        printf("%s at step %ld of %ld%s%s\n", interrupted ? "interrupted" : "stopped",
+               pn_trainer_step_count(t), pn_trainer_total_steps(t),
                save ? "; resume with --resume " : "", save ? save : "");
+        if (interrupted) status = 130;
     } else if (isfinite(fin.test_acc)) {
         printf("test accuracy: %.2f%% (loss %.4f)\n", 100.0 * fin.test_acc, fin.test_loss);
     }

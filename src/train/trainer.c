@@ -767,7 +767,8 @@ int pn_train_run(pn_trainer *t, const pn_train_callbacks *cb, pn_train_status *f
         fill_status(t, &st);
         if (cb && cb->on_step) cb->on_step(cb->user, &st);
         int at_end = t->step == t->total;
-        int stop = c->stop_at > 0 && t->step >= c->stop_at;
+        int interrupted = cb && cb->stop && *cb->stop;
+        int stop = (c->stop_at > 0 && t->step >= c->stop_at) || interrupted;
         int due_eval = (c->eval_every > 0 ? t->step % c->eval_every == 0 : t->step % t->spe == 0) || at_end;
         if (due_eval) {
             if (t->test) {
@@ -792,6 +793,7 @@ int pn_train_run(pn_trainer *t, const pn_train_callbacks *cb, pn_train_status *f
             if ((rc = pn_trainer_save(t, c->save_path))) return rc;
             if (cb && cb->on_save) cb->on_save(cb->user, c->save_path, t->step);
         }
+        if (interrupted) break;
     }
     if (t->step == t->total && !evaluated_at_end && t->test) {
         /* Resumed from a finished checkpoint: report its accuracy. */

@@ -84,6 +84,9 @@ typedef struct {
     void (*on_eval)(void *user, const pn_train_status *s);  /* after every evaluation */
     void (*on_save)(void *user, const char *path, long step);
     void *user;
+    /* If not NULL and non-zero after an update (e.g. set by a SIGINT handler), the
+     * run saves a checkpoint (if save_path is set) and returns PN_OK early. */
+    volatile int *stop;
 } pn_train_callbacks;
 
 typedef struct pn_trainer pn_trainer;
@@ -106,7 +109,7 @@ float *pn_trainer_velocity(pn_trainer *t);
  * parameters, momentum and step count are left as they were. */
 int pn_trainer_step(pn_trainer *t, double *loss);
 
-/* Runs updates until the end of the schedule (or cfg->stop_at), evaluating,
+/* Runs updates until the end of the schedule (or cfg->stop_at, or cb->stop), evaluating,
  * logging and saving as configured; the last evaluation's results go to
  * *final (may be NULL; test_loss/test_acc are NaN when there is no test set or
  * the run stopped early). Never saves after a non-finite loss. */
