@@ -151,7 +151,7 @@ int pn_trainer_create(pn_trainer **out, const pn_train_config *cfg, const pn_dat
     t->spe = train->n / cfg->batch;
     t->total = t->spe * cfg->epochs;
     t->warmup_steps = (long)floor((double)cfg->warmup * (double)t->spe + 0.5);
-    t->pad = train->h >= 32 ? 4 : 2;
+    t->pad = train->h >= 32 ? 4 : train->h >= 8 ? 2 : train->h / 4;
     t->flip = strcmp(train->name, "mnist") != 0; /* digits are not mirror-symmetric */
     t->last_lr = pn_lr_at(cfg->lr, 0, t->warmup_steps, t->total);
     t->last_loss = NAN;
@@ -609,7 +609,7 @@ int pn_trainer_save(pn_trainer *t, const char *path)
             return pn_error(PN_ERR_NUMERIC, "parameters are not finite at step %ld; not saving",
                             t->step);
     const pn_train_config *c = &t->cfg;
-    enum { N = 20 };
+    enum { N = 24 };
     pn_st_meta m[N];
     char buf[N][2][64];
     meta_list ml = { m, buf, 0, N };
@@ -628,6 +628,8 @@ int pn_trainer_save(pn_trainer *t, const char *path)
     meta_add(&ml, "augment", "%d", c->augment ? 1 : 0);
     meta_add(&ml, "limit_train", "%ld", c->limit_train);
     meta_add(&ml, "dataset", "%s", t->train->name);
+    meta_add(&ml, "augment_pad", "%d", t->pad);
+    meta_add(&ml, "augment_flip", "%d", t->flip);
     meta_add(&ml, "train_loss_sum", "%.17g", t->loss_sum);
     meta_add(&ml, "train_loss_count", "%ld", t->loss_count);
     meta_add(&ml, "seconds", "%.3f", t->prior_seconds + (now_s() - t->t_start));
@@ -648,6 +650,18 @@ int pn_trainer_load(pn_trainer *t, const char *path)
     if ((rc = meta_double(f, path, "train_loss_sum", &lsum))) goto done;
     if ((rc = meta_long(f, path, "train_loss_count", 0, LONG_MAX, &count))) goto done;
     if ((rc = meta_double(f, path, "seconds", &secs))) goto done;
+    /* The augmentation the run started with (it depends on the data set's name). */
+    int pad = t->pad, flip = t->flip;
+    if (pn_safetensors_meta(f, "augment_pad") &&
+        (rc = meta_int(f, path, "augment_pad", 0, 1 << 16, &pad)))
+        goto done;
+    if (pn_safetensors_meta(f, "augment_flip") &&
+        (rc = meta_int(f, path, "augment_flip", 0, 1, &flip)))
+        goto done;
+    if (pad > t->train->h || pad > t->train->w) {
+        rc = pn_error(PN_ERR_FORMAT, "checkpoint %s: augment_pad %d is larger than the images", path, pad);
+        goto done;
+    }
     {
         const pn_model_config *mc = &t->cfg.model;
         if (strcmp(a.model.arch, mc->arch) != 0 || a.model.norm != mc->norm ||
@@ -695,6 +709,8 @@ int pn_trainer_load(pn_trainer *t, const char *path)
     }
     if ((rc = pn_checkpoint_load_into(f, path, t->model, t->velocity))) goto done;
     t->step = step;
+    t->pad = pad;
+    t->flip = flip;
     t->loss_sum = lsum;
     t->loss_count = count;
     t->prior_seconds = secs;

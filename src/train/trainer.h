@@ -15,8 +15,9 @@
  *   metadata: format ("proxynorm-checkpoint"), version, arch, norm, groups,
  *   norm_batch, width, in_channels, image, classes, step, epoch, seed, batch,
  *   micro_batch, lr, wd, momentum, nesterov, warmup, epochs, label_smoothing,
- *   augment, limit_train, dataset, plus the running-loss accumulators and the
- *   elapsed seconds (so that a resumed log continues where it stopped).
+ *   augment, limit_train, dataset, augment_pad, augment_flip, plus the
+ *   running-loss accumulators and the elapsed seconds (so that a resumed log
+ *   continues where it stopped).
  *
  * Log (one JSON object per line, flushed, at every evaluation):
  *   {"epoch": step/steps_per_epoch, "step", "lr", "train_loss" (mean over the
@@ -45,7 +46,9 @@ typedef struct {
     int nesterov;
     float warmup;           /* warm-up length in epochs (fractional allowed) */
     float label_smoothing;  /* in [0, 1) */
-    int augment;            /* 1: random crop (pad 4 at >= 32 px, else 2) + flip */
+    int augment;            /* 1: random crop after zero padding (4 px for images of
+                               >= 32 px, else 2) + horizontal flip (not for "mnist"
+                               digits) */
     long limit_train;       /* > 0: only the first limit_train training images (recorded) */
     uint64_t seed;          /* model initialization, shuffling, augmentation */
     long eval_every;        /* evaluate every N updates (0: at each epoch end) */
