@@ -350,6 +350,48 @@ TEST(nan_stops_with_exit_3)
     }
 }
 
+/* CIFAR-10 binary layout (3x32x32, pad-4 crops): 5 training files of 8 records, 1 test file. */
+TEST(cifar_binary_data)
+{
+    char dir[400], p[600], a[2048];
+    snprintf(dir, sizeof dir, "%s/cifar", tmpdir);
+    mkdir(dir, 0755);
+    harness_seed(77);
+    unsigned char rec[1 + 3072];
+    for (int f = 0; f <= 5; f++) {
+        if (f < 5) snprintf(p, sizeof p, "%s/data_batch_%d.bin", dir, f + 1);
+        else snprintf(p, sizeof p, "%s/test_batch.bin", dir);
+        FILE *fp = fopen(p, "wb");
+        CHECK(fp != NULL, "cannot write %s", p);
+        if (!fp) return;
+        for (int r = 0; r < 8; r++) {
+            rec[0] = (unsigned char)(harness_uniform() * 10);
+            for (int k = 0; k < 3072; k++) rec[1 + k] = (unsigned char)(harness_uniform() * 256);
+            fwrite(rec, 1, sizeof rec, fp);
+        }
+        fclose(fp);
+    }
+    snprintf(a, sizeof a, "train --data %s " TINY "--epochs 1 --batch 8 --micro-batch 4 --save %s", dir,
+             tp("cifar.safetensors"));
+    int rc = run(a);
+    CHECK(rc == 0 && strstr(err_buf, "cifar10: 40 train / 8 test") && strstr(out_buf, "test accuracy: "),
+          "cifar train exit %d: %s %s", rc, out_buf, err_buf);
+    pn_st_file *f = NULL;
+    CHECK(pn_safetensors_read(&f, tp("cifar.safetensors")) == PN_OK, "%s", pn_last_error());
+    if (f) {
+        const char *ch = pn_safetensors_meta(f, "in_channels"), *im = pn_safetensors_meta(f, "image"),
+                   *pad = pn_safetensors_meta(f, "augment_pad");
+        CHECK(ch && !strcmp(ch, "3") && im && !strcmp(im, "32") && pad && !strcmp(pad, "4"),
+              "metadata in_channels %s image %s augment_pad %s", ch, im, pad);
+        pn_safetensors_close(f);
+    }
+    snprintf(a, sizeof a, "eval --checkpoint %s --data %s", tp("cifar.safetensors"), dir);
+    CHECK(run(a) == 0 && strstr(out_buf, "test images: 8"), "cifar eval: %s %s", out_buf, err_buf);
+    /* A grey-scale 8x8 model cannot evaluate colour 32x32 images. */
+    snprintf(a, sizeof a, "eval --checkpoint %s --data %s", tp("full.safetensors"), dir);
+    EXPECT_FAIL(a, 1, "expects");
+}
+
 TEST(sigint_saves_and_exits_130)
 {
     char a[8192];
@@ -504,6 +546,7 @@ int main(int argc, char **argv)
     RUN(train_eval_and_log);
     RUN(resume_matches_uninterrupted_run);
     RUN(nan_stops_with_exit_3);
+    RUN(cifar_binary_data);
     RUN(sigint_saves_and_exits_130);
     RUN(bad_input);
     char cmd[600];
