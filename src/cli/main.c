@@ -278,11 +278,10 @@ static int cmd_train(int argc, char **argv)
         }
         cfg.model.norm = (pn_norm_kind)k;
     }
-    if (args_given(o, no, "--nesterov") && cfg.nesterov && cfg.momentum == 0.0f &&
-        args_find(o, no, "--nesterov")->set)
+    if (cfg.nesterov && cfg.momentum == 0.0f && args_find(o, no, "--nesterov")->set)
         return usage_error("train", "--nesterov needs a momentum > 0");
     if (cfg.momentum == 0.0f) cfg.nesterov = 0;
-    if (args_given(o, no, "--save-every") && !save)
+    if (args_given(o, no, "--save-every") && !save && !resume)
         return usage_error("train", "--save-every needs --save");
     if (args_given(o, no, "--norm-batch") && cfg.model.norm != PN_NORM_BN && !resume)
         return usage_error("train", "--norm-batch only applies to --norm bn");
