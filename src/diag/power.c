@@ -19,6 +19,10 @@
 
 extern char **environ;
 
+/* Loops over fewer elements than this run on one thread (an OpenMP region costs
+ * more than the work, and much more when the cores are shared). */
+#define POWER_PAR_MIN 32768
+
 /* ------------------------------------------------------------ the four terms */
 /* Why the four terms add up to the power, exactly. Fix a channel c. For one
  * input x, over its HW positions p (population moments):
@@ -48,7 +52,7 @@ int pn_power_terms(pn_power_decomp *out, const float *y, int N, int C, int HW)
     double *sd = mu + NC, *pw = sd + NC;
 
     /* instance statistics of every (input, channel) row */
-    #pragma omp parallel for schedule(static)
+    #pragma omp parallel for schedule(static) if (NC * HW >= POWER_PAR_MIN)
     for (long nc = 0; nc < NC; nc++) {
         const float *x = y + (size_t)nc * HW;
         double m, m2;
@@ -128,7 +132,7 @@ enum { STREAM_POWER_INPUT = 0x5057520, STREAM_POWER_CONV, STREAM_POWER_AFFINE };
 static void circular_pad(float *dst, const float *src, long P, int H)
 {
     const int Hp = H + 2;
-    #pragma omp parallel for schedule(static)
+    #pragma omp parallel for schedule(static) if (P * Hp * Hp >= POWER_PAR_MIN)
     for (long p = 0; p < P; p++) {
         const float *s = src + (size_t)p * H * H;
         float *d = dst + (size_t)p * Hp * Hp;
@@ -146,7 +150,7 @@ static void circular_pad(float *dst, const float *src, long P, int H)
 static void affine_relu(float *out, const float *y, const float *gamma, const float *beta,
                         int N, int C, int HW)
 {
-    #pragma omp parallel for schedule(static)
+    #pragma omp parallel for schedule(static) if ((long)N * C * HW >= POWER_PAR_MIN)
     for (long nc = 0; nc < (long)N * C; nc++) {
         const float g = gamma[nc % C], b = beta[nc % C];
         const float *x = y + (size_t)nc * HW;
@@ -459,6 +463,40 @@ static int gp_write_script(const char *gp_path, const char *csv_path, const char
     return PN_OK;
 }
 
+/* Runs gnuplot with its stdout and stderr in a temporary file (the library
+ * does not print); on failure the start of what it said goes into the error. */
+static int run_gnuplot(const char *gnuplot, char *const argv[], const char *script)
+{
+    FILE *log = tmpfile();
+    if (!log) return pn_error(PN_ERR_IO, "pn_power_plot: tmpfile: %s", strerror(errno));
+    posix_spawn_file_actions_t fa;
+    int rc = PN_OK, err = posix_spawn_file_actions_init(&fa);
+    if (err == 0) {
+        err = posix_spawn_file_actions_adddup2(&fa, fileno(log), STDOUT_FILENO);
+        if (err == 0) err = posix_spawn_file_actions_adddup2(&fa, fileno(log), STDERR_FILENO);
+        pid_t pid;
+        if (err == 0) err = posix_spawn(&pid, gnuplot, &fa, NULL, argv, environ);
+        posix_spawn_file_actions_destroy(&fa);
+        if (err == 0) {
+            int status = 0;
+            pid_t w;
+            while ((w = waitpid(pid, &status, 0)) < 0 && errno == EINTR) {}
+            if (w < 0 || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+                char msg[240] = "";
+                rewind(log);
+                size_t n = fread(msg, 1, sizeof msg - 1, log);
+                msg[n] = '\0';
+                for (size_t i = 0; i < n; i++)
+                    if (msg[i] == '\n' || msg[i] == '\r') msg[i] = ' ';
+                rc = pn_error(PN_ERR_IO, "pn_power_plot: gnuplot failed on %s: %s", script, msg);
+            }
+        }
+    }
+    if (err != 0) rc = pn_error(PN_ERR_IO, "pn_power_plot: cannot run %s: %s", gnuplot, strerror(err));
+    fclose(log);
+    return rc;
+}
+
 static int file_nonempty(const char *path)
 {
     struct stat st;
@@ -499,19 +537,9 @@ int pn_power_plot_titled(const char *csv_path, const char *prefix, const char *c
         remove(png);
         remove(svg);
         char *argv[] = { gnuplot, gp, NULL };
-        pid_t pid;
-        int err = posix_spawn(&pid, gnuplot, NULL, NULL, argv, environ);
-        if (err != 0) {
-            rc = pn_error(PN_ERR_IO, "pn_power_plot: cannot run %s: %s", gnuplot, strerror(err));
-        } else {
-            int status;
-            pid_t w;
-            while ((w = waitpid(pid, &status, 0)) < 0 && errno == EINTR) {}
-            if (w < 0 || !WIFEXITED(status) || WEXITSTATUS(status) != 0)
-                rc = pn_error(PN_ERR_IO, "pn_power_plot: gnuplot failed on %s", gp);
-            else if (!file_nonempty(png) || !file_nonempty(svg))
-                rc = pn_error(PN_ERR_IO, "pn_power_plot: gnuplot did not write %s and %s", png, svg);
-        }
+        rc = run_gnuplot(gnuplot, argv, gp);
+        if (rc == PN_OK && (!file_nonempty(png) || !file_nonempty(svg)))
+            rc = pn_error(PN_ERR_IO, "pn_power_plot: gnuplot did not write %s and %s", png, svg);
     }
     free(gp);
     return rc;
