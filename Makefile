@@ -28,7 +28,8 @@ TEST_BIN := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 HEADERS  := $(wildcard include/*.h src/*/*.h)
 
 .PHONY: all deps demo test test-sanitize check bench-norm clean
-all: $(BUILD)/libproxynorm.a $(BUILD)/libproxynorm.so $(if $(CLI_SRC),$(BUILD)/proxynorm)
+all: $(BUILD)/libproxynorm.a $(BUILD)/libproxynorm.so $(if $(CLI_SRC),$(BUILD)/proxynorm) \
+     $(BUILD)/examples/quickstart
 
 $(BUILD)/%.o: %.c $(HEADERS)
 	@mkdir -p $(dir $@)
@@ -73,6 +74,10 @@ bench-norm: deps
 	@scripts/install-deps.sh --torch
 	@$(MAKE) --no-print-directory all $(BUILD)/bench/bench_norm
 	@bench/bench_norm.sh $(BUILD)/bench/bench_norm
+
+$(BUILD)/examples/%: examples/%.c $(BUILD)/libproxynorm.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -o $@ $< $(BUILD)/libproxynorm.a $(LDFLAGS) $(LDLIBS)
 
 $(BUILD)/bench/%: bench/%.c $(BUILD)/libproxynorm.a
 	@mkdir -p $(dir $@)
