@@ -276,8 +276,9 @@ int pn_cmd_power(int argc, char **argv)
             char title[160];
             snprintf(title, sizeof title,
                      "Power of the normalized pre-activations, random network (width %d, image %d, "
-                     "batch %d, seed %llu)",
-                     cfg.width, cfg.image, cfg.batch, (unsigned long long)cfg.seed);
+                     "batch %d, seed %llu)%s",
+                     cfg.width, cfg.image, cfg.batch, (unsigned long long)cfg.seed,
+                     log_scale ? ", log scale" : "");
             int rc = pn_power_plot_titled(csv, plot, names, n_norms, cfg.depth, with_norm, title,
                                           log_scale);
             if (rc) {
