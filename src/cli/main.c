@@ -15,6 +15,7 @@
 #endif
 
 #include "args.h"
+#include "commands.h"
 #include "data/data.h"
 #include "nn/model.h"
 #include "proxynorm.h"
@@ -32,6 +33,7 @@ static const char *usage_main =
     "  train   train a model (proxynorm train --help)\n"
     "  eval    test loss and accuracy of a checkpoint (proxynorm eval --help)\n"
     "  info    parameters and MACs per image of a model, as JSON (proxynorm info --help)\n"
+    "  power   power decomposition of normalized activations, power plots (proxynorm power --help)\n"
     "\n"
     "  --help      this text\n"
     "  --version   print the version\n"
@@ -544,6 +546,7 @@ int main(int argc, char **argv)
     if (!strcmp(cmd, "train")) return cmd_train(argc, argv);
     if (!strcmp(cmd, "eval")) return cmd_eval(argc, argv);
     if (!strcmp(cmd, "info")) return cmd_info(argc, argv);
+    if (!strcmp(cmd, "power")) return pn_cmd_power(argc - 1, argv + 1);
     char err[128];
     snprintf(err, sizeof err, "unknown command \"%.60s\"", cmd);
     return usage_error(NULL, err);
