@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# Trains the same model and schedule with several normalizations and prints a markdown
+# table of test accuracy, loss and speed (the table in docs/RESULTS.md).
+#
+#   scripts/compare_norms.sh [OUTDIR]          (default runs/compare)
+# Environment (defaults = the issue's acceptance setting):
+#   MODEL=resnet20 EPOCHS=6 BATCH=128 MICRO=128 LR=0.1 WARMUP=0.5 WD=5e-4 SEED=0
+#   LIMIT_TRAIN=0 (all) LIMIT_TEST=0 (all) THREADS=(cores) EXTRA="" (more train options)
+#   RUNS="bn:128 bn:4 gn ln gn+pn ln+pn"   (bn:g = BatchNorm with normalization batch g)
+# Each run logs to OUTDIR/NAME.jsonl and checkpoints to OUTDIR/NAME.safetensors every
+# SAVE_EVERY updates (default 100): rerunning the script resumes interrupted runs and
+# skips finished ones.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out=${1:-runs/compare}
+BIN=${BIN:-build/proxynorm}
+DATA=${PROXYNORM_DATA:-/usr/share/datasets/fashion-mnist}
+MODEL=${MODEL:-resnet20} EPOCHS=${EPOCHS:-6} BATCH=${BATCH:-128} MICRO=${MICRO:-$BATCH}
+LR=${LR:-0.1} WARMUP=${WARMUP:-0.5} WD=${WD:-5e-4} SEED=${SEED:-0}
+LIMIT_TRAIN=${LIMIT_TRAIN:-0} LIMIT_TEST=${LIMIT_TEST:-0} SAVE_EVERY=${SAVE_EVERY:-100}
+THREADS=${THREADS:-$(nproc 2>/dev/null || echo 2)}
+RUNS=${RUNS:-"bn:128 bn:4 gn ln gn+pn ln+pn"}
+[ -x "$BIN" ] || make --no-print-directory all
+mkdir -p "$out"
+
+for run in $RUNS; do
+    norm=${run%%:*}
+    name=${norm//+/_}
+    opts=()
+    if [ "$run" != "$norm" ]; then
+        name="${name}_g${run#*:}"
+        opts+=(--norm-batch "${run#*:}")
+    fi
+    ckpt="$out/$name.safetensors" log="$out/$name.jsonl" done_mark="$out/$name.done"
+    if [ -f "$done_mark" ]; then
+        echo "compare: $name already finished" >&2
+        continue
+    fi
+    if [ -f "$ckpt" ]; then
+        echo "compare: resuming $name from $ckpt" >&2
+        "$BIN" train --resume "$ckpt" --data "$DATA" --log "$log" --threads "$THREADS" \
+            --save-every "$SAVE_EVERY"
+    else
+        rm -f "$log"
+        limits=()
+        [ "$LIMIT_TRAIN" -gt 0 ] && limits+=(--limit-train "$LIMIT_TRAIN")
+        [ "$LIMIT_TEST" -gt 0 ] && limits+=(--limit-test "$LIMIT_TEST")
+        echo "compare: $name" >&2
+        # shellcheck disable=SC2086
+        "$BIN" train --data "$DATA" --model "$MODEL" --norm "$norm" "${opts[@]}" \
+            --epochs "$EPOCHS" --batch "$BATCH" --micro-batch "$MICRO" --lr "$LR" \
+            --warmup "$WARMUP" --wd "$WD" --seed "$SEED" --threads "$THREADS" \
+            "${limits[@]}" --save "$ckpt" --save-every "$SAVE_EVERY" --log "$log" ${EXTRA:-}
+    fi
+    touch "$done_mark"
+done
+
+echo "| run | test acc | test loss | train loss | img/s | peak RSS MB |"
+echo "|---|---|---|---|---|---|"
+for run in $RUNS; do
+    norm=${run%%:*}; name=${norm//+/_}; label=$norm
+    if [ "$run" != "$norm" ]; then name="${name}_g${run#*:}"; label="$norm (norm batch ${run#*:})"; fi
+    last=$(tail -n 1 "$out/$name.jsonl" 2>/dev/null || true)
+    [ -n "$last" ] || { echo "| $label | - | - | - | - | - |"; continue; }
+    /usr/bin/python3 -c '
+import json, sys
+r = json.loads(sys.argv[2])
+print("| %s | %.2f%% | %.4f | %.4f | %.0f | %.0f |" % (sys.argv[1], 100 * r["test_acc"],
+      r["test_loss"], r["train_loss"], r["img_per_s"], r["peak_rss_mb"]))' "$label" "$last"
+done
