@@ -36,15 +36,16 @@ for run in $RUNS; do
         echo "compare: $name already finished" >&2
         continue
     fi
+    test_limit=()
+    [ "$LIMIT_TEST" -gt 0 ] && test_limit+=(--limit-test "$LIMIT_TEST")
     if [ -f "$ckpt" ]; then
         echo "compare: resuming $name from $ckpt" >&2
         "$BIN" train --resume "$ckpt" --data "$DATA" --log "$log" --threads "$THREADS" \
-            --save-every "$SAVE_EVERY"
+            --save-every "$SAVE_EVERY" "${test_limit[@]}"
     else
         rm -f "$log"
-        limits=()
+        limits=("${test_limit[@]}")
         [ "$LIMIT_TRAIN" -gt 0 ] && limits+=(--limit-train "$LIMIT_TRAIN")
-        [ "$LIMIT_TEST" -gt 0 ] && limits+=(--limit-test "$LIMIT_TEST")
         echo "compare: $name" >&2
         # shellcheck disable=SC2086
         "$BIN" train --data "$DATA" --model "$MODEL" --norm "$norm" "${opts[@]}" \
