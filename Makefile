@@ -27,7 +27,7 @@ CLI_OBJ  := $(CLI_SRC:%.c=$(BUILD)/%.o)
 TEST_BIN := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 HEADERS  := $(wildcard include/*.h src/*/*.h)
 
-.PHONY: all deps demo test test-sanitize check bench-norm clean
+.PHONY: all deps demo test test-fast test-sanitize sanitize-build check bench-norm clean
 all: $(BUILD)/libproxynorm.a $(BUILD)/libproxynorm.so $(if $(CLI_SRC),$(BUILD)/proxynorm) \
      $(BUILD)/examples/quickstart
 
@@ -52,19 +52,28 @@ $(BUILD)/tests/%: tests/%.c tests/harness.h $(BUILD)/libproxynorm.a
 deps:
 	@scripts/install-deps.sh
 
+# make test: the suite built normally and built with AddressSanitizer and
+# UndefinedBehaviorSanitizer, one summary. make test-fast: the normal build only.
+SAN_FLAGS = -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
+SAN_BIN   = $(TEST_BIN:$(BUILD)/%=build-san/%)
 test: deps
+	@$(MAKE) --no-print-directory all $(TEST_BIN)
+	@$(MAKE) --no-print-directory sanitize-build
+	@ASAN_OPTIONS=detect_leaks=1 OMP_NUM_THREADS=2 tests/run.sh $(TEST_BIN) $(SAN_BIN)
+
+test-fast: deps
 	@$(MAKE) --no-print-directory all $(TEST_BIN)
 	@OMP_NUM_THREADS=2 tests/run.sh $(TEST_BIN)
 
-# The same suite built with AddressSanitizer and UndefinedBehaviorSanitizer.
-SAN_FLAGS = -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
 test-sanitize: deps
-	@$(MAKE) --no-print-directory BUILD=build-san OPT="$(SAN_FLAGS)" LDFLAGS="-fopenmp $(SAN_FLAGS)" \
-		build-san/libproxynorm.a $(TEST_BIN:$(BUILD)/%=build-san/%) $(if $(CLI_SRC),build-san/proxynorm)
-	@ASAN_OPTIONS=detect_leaks=1 OMP_NUM_THREADS=2 PROXYNORM_BIN=build-san/proxynorm \
-		tests/run.sh $(TEST_BIN:$(BUILD)/%=build-san/%)
+	@$(MAKE) --no-print-directory sanitize-build
+	@ASAN_OPTIONS=detect_leaks=1 OMP_NUM_THREADS=2 tests/run.sh $(SAN_BIN)
 
-check: test test-sanitize
+sanitize-build:
+	@$(MAKE) --no-print-directory BUILD=build-san OPT="$(SAN_FLAGS)" LDFLAGS="-fopenmp $(SAN_FLAGS)" \
+		build-san/libproxynorm.a $(SAN_BIN) $(if $(CLI_SRC),build-san/proxynorm)
+
+check: test
 
 demo: deps
 	@$(MAKE) --no-print-directory all
