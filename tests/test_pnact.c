@@ -12,7 +12,6 @@
 #include "ref_act.h"
 
 /* ------------------------------------------------------------ reference */
-#define ref_phi ref_f
 
 /* One test case. G = 0: PN-Act alone; G > 0: GroupNorm(G groups, no affine) then
  * PN-Act (the fused kernel). r = dL/dout of the loss L = sum r * out. */
