@@ -28,6 +28,7 @@
  * want the same cores; on 2 cores that made the convolution ~10x slower, so
  * there im2col / col2im stay serial (they are a few % of the GEMM time). */
 #include <cblas.h>
+#include <stddef.h>
 #include <string.h>
 
 #include "common.h"
@@ -152,6 +153,28 @@ static void im2col(float *col, const float *x, const pn_conv_shape *s, int Ho, i
         float *dst = col + (size_t)r * HoWo;
         int lo, hi;
         valid_range(Wo, W, st, pad, kw, &lo, &hi);
+        if (st == 1 && Wo == W) {
+            /* Row r is the plane shifted by (kh-pad, kw-pad): one copy of the valid rows
+             * (row ends wrap into the neighbouring row), then zero what lies outside. A
+             * copy per output row cost as much as the GEMM for 28-float rows. */
+            int ohl, ohh;
+            valid_range(Ho, H, 1, pad, kh, &ohl, &ohh);
+            if (ohh > ohl && hi > lo) {
+                const ptrdiff_t shift = (ptrdiff_t)(kh - pad) * W + (kw - pad);
+                const size_t a = (size_t)ohl * W + lo, b = (size_t)(ohh - 1) * W + hi;
+                memcpy(dst + a, xc + (ptrdiff_t)a + shift, (b - a) * sizeof(float));
+                /* border columns, a strided column at a time (1 per side for 3x3) */
+                for (int ow = 0; ow < lo; ow++)
+                    for (int oh = ohl; oh < ohh; oh++) dst[(size_t)oh * W + ow] = 0.0f;
+                for (int ow = hi; ow < W; ow++)
+                    for (int oh = ohl; oh < ohh; oh++) dst[(size_t)oh * W + ow] = 0.0f;
+            } else {
+                ohl = ohh = Ho;
+            }
+            memset(dst, 0, (size_t)ohl * W * sizeof(float));
+            memset(dst + (size_t)ohh * W, 0, (size_t)(Ho - ohh) * W * sizeof(float));
+            continue;
+        }
         for (int oh = 0; oh < Ho; oh++, dst += Wo) {
             const int ih = oh * st - pad + kh;
             if (ih < 0 || ih >= H) {
