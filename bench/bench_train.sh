@@ -13,6 +13,9 @@
 #   mem o/t          memory ratio (< 1: we use less)
 #   GF/s             our whole-step FLOP rate: images/s * pn_model_macs * 3 (fwd + 2 bwd GEMMs)
 #                    * 2 FLOP per MAC, and its % of OpenBLAS's large square sgemm (same threads)
+# Raw RESULT lines go to stderr as they come. 2 threads on a loaded 2-core machine: OpenMP
+# threads spin at every barrier while their partner is descheduled (seen: 5 img/s instead of
+# 200); OMP_WAIT_POLICY=passive in the environment (applies to both sides) avoids that.
 # Then per thread count: gn+pn step time / bn step time, micro-8 memory / batch-128 memory.
 set -eu
 bin=${1:?usage: bench/bench_train.sh path/to/bench_train [-s STEPS] [-t "1 2"] [-n "bn gn gn+pn"]}
@@ -38,8 +41,8 @@ echo "bench_train: $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg)
 for t in $threads; do
     for n in $norms; do
         for mb in 128 8; do
-            "$bin" -n "$n" -t "$t" -m "$mb" -s "$steps" >>"$tmp/res"
-            [ $havetorch = 1 ] && "$py" "$here/bench_train_torch.py" -n "$n" -t "$t" -m "$mb" -s "$steps" >>"$tmp/res"
+            "$bin" -n "$n" -t "$t" -m "$mb" -s "$steps" | tee -a "$tmp/res" >&2
+            [ $havetorch = 1 ] && "$py" "$here/bench_train_torch.py" -n "$n" -t "$t" -m "$mb" -s "$steps" | grep RESULT | tee -a "$tmp/res" >&2
         done
     done
 done
