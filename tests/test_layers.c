@@ -394,6 +394,9 @@ TEST(conv_reference_large)
 
 TEST(conv_shapes_and_workspace)
 {
+    /* one thread: one image's column matrix (more threads: a slice per thread) */
+    const int threads0 = pn_get_threads();
+    pn_set_threads(1);
     pn_conv_shape s = { 2, 3, 32, 32, 8, 3, 3, 2, 1, 1 };
     int Ho = -1, Wo = -1;
     CHECK(pn_conv_out_hw(&s, &Ho, &Wo) == PN_OK && Ho == 16 && Wo == 16, "Ho %d Wo %d", Ho, Wo);
@@ -409,6 +412,13 @@ TEST(conv_shapes_and_workspace)
     pn_conv_shape bad = { 4, 16, 8, 8, 30, 3, 3, 1, 1, 4 };
     CHECK(pn_conv2d_workspace(&bad) == 0, "invalid shape -> 0");
     CHECK(pn_conv2d_workspace(NULL) == 0, "NULL shape -> 0");
+    pn_set_threads(2);
+    /* per thread: column matrix + dweight, each rounded up to 16 floats */
+    CHECK(pn_conv2d_workspace(&s) == 2 * ((size_t)3 * 9 * 16 * 16 + 8 * 3 * 9 + 8),
+          "2 threads: workspace %zu", pn_conv2d_workspace(&s));
+    CHECK(pn_conv2d_workspace(&pw) == 2 * (size_t)32 * 16, "2 threads 1x1: %zu", pn_conv2d_workspace(&pw));
+    CHECK(pn_conv2d_workspace(&dw) == 0, "2 threads: depthwise needs no workspace");
+    pn_set_threads(threads0);
 }
 
 /* ------------------------------------------------------------- linear */
