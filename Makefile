@@ -3,6 +3,7 @@
 #   make demo       install what is missing, build, train a small GN+PN ResNet on Fashion-MNIST
 #   make test       install what is missing, build, run every test; last line "N passed, N failed"
 #   make bench-norm normalization kernels against PyTorch (bench/)
+#   make bench-train full training steps of resnet20 against PyTorch (bench/)
 
 CC      ?= cc
 BUILD   ?= build
@@ -38,7 +39,7 @@ CLI_OBJ  := $(CLI_SRC:%.c=$(BUILD)/%.o)
 TEST_BIN := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 HEADERS  := $(wildcard include/*.h src/*/*.h)
 
-.PHONY: all deps deps-test demo test test-fast test-sanitize sanitize-build check bench-norm clean
+.PHONY: all deps deps-test demo test test-fast test-sanitize sanitize-build check bench-norm bench-train clean
 all: $(BUILD)/libproxynorm.a $(BUILD)/libproxynorm.so $(if $(CLI_SRC),$(BUILD)/proxynorm) \
      $(BUILD)/examples/quickstart
 
@@ -101,10 +102,17 @@ demo: deps
 	@$(MAKE) --no-print-directory all
 	@scripts/demo.sh
 
+# Benchmarks run both sides (ours and PyTorch, both on libgomp) with passive OpenMP waiting,
+# as the command line does, unless OMP_WAIT_POLICY is set.
 bench-norm: deps
 	@scripts/install-deps.sh --torch
 	@$(MAKE) --no-print-directory all $(BUILD)/bench/bench_norm
-	@bench/bench_norm.sh $(BUILD)/bench/bench_norm
+	@OMP_WAIT_POLICY=$${OMP_WAIT_POLICY:-passive} bench/bench_norm.sh $(BUILD)/bench/bench_norm
+
+bench-train: deps
+	@scripts/install-deps.sh --torch
+	@$(MAKE) --no-print-directory all $(BUILD)/bench/bench_train
+	@OMP_WAIT_POLICY=$${OMP_WAIT_POLICY:-passive} bench/bench_train.sh $(BUILD)/bench/bench_train
 
 $(BUILD)/examples/%: examples/%.c $(BUILD)/libproxynorm.a
 	@mkdir -p $(dir $@)

@@ -9,20 +9,9 @@
 #include "proxynorm.h"
 
 #define NP PN_PROXY_POINTS
-static const pn_act ACTS[] = { PN_ACT_IDENTITY, PN_ACT_RELU, PN_ACT_SILU, PN_ACT_GELU };
-#define N_ACTS 4
+#include "ref_act.h"
 
 /* ------------------------------------------------------------ reference */
-static double ref_phi(pn_act act, double x)
-{
-    switch (act) {
-    case PN_ACT_IDENTITY: return x;
-    case PN_ACT_RELU: return x > 0 ? x : 0;
-    case PN_ACT_SILU: return x / (1.0 + exp(-x));
-    case PN_ACT_GELU: return x * 0.5 * erfc(-x / sqrt(2.0));
-    }
-    return NAN;
-}
 
 /* One test case. G = 0: PN-Act alone; G > 0: GroupNorm(G groups, no affine) then
  * PN-Act (the fused kernel). r = dL/dout of the loss L = sum r * out. */
@@ -61,7 +50,7 @@ static double ref_loss(const pcase *pc, double *const t[5], double *out_or_null)
         double p[NP], m = 0, v = 0;
         for (int i = 0; i < NP; i++) {
             double yt = (1.0 + gt[c]) * z[i] + btt[c];
-            p[i] = ref_phi(pc->act, gm[c] * yt + bt[c]);
+            p[i] = ref_f(pc->act, gm[c] * yt + bt[c]);
             m += p[i];
         }
         m /= NP;
@@ -71,7 +60,7 @@ static double ref_loss(const pcase *pc, double *const t[5], double *out_or_null)
         for (int n = 0; n < N; n++)
             for (int i = 0; i < HW; i++) {
                 size_t k = ((size_t)n * C + c) * HW + i;
-                double o = (ref_phi(pc->act, gm[c] * y[k] + bt[c]) - m) * s;
+                double o = (ref_f(pc->act, gm[c] * y[k] + bt[c]) - m) * s;
                 if (out_or_null) out_or_null[k] = o;
                 L += pc->r[k] * o;
             }

@@ -575,7 +575,9 @@ TEST(fashion_mnist_short_run)
     c.epochs = 1;
     c.batch = 32;
     c.micro_batch = 16;
-    c.lr = 0.1f;
+    /* lr 0.05: at 0.1 this short run is unstable (62-78% over seeds 1-3, measured with
+     * proxynorm train and the same settings); at 0.05 it gave 77.2, 76.5, 73.8%. */
+    c.lr = 0.05f;
     c.warmup = 0.1f;
     c.augment = 0; /* converges faster in a short run */
     c.seed = 1;
@@ -586,7 +588,7 @@ TEST(fashion_mnist_short_run)
         CHECK(pn_train_run(t, NULL, &fin) == PN_OK, "%s", pn_last_error());
         printf("  resnet8 w8 gn+pn, 250 steps of 32 (micro-batch 16) on 8000 images: test acc %.2f%%, loss %.4f, %.0f img/s, %.1f s\n",
                100 * fin.test_acc, fin.test_loss, fin.img_per_s, fin.seconds);
-        CHECK(fin.test_acc > 0.66, "test accuracy %.2f%% <= 66%% (measured 76%%)", 100 * fin.test_acc);
+        CHECK(fin.test_acc > 0.66, "test accuracy %.2f%% <= 66%% (measured 73.8-77.2%% over seeds)", 100 * fin.test_acc);
         pn_trainer_free(t);
     }
     pn_dataset_free(&tr);

@@ -607,9 +607,22 @@ static int conv_bwd(pn_model *m, conv_layer *cv, float *dinp, const float *dout,
                           (int)cv->O, (int)cv->K);
 }
 
+/* Elementwise loops of the plain norms: OpenMP only above ~64K elements (fork/join costs
+ * more than the loop below that); omp simd because the compiler will not vectorize a
+ * select through pointers that may alias. */
+#define EW_PAR_MIN 65536
+
 static void relu_inplace(float *x, size_t n)
 {
+    #pragma omp parallel for simd schedule(static) if (n >= EW_PAR_MIN)
     for (size_t i = 0; i < n; i++) x[i] = x[i] > 0.0f ? x[i] : 0.0f;
+}
+
+/* dy = out > 0 ? dout : 0 (dy may be dout). */
+static void relu_mask(float *dy, const float *dout, const float *out, size_t n)
+{
+    #pragma omp parallel for simd schedule(static) if (n >= EW_PAR_MIN)
+    for (size_t i = 0; i < n; i++) dy[i] = out[i] > 0.0f ? dout[i] : 0.0f;
 }
 
 static const float *P(const pn_model *m, size_t off) { return off == NONE ? NULL : m->params + off; }
@@ -622,7 +635,7 @@ static int na_fwd(pn_model *m, norm_layer *nl, float *out, const float *inp, int
     int rc = PN_OK;
     switch (m->cfg.norm) {
     case PN_NORM_NONE:
-        for (size_t i = 0; i < n; i++) out[i] = inp[i] > 0.0f ? inp[i] : 0.0f;
+        relu_mask(out, inp, inp, n);
         return PN_OK;
     case PN_NORM_BN:
         if (training)
@@ -663,7 +676,7 @@ static int na_bwd(pn_model *m, norm_layer *nl, float *dinp, float *dout, const f
     }
     /* ReLU: out > 0 exactly where the pre-activation is > 0 (derivative 0 at 0, as PyTorch). */
     float *dy = m->cfg.norm == PN_NORM_NONE ? dinp : dout;
-    for (size_t i = 0; i < n; i++) dy[i] = out[i] > 0.0f ? dout[i] : 0.0f;
+    relu_mask(dy, dout, out, n);
     switch (m->cfg.norm) {
     case PN_NORM_NONE:
         return PN_OK;

@@ -1,0 +1,186 @@
+/* bench_train — images per second and memory of full training steps of the model.
+ *
+ *   build/bench/bench_train -n NORM -t THREADS -m MICRO [-b BATCH] [-s STEPS] [-a ARCH]
+ *   build/bench/bench_train -p            sgemm peak of OpenBLAS (threads 1 and 2)
+ *
+ * One step = zero_grad, then for each micro-batch of MICRO images (BATCH/MICRO of them):
+ * forward (training mode), cross-entropy loss, backward (scale 1/BATCH); then one SGD step
+ * (momentum 0.9, weight decay 5e-4, lr 0.05), i.e. PyTorch's optimizer.step().
+ * Model: resnet20 (width 16), 1x28x28 inputs, 10 classes, NORM = bn | gn | gn+pn.
+ * One process per configuration so that the memory figures are its own:
+ *   mem_before  VmRSS just before the first step (model, parameters, data allocated)
+ *   peak        VmHWM after the last step
+ *   train_mem   peak - mem_before (activations, workspaces, gradients of the step)
+ * Prints
+ *   RESULT ours NORM MICRO THREADS IMG_S_MEDIAN IMG_S_MAX STEPS TRAIN_MEM_KB MACS_PER_IMAGE
+ *   PEAK sgemm THREADS GFLOPS            (-p)
+ * Steps: 1 warm-up step, then STEPS timed steps (default 6); images/s from the median and
+ * from the fastest step. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <cblas.h>
+
+#include "nn/model.h"
+#include "proxynorm.h"
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + 1e-9 * ts.tv_nsec;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* kB of VmRSS or VmHWM from /proc/self/status. */
+static long status_kb(const char *key)
+{
+    FILE *f = fopen("/proc/self/status", "r");
+    if (!f) return -1;
+    char line[256];
+    long v = -1;
+    size_t kl = strlen(key);
+    while (fgets(line, sizeof line, f))
+        if (strncmp(line, key, kl) == 0 && line[kl] == ':') {
+            v = strtol(line + kl + 1, NULL, 10);
+            break;
+        }
+    fclose(f);
+    return v;
+}
+
+static unsigned long long rng_state = 0x243F6A8885A308D3ULL;
+static double rng_uniform(void)
+{
+    rng_state ^= rng_state >> 12;
+    rng_state ^= rng_state << 25;
+    rng_state ^= rng_state >> 27;
+    return ((rng_state * 0x2545F4914F6CDD1DULL) >> 11) * (1.0 / 9007199254740992.0) + 1e-300;
+}
+
+/* PyTorch's SGD (momentum, weight decay on the decay tensors only). */
+static void sgd(float *p, const float *g, float *v, const pn_tensor_info *t, int nt, float lr,
+                float mu, float wd)
+{
+    for (int i = 0; i < nt; i++) {
+        float d = t[i].decay ? wd : 0.0f;
+        float *pp = p + t[i].offset, *vv = v + t[i].offset;
+        const float *gg = g + t[i].offset;
+        for (size_t j = 0; j < t[i].numel; j++) {
+            float gj = gg[j] + d * pp[j];
+            vv[j] = mu * vv[j] + gj;
+            pp[j] -= lr * vv[j];
+        }
+    }
+}
+
+static int sgemm_peak(void)
+{
+    const int n = 2048;
+    float *a = malloc((size_t)n * n * sizeof(float)), *b = malloc((size_t)n * n * sizeof(float)),
+          *c = malloc((size_t)n * n * sizeof(float));
+    if (!a || !b || !c) return 1;
+    for (size_t i = 0; i < (size_t)n * n; i++) {
+        a[i] = (float)rng_uniform();
+        b[i] = (float)rng_uniform();
+    }
+    for (int t = 1; t <= 2; t++) {
+        pn_set_threads(t);
+        double best = 1e30;
+        for (int r = 0; r < 4; r++) {
+            double t0 = now_s();
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, a, n, b, n, 0.0f,
+                        c, n);
+            double dt = now_s() - t0;
+            if (r > 0 && dt < best) best = dt;
+        }
+        printf("PEAK sgemm %d %.1f\n", t, 2.0 * n * n * (double)n / best * 1e-9);
+    }
+    free(a);
+    free(b);
+    free(c);
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    const char *norm = "gn+pn", *arch = "resnet20";
+    int threads = 1, micro = 128, batch = 128, steps = 6;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "-p")) return sgemm_peak();
+        if (i + 1 >= argc) goto usage;
+        if (!strcmp(argv[i], "-n")) norm = argv[++i];
+        else if (!strcmp(argv[i], "-t")) threads = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "-m")) micro = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "-b")) batch = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "-s")) steps = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "-a")) arch = argv[++i];
+        else goto usage;
+    }
+    if (micro < 1 || batch < 1 || batch % micro || steps < 1 || threads < 1) goto usage;
+    pn_set_threads(threads);
+
+    pn_model_config cfg;
+    pn_model_config_default(&cfg);
+    snprintf(cfg.arch, sizeof cfg.arch, "%s", arch);
+    int nk = pn_norm_parse(norm);
+    if (nk < 0) goto usage;
+    cfg.norm = (pn_norm_kind)nk;
+    pn_model *m = NULL;
+    if (pn_model_create(&m, &cfg, 1) != PN_OK) {
+        fprintf(stderr, "bench_train: %s\n", pn_last_error());
+        return 1;
+    }
+    int nt;
+    const pn_tensor_info *tab = pn_model_param_table(m, &nt);
+    size_t np = pn_model_num_params(m);
+    float *vel = calloc(np, sizeof(float));
+    const size_t img = 28 * 28;
+    float *x = malloc((size_t)batch * img * sizeof(float));
+    int *y = malloc((size_t)batch * sizeof(int));
+    double *dt = malloc((size_t)steps * sizeof(double));
+    if (!vel || !x || !y || !dt) return 1;
+    for (size_t i = 0; i < (size_t)batch * img; i++) x[i] = (float)rng_uniform();
+    for (int i = 0; i < batch; i++) y[i] = (int)(rng_uniform() * 10) % 10;
+
+    long rss0 = status_kb("VmRSS");
+    for (int s = -1; s < steps; s++) {
+        double t0 = now_s();
+        pn_model_zero_grad(m);
+        for (int o = 0; o < batch; o += micro) {
+            double loss;
+            int corr;
+            if (pn_model_forward(m, x + (size_t)o * img, micro, 1, NULL) != PN_OK ||
+                pn_model_loss(m, y + o, 0.0f, &loss, &corr) != PN_OK ||
+                pn_model_backward(m, 1.0f / (float)batch) != PN_OK) {
+                fprintf(stderr, "bench_train: %s\n", pn_last_error());
+                return 1;
+            }
+        }
+        sgd(pn_model_params(m), pn_model_grads(m), vel, tab, nt, 0.05f, 0.9f, 5e-4f);
+        if (s >= 0) dt[s] = now_s() - t0;
+    }
+    long hwm = status_kb("VmHWM");
+    qsort(dt, (size_t)steps, sizeof *dt, cmp_double);
+    double med = steps % 2 ? dt[steps / 2] : 0.5 * (dt[steps / 2 - 1] + dt[steps / 2]);
+    printf("RESULT ours %s %d %d %.1f %.1f %d %ld %.0f\n", norm, micro, threads, batch / med,
+           batch / dt[0], steps, hwm - rss0, pn_model_macs(m));
+    free(vel);
+    free(x);
+    free(y);
+    free(dt);
+    pn_model_free(m);
+    return 0;
+usage:
+    fprintf(stderr, "usage: bench_train -n bn|gn|gn+pn -t THREADS -m MICRO [-b BATCH] [-s STEPS] "
+                    "[-a ARCH] | -p\n");
+    return 2;
+}
