@@ -146,18 +146,19 @@ static int count(const char *s, const char *sub)
 static char cmd[16384];
 
 /* 2 ranks x B/2 against 1 process x B (same update, float summation order aside). */
-static void same_as_one_process(const char *norm, int single_mb, int rank_mb, const char *skip, double tol)
+static void same_as_one_process(const char *norm, int single_mb, int rank_mb, const char *extra,
+                                const char *skip, double tol)
 {
     char one[64], two[64];
-    snprintf(one, sizeof one, "one_%c.safetensors", norm[0]);
-    snprintf(two, sizeof two, "two_%c.safetensors", norm[0]);
+    snprintf(one, sizeof one, "one_%c%s.safetensors", norm[0], *extra ? "s" : "");
+    snprintf(two, sizeof two, "two_%c%s.safetensors", norm[0], *extra ? "s" : "");
     snprintf(cmd, sizeof cmd, "%s train --data %s " TINY "--norm %s --batch 128 --micro-batch %d --save %s",
              bin, datadir, norm, single_mb, tp(one));
     int rc = sh(cmd);
     CHECK(rc == 0, "%s: 1 process: exit %d: %s", norm, rc, out_buf);
     snprintf(cmd, sizeof cmd,
              MPIRUN "-np 2 %s train --data %s " TINY "--norm %s --batch 128 --micro-batch %d --save %s "
-             "--log %s", bin, datadir, norm, rank_mb, tp(two), tp("two.log"));
+             "--log %s %s", bin, datadir, norm, rank_mb, tp(two), tp("two.log"), extra);
     rc = sh(cmd);
     CHECK(rc == 0, "%s: 2 ranks: exit %d: %s", norm, rc, out_buf);
     /* Rank 0 alone reports. */
@@ -178,13 +179,13 @@ static void same_as_one_process(const char *norm, int single_mb, int rank_mb, co
     CHECK(f && fgets(line, sizeof line, f) && strstr(line, "\"ranks\": 2") && strstr(line, "\"comm_bytes\": "),
           "%s: log line %s", norm, line);
     if (f) fclose(f);
-    printf("%s: max rel. diff 2 ranks vs 1 process %.3g; log %s", norm, d, line);
+    printf("%s%s: max rel. diff 2 ranks vs 1 process %.3g; log %s", norm, extra, d, line);
 }
 
 TEST(gnpn_two_ranks_equal_one_process)
 {
     /* Augmentation on: rank 1 draws the crops a single process draws for its images. */
-    same_as_one_process("gn+pn", 128, 32, NULL, 2e-5);
+    same_as_one_process("gn+pn", 128, 32, "", NULL, 2e-5);
 }
 
 TEST(bn_two_ranks_equal_one_process_micro_batches)
@@ -192,7 +193,18 @@ TEST(bn_two_ranks_equal_one_process_micro_batches)
     /* BN normalizes per rank: equals one process with micro-batches of B/2 = 64
      * split the same way (parameters and momentum; the running statistics are
      * averaged over ranks rather than updated one after the other). */
-    same_as_one_process("bn", 64, 64, "running", 2e-5);
+    same_as_one_process("bn", 64, 64, "", "running", 2e-5);
+}
+
+TEST(sync_bn_two_ranks_equal_one_process)
+{
+    /* --sync-bn: 2 ranks x 64 normalize like 1 process x 128, running statistics included. */
+    same_as_one_process("bn", 128, 64, " --sync-bn", NULL, 2e-5);
+    /* Only for BN. */
+    snprintf(cmd, sizeof cmd, MPIRUN "-np 2 %s train --data %s " TINY "--batch 128 --micro-batch 64 --sync-bn",
+             bin, datadir);
+    int rc = sh(cmd);
+    CHECK(rc == 2 && strstr(out_buf, "--sync-bn needs --norm bn"), "sync-bn with gn+pn: exit %d: %s", rc, out_buf);
 }
 
 TEST(resume_at_another_rank_count)
@@ -308,6 +320,7 @@ int main(void)
 #ifdef PN_HAVE_MPI
     RUN(gnpn_two_ranks_equal_one_process);
     RUN(bn_two_ranks_equal_one_process_micro_batches);
+    RUN(sync_bn_two_ranks_equal_one_process);
     RUN(resume_at_another_rank_count);
     RUN(configuration_mismatch_is_an_error);
     RUN(dead_rank_ends_the_job);

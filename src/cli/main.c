@@ -75,6 +75,8 @@ static const char *usage_train =
     "  --distributed         require MPI (implied when started by mpirun); each of the K\n"
     "                        ranks computes B/K images of every batch (K x micro-batch\n"
     "                        must divide B); rank 0 evaluates, logs and saves\n"
+    "  --sync-bn             --norm bn: normalize with the statistics of all ranks'\n"
+    "                        micro-batches (K ranks x b = one process x K b)\n"
     "\n"
     "evaluation, logs, checkpoints:\n"
     "  --eval-every N        evaluate every N updates [each epoch end]\n"
@@ -220,7 +222,7 @@ static void on_save(void *user, const char *path, long step)
 
 /* ---------------------------------------------------------- distributed */
 
-static pn_dist g_dist = { 0, 1, NULL, NULL, NULL, NULL };
+static pn_dist g_dist = { 0, 1, 0, NULL, NULL, NULL, NULL };
 static int dist_active;  /* MPI initialized */
 static int dist_clean;   /* every rank fails the same way: finalize rather than abort */
 
@@ -249,13 +251,13 @@ static uint64_t config_hash(const pn_train_config *c, const pn_dataset *tr, long
     char buf[1024];
     int n = snprintf(buf, sizeof buf,
                      "%s|%d|%d|%d|%d|%d|%d|%d|%ld|%d|%d|%d|%.9g|%.9g|%.9g|%d|%.9g|%.9g|%d|%" PRIu64
-                     "|%ld|%d|%s|%ld",
+                     "|%ld|%d|%s|%ld|%d",
                      c->model.arch, (int)c->model.norm, c->model.groups, c->model.norm_batch,
                      c->model.width, c->model.in_channels, c->model.image, c->model.classes,
                      c->limit_train, c->epochs, c->batch, c->micro_batch, (double)c->lr,
                      (double)c->wd, (double)c->momentum, c->nesterov, (double)c->warmup,
                      (double)c->label_smoothing, c->augment, c->seed, c->stop_at, tr->n, tr->name,
-                     step);
+                     step, g_dist.sync_bn);
     uint64_t h = 1469598103934665603ull; /* FNV-1a */
     for (int i = 0; i < n && i < (int)sizeof buf; i++) {
         h ^= (unsigned char)buf[i];
@@ -290,7 +292,7 @@ static int cmd_train(int argc, char **argv)
     long limit_test = 0;
     int threads = 0;
     int mb = 0;
-    int distributed = 0;
+    int distributed = 0, sync_bn = 0;
     const double BIG = 1e9;
     arg_opt o[] = {
         { "--data", ARG_STR, &data, 0, 0, 0, 0, NULL },
@@ -321,6 +323,7 @@ static int cmd_train(int argc, char **argv)
         { "--resume", ARG_STR, &resume, 0, 0, 0, 0, NULL },
         { "--stop-at", ARG_LONG, &cfg.stop_at, 1, BIG * BIG, 0, 0, NULL },
         { "--distributed", ARG_FLAG, &distributed, 0, 0, 1, 0, NULL },
+        { "--sync-bn", ARG_FLAG, &sync_bn, 0, 0, 1, 0, NULL },
     };
     const int no = (int)(sizeof o / sizeof o[0]);
     int help = 0;
@@ -425,6 +428,9 @@ static int cmd_train(int argc, char **argv)
     if (save && strlen(save) >= sizeof cfg.save_path) return usage_error("train", "--save: path too long");
     if (log && strlen(log) >= sizeof cfg.log_path) return usage_error("train", "--log: path too long");
     if (pn_train_config_check(&cfg, 0) != PN_OK) return usage_error("train", pn_last_error());
+    if (sync_bn && (cfg.model.norm != PN_NORM_BN || cfg.model.norm_batch != 0))
+        return usage_error("train", "--sync-bn needs --norm bn (without --norm-batch)");
+    g_dist.sync_bn = sync_bn;
     if (K > 1 && cfg.batch % (K * cfg.micro_batch) != 0) {
         /* Same arguments on every rank (checked below): say it once. */
         snprintf(err, sizeof err,

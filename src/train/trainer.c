@@ -12,6 +12,7 @@
 #include <sys/resource.h>
 #include <time.h>
 
+#include "dist/syncbn.h"
 #include "kernels/common.h"
 #include "kernels/rng.h"
 
@@ -40,6 +41,8 @@ struct pn_trainer {
     FILE *log;
     pn_dist dist;          /* size 1: one process */
     double comm_bytes;     /* per update and rank */
+    double comm_base;      /* the part that does not depend on sync-BN */
+    pn_syncbn *syncbn;     /* NULL: no synchronized BN */
     volatile int *stop_flag; /* the run's stop request (shared across ranks) */
     int stop_any;          /* a rank asked to stop (set by the last update) */
 };
@@ -170,6 +173,8 @@ void pn_trainer_free(pn_trainer *t)
     if (!t) return;
     if (t->log) fclose(t->log);
     pn_model_free(t->model);
+    pn_syncbn_free(t->syncbn);
+    free(t->syncbn);
     free(t->velocity);
     free(t->xbuf);
     free(t->ybuf);
@@ -196,8 +201,19 @@ int pn_trainer_set_dist(pn_trainer *t, const pn_dist *d)
     PN_CHECK(B % K == 0 && (B / K) % b == 0,
              "batch %d cannot be split over %d ranks in whole micro-batches of %d: the batch must "
              "be a multiple of ranks x micro-batch (%d)", B, K, b, K * b);
+    if (d->sync_bn) {
+        PN_CHECK(t->cfg.model.norm == PN_NORM_BN && t->cfg.model.norm_batch == 0,
+                 "sync-bn needs --norm bn without --norm-batch (got %s, norm-batch %d)",
+                 pn_norm_name(t->cfg.model.norm), t->cfg.model.norm_batch);
+        if (!t->syncbn && !(t->syncbn = calloc(1, sizeof *t->syncbn)))
+            return pn_error(PN_ERR_NOMEM, "trainer: out of memory");
+        pn_bn_override o;
+        pn_syncbn_override(t->syncbn, d, &o);
+        int rc = pn_model_set_bn_override(t->model, &o);
+        if (rc) return rc;
+    }
     t->dist = *d;
-    t->comm_bytes = 0.0;
+    t->comm_bytes = t->comm_base = 0.0;
     if (K == 1) return PN_OK;
     size_t np = pn_model_num_params(t->model), nb = pn_model_num_buffers(t->model);
     int rc;
@@ -205,7 +221,8 @@ int pn_trainer_set_dist(pn_trainer *t, const pn_dist *d)
     if ((rc = d->bcast_f32(d->ctx, t->velocity, np))) return rc;
     if (nb && (rc = d->bcast_f32(d->ctx, pn_model_buffers(t->model), nb))) return rc;
     /* Per update: the gradients, the BN running statistics and 4 doubles (loss, flags). */
-    t->comm_bytes = (double)np * sizeof(float) + (double)nb * sizeof(float) + 4.0 * sizeof(double);
+    t->comm_bytes = t->comm_base =
+        (double)np * sizeof(float) + (double)nb * sizeof(float) + 4.0 * sizeof(double);
     return PN_OK;
 }
 
@@ -241,6 +258,7 @@ int pn_trainer_step(pn_trainer *t, double *loss)
     double total_loss = 0.0;
     int bad = 0; /* 1: NaN loss, 2: infinite loss (distributed: reported after the exchange) */
     if (c->augment && off > 0) skip_augment(&aug, off, t->pad, t->flip);
+    const double sbn0 = t->syncbn ? t->syncbn->bytes : 0.0;
     pn_model_zero_grad(t->model);
     for (int k = 0; k < shard / b; k++) {
         const int *idx = t->perm + (size_t)pos * B + (size_t)off + (size_t)k * b;
@@ -261,6 +279,7 @@ int pn_trainer_step(pn_trainer *t, double *loss)
     }
     float *g = pn_model_grads(t->model);
     size_t np = pn_model_num_params(t->model);
+    if (t->syncbn && K > 1) t->comm_bytes = t->comm_base + (t->syncbn->bytes - sbn0);
     if (K > 1) {
         /* Every rank takes part in every exchange, so that all stop together. */
         double red[4] = { total_loss, bad == 1, bad == 2,

@@ -103,12 +103,14 @@ typedef struct pn_trainer pn_trainer;
  * single-process run up to the floating-point summation order. The
  * augmentation of each image is the one a single process would draw. BN
  * running statistics are averaged over the ranks after every update (BN
- * normalizes with each rank's own micro-batch statistics). Rank 0 alone
+ * normalizes with each rank's own micro-batch statistics, unless sync_bn:
+ * then with those of the micro-batches of all ranks). Rank 0 alone
  * evaluates (the whole test set), writes the log and saves checkpoints;
  * checkpoints do not depend on K. Callbacks return 0 on success and must give
  * the same result on every rank. */
 typedef struct {
     int rank, size;  /* 0 <= rank < size */
+    int sync_bn;     /* 1: BatchNorm statistics over all ranks (src/dist/syncbn.h) */
     void *ctx;
     int (*allreduce_f32)(void *ctx, float *buf, size_t n);   /* in-place sum */
     int (*allreduce_f64)(void *ctx, double *buf, size_t n);  /* in-place sum */
@@ -131,7 +133,8 @@ float *pn_trainer_velocity(pn_trainer *t);
  * micro-batch, then broadcasts rank 0's parameters, buffers and momentum.
  * d is copied. Collective: every rank must call it. */
 int pn_trainer_set_dist(pn_trainer *t, const pn_dist *d);
-/* Bytes each rank passes to collectives per update (0 for one process). */
+/* Bytes each rank passes to collectives per update (0 for one process; with
+ * sync_bn, measured over the last update). */
 double pn_trainer_comm_bytes(const pn_trainer *t);
 
 /* One SGD update on the next batch (B/b micro-batches, gradients scaled by 1/B).
