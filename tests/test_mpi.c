@@ -12,8 +12,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "dist/syncbn.h"
 #include "harness.h"
 #include "io/safetensors.h"
+#include "nn/model.h"
 #include "proxynorm.h"
 
 static char bin[PATH_MAX], tmpdir[64], datadir[128];
@@ -96,6 +98,7 @@ static int write_idx(const char *dir, const char *prefix, int n, int side, unsig
     return rc;
 }
 
+#ifdef PN_HAVE_MPI
 /* Largest |a - b| / (1 + |a|) over the tensors of a (velocity included) whose
  * name does not contain skip (NULL: all), -1 if a tensor is missing or
  * the files cannot be read. *n receives the number of tensors compared. */
@@ -139,6 +142,72 @@ static int count(const char *s, const char *sub)
     int c = 0;
     for (const char *p = strstr(s, sub); p; p = strstr(p + 1, sub)) c++;
     return c;
+}
+#endif
+
+/* The sync-BN kernels on one process equal the built-in BatchNorm (outputs,
+ * gradients, running statistics): runs in every build. */
+TEST(syncbn_one_process_equals_builtin_bn)
+{
+    pn_model_config mc;
+    pn_model_config_default(&mc);
+    snprintf(mc.arch, sizeof mc.arch, "resnet8");
+    mc.norm = PN_NORM_BN;
+    mc.width = 4;
+    mc.in_channels = 1;
+    mc.image = 8;
+    mc.classes = 4;
+    pn_model *a = NULL, *b = NULL;
+    CHECK(pn_model_create(&a, &mc, 5) == PN_OK && pn_model_create(&b, &mc, 5) == PN_OK, "create");
+    if (!a || !b) { pn_model_free(a); pn_model_free(b); return; }
+    pn_syncbn s;
+    pn_bn_override o;
+    pn_dist d = { 0, 1, 1, NULL, NULL, NULL, NULL };
+    pn_syncbn_override(&s, &d, &o);
+    CHECK(pn_model_set_bn_override(b, &o) == PN_OK, "override: %s", pn_last_error());
+    enum { B = 6 };
+    float x[B * 64];
+    int y[B];
+    harness_seed(11);
+    for (int i = 0; i < B * 64; i++) x[i] = (float)harness_normal();
+    for (int i = 0; i < B; i++) y[i] = i % 4;
+    for (int it = 0; it < 2; it++) {
+        pn_model *ms[2] = { a, b };
+        const float *lg[2];
+        for (int k = 0; k < 2; k++) {
+            double ls;
+            int cor;
+            CHECK(pn_model_forward(ms[k], x, B, 1, &lg[k]) == PN_OK, "forward %d", k);
+            CHECK(pn_model_loss(ms[k], y, 0.0f, &ls, &cor) == PN_OK, "loss %d", k);
+            CHECK(pn_model_backward(ms[k], 1.0f / B) == PN_OK, "backward %d", k);
+        }
+        double e = 0;
+        for (int i = 0; i < B * 4; i++) e = fmax(e, fabs((double)lg[0][i] - lg[1][i]));
+        CHECK(e < 1e-5, "logits differ by %g", e);
+        const float *ga = pn_model_grads(a), *gb = pn_model_grads(b);
+        e = 0;
+        double gmax = 0;
+        for (size_t i = 0; i < pn_model_num_params(a); i++) {
+            e = fmax(e, fabs((double)ga[i] - gb[i]));
+            gmax = fmax(gmax, fabs((double)ga[i]));
+        }
+        CHECK(e < 1e-5 * (1 + gmax) && gmax > 0, "gradients differ by %g (max %g)", e, gmax);
+        const float *ba = pn_model_buffers(a), *bb = pn_model_buffers(b);
+        e = 0;
+        for (size_t i = 0; i < pn_model_num_buffers(a); i++) e = fmax(e, fabs((double)ba[i] - bb[i]));
+        CHECK(e < 1e-6 && pn_model_num_buffers(a) > 0, "running statistics differ by %g", e);
+    }
+    CHECK(s.bytes > 0, "sync-bn counted no bytes");
+    CHECK(pn_model_set_bn_override(b, NULL) == PN_OK, "reset");
+    /* Only for BN over the whole micro-batch. */
+    mc.norm_batch = 2;
+    pn_model *c = NULL;
+    if (pn_model_create(&c, &mc, 5) == PN_OK)
+        CHECK(pn_model_set_bn_override(c, &o) != PN_OK, "override accepted with norm-batch 2");
+    pn_model_free(c);
+    pn_model_free(a);
+    pn_model_free(b);
+    pn_syncbn_free(&s);
 }
 
 #ifdef PN_HAVE_MPI
@@ -262,7 +331,7 @@ TEST(dead_rank_ends_the_job)
 
 TEST(no_mpi_build_refuses_distributed)
 {
-    char cmd[2048];
+    static char cmd[16384];
     snprintf(cmd, sizeof cmd, "%s train --data %s " TINY "--distributed", bin, datadir);
     int rc = sh(cmd);
     CHECK(rc == 2 && strstr(out_buf, "--distributed, but this build has no MPI"), "exit %d: %s", rc, out_buf);
@@ -317,6 +386,7 @@ int main(void)
         printf("FAIL setup: cannot write data\nRESULT 0 1\n");
         return 1;
     }
+    RUN(syncbn_one_process_equals_builtin_bn);
 #ifdef PN_HAVE_MPI
     RUN(gnpn_two_ranks_equal_one_process);
     RUN(bn_two_ranks_equal_one_process_micro_batches);
