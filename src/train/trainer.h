@@ -22,7 +22,8 @@
  * Log (one JSON object per line, flushed, at every evaluation):
  *   {"epoch": step/steps_per_epoch, "step", "lr", "train_loss" (mean over the
  *    images since the previous evaluation), "test_loss", "test_acc" (fraction in
- *    [0, 1]), "img_per_s", "seconds", "peak_rss_mb"}.
+ *    [0, 1]), "img_per_s", "seconds", "peak_rss_mb"}, and in data-parallel runs
+ *    (pn_trainer_set_dist, K > 1) "ranks" and "comm_bytes" (per update and rank).
  *
  * The library never prints: progress goes through the callbacks. */
 #ifndef PN_TRAINER_H
