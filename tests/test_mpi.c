@@ -316,6 +316,36 @@ TEST(configuration_mismatch_is_an_error)
           "batch not split: exit %d: %s", rc, out_buf);
 }
 
+static long ckpt_step(const char *path)
+{
+    pn_st_file *f = NULL;
+    if (pn_safetensors_read(&f, path) != PN_OK) return -1;
+    const char *v = pn_safetensors_meta(f, "step");
+    long st = v ? atol(v) : -1;
+    pn_safetensors_close(f);
+    return st;
+}
+
+TEST(sigterm_saves_and_resumes)
+{
+    /* SIGTERM to mpirun (forwarded to the ranks): all stop after the same update,
+     * rank 0 saves; the run resumes at 2 ranks. */
+    snprintf(cmd, sizeof cmd,
+             MPIRUN "-np 2 %s train --data %s " TINY "--epochs 100000 --batch 128 --micro-batch 64 "
+             "--save %s --save-every 1 & MP=$!; while [ ! -e %s ]; do sleep 0.1; done; sleep 0.3; "
+             "kill -TERM $MP; wait $MP", bin, datadir, tp("sig.safetensors"), tp("sig.safetensors"));
+    int rc = sh(cmd);
+    long st = ckpt_step(tp("sig.safetensors"));
+    CHECK(rc != 124 && strstr(out_buf, "interrupted at step") && st >= 1,
+          "SIGTERM: exit %d, checkpoint step %ld: %.3000s", rc, st, out_buf);
+    if (st < 1) return;
+    snprintf(cmd, sizeof cmd, MPIRUN "-np 2 %s train --data %s --threads 1 --resume %s --stop-at %ld",
+             bin, datadir, tp("sig.safetensors"), st + 2);
+    rc = sh(cmd);
+    CHECK(rc == 0 && ckpt_step(tp("sig.safetensors")) == st + 2, "resume after SIGTERM: exit %d: %s",
+          rc, out_buf);
+}
+
 TEST(dead_rank_ends_the_job)
 {
     /* Rank 1 is killed mid-run: the job ends (non-zero), rank 0 does not wait forever. */
@@ -393,6 +423,7 @@ int main(void)
     RUN(sync_bn_two_ranks_equal_one_process);
     RUN(resume_at_another_rank_count);
     RUN(configuration_mismatch_is_an_error);
+    RUN(sigterm_saves_and_resumes);
     RUN(dead_rank_ends_the_job);
 #else
     RUN(no_mpi_build_refuses_distributed);

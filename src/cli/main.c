@@ -512,12 +512,14 @@ static int cmd_train(int argc, char **argv)
         goto out;
     }
     if (rc) { status = fail("training failed", rc); goto out; }
+    dist_clean = 1; /* the ranks ended at the same update (an interruption is shared) */
     if (!root) {
         if (interrupted) status = 130;
     } else if (pn_trainer_step_count(t) < pn_trainer_total_steps(t)) {
         printf("%s at step %ld of %ld%s%s\n", interrupted ? "interrupted" : "stopped",
                pn_trainer_step_count(t), pn_trainer_total_steps(t),
                save ? "; resume with --resume " : "", save ? save : "");
+        fflush(stdout);
         if (interrupted) status = 130;
     } else if (isfinite(fin.test_acc)) {
         printf("test accuracy: %.2f%% (loss %.4f)\n", 100.0 * fin.test_acc, fin.test_loss);
