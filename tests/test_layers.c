@@ -392,8 +392,47 @@ TEST(conv_reference_large)
     }
 }
 
+/* Images in parallel (2 threads) against one image at a time (1 thread): same values up to
+ * float rounding of the dweight sums, dweight accumulated (+=), dinp NULL allowed. N = 5
+ * splits 3 + 2 over the threads. */
+TEST(conv_threads_match_serial)
+{
+    const int threads0 = pn_get_threads();
+    const pn_conv_shape s = { 5, 6, 9, 8, 10, 3, 3, 1, 1, 1 };
+    int Ho, Wo;
+    pn_conv_out_hw(&s, &Ho, &Wo);
+    const size_t nx = (size_t)s.N * s.Cin * s.H * s.W, nw = (size_t)s.Cout * s.Cin * 9;
+    const size_t ny = (size_t)s.N * s.Cout * Ho * Wo;
+    harness_seed(55);
+    float *x = frandn(nx, 1), *w = frandn(nw, 0.3), *dy = frandn(ny, 1);
+    float *y[2], *dx[2], *dw[2], *dwn[2];
+    for (int k = 0; k < 2; k++) {
+        pn_set_threads(k == 0 ? 1 : 2);
+        float *work = fnew(pn_conv2d_workspace(&s));
+        y[k] = fnew(ny); dx[k] = fnew(nx); dw[k] = fnew(nw); dwn[k] = fnew(nw);
+        for (size_t i = 0; i < nw; i++) dw[k][i] = dwn[k][i] = 1.0f;
+        CHECK(pn_conv2d_forward(y[k], x, w, NULL, &s, work) == PN_OK, "fwd %d", k);
+        CHECK(pn_conv2d_backward(dx[k], dw[k], NULL, dy, x, w, &s, work) == PN_OK, "bwd %d", k);
+        CHECK(pn_conv2d_backward(NULL, dwn[k], NULL, dy, x, w, &s, work) == PN_OK, "bwd NULL dinp %d", k);
+        free(work);
+    }
+    pn_set_threads(threads0);
+    CHECK(harness_max_err(y[1], y[0], ny, 1e-5, 1e-5) <= 1.0, "out differs");
+    CHECK(harness_max_err(dx[1], dx[0], nx, 1e-5, 1e-5) <= 1.0, "dinp differs");
+    CHECK(harness_max_err(dw[1], dw[0], nw, 1e-4, 1e-5) <= 1.0, "dweight differs");
+    CHECK(memcmp(dwn[1], dw[1], nw * sizeof(float)) == 0, "dinp NULL changes dweight");
+    double d = 0;
+    for (size_t i = 0; i < nw; i++) d += fabs(dw[0][i] - 1.0);
+    CHECK(d > 1.0, "dweight not accumulated");
+    for (int k = 0; k < 2; k++) { free(y[k]); free(dx[k]); free(dw[k]); free(dwn[k]); }
+    free(x); free(w); free(dy);
+}
+
 TEST(conv_shapes_and_workspace)
 {
+    /* one thread: one image's column matrix (more threads: a slice per thread) */
+    const int threads0 = pn_get_threads();
+    pn_set_threads(1);
     pn_conv_shape s = { 2, 3, 32, 32, 8, 3, 3, 2, 1, 1 };
     int Ho = -1, Wo = -1;
     CHECK(pn_conv_out_hw(&s, &Ho, &Wo) == PN_OK && Ho == 16 && Wo == 16, "Ho %d Wo %d", Ho, Wo);
@@ -409,6 +448,13 @@ TEST(conv_shapes_and_workspace)
     pn_conv_shape bad = { 4, 16, 8, 8, 30, 3, 3, 1, 1, 4 };
     CHECK(pn_conv2d_workspace(&bad) == 0, "invalid shape -> 0");
     CHECK(pn_conv2d_workspace(NULL) == 0, "NULL shape -> 0");
+    pn_set_threads(2);
+    /* per thread: column matrix + dweight, each rounded up to 16 floats */
+    CHECK(pn_conv2d_workspace(&s) == 2 * ((size_t)3 * 9 * 16 * 16 + 8 * 3 * 9 + 8),
+          "2 threads: workspace %zu", pn_conv2d_workspace(&s));
+    CHECK(pn_conv2d_workspace(&pw) == 2 * (size_t)32 * 16, "2 threads 1x1: %zu", pn_conv2d_workspace(&pw));
+    CHECK(pn_conv2d_workspace(&dw) == 0, "2 threads: depthwise needs no workspace");
+    pn_set_threads(threads0);
 }
 
 /* ------------------------------------------------------------- linear */
@@ -847,6 +893,7 @@ int main(void)
 {
     verbose = getenv("LAYERS_VERBOSE") != NULL;
     RUN(conv_shapes_and_workspace);
+    RUN(conv_threads_match_serial);
     RUN(conv_fd);
     RUN(conv_golden);
     RUN(conv_reference_large);

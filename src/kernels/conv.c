@@ -6,33 +6,50 @@
  *     of group g are the contiguous block [g*Kg, (g+1)*Kg) with Kg = Cin/groups*KH*KW,
  *     and the weight of group g, (Cout/groups, Kg), is contiguous too. Per image
  *     and group one sgemm:  out_g (Cout_g, HoWo) = W_g (Cout_g, Kg) x col_g (Kg, HoWo).
- *     The workspace is therefore one image's column matrix, Cin*KH*KW*Ho*Wo floats,
+ *     The workspace is therefore one image's column matrix per thread (see below),
  *     independent of N. (A batch-wide column matrix would allow one larger sgemm,
  *     but it would cost N times the memory plus a transpose of the output from
  *     (Cout, N*HoWo) to NCHW; the per-image GEMMs are already large for the
  *     shapes of a ResNet, e.g. 64 x 576 x 1024 on 32x32 inputs.)
  *   - 1x1, stride 1, pad 0: the input image (Cin, H*W) already is the column
- *     matrix; the GEMMs run directly on inp / dinp and no workspace is used.
+ *     matrix; the GEMMs run directly on inp / dinp (no column matrix).
  *   - Depthwise (Cin/groups = Cout/groups = 1): a direct loop (one tiny GEMM per
  *     channel would be all overhead); no workspace.
  *   - Backward per image: dW_g += dout_g x col_g^T (sgemm, beta 1); then the same
  *     buffer receives dcol_g = W_g^T x dout_g (beta 0) and col2im adds it into dinp.
  *     dbias += sums of dout in double.
- * Threading: sgemm is called from the calling thread only (OpenBLAS uses the
- * threads set by pn_set_threads); the direct loops, bias and dbias are OpenMP
- * loops whose iterations write disjoint outputs in a fixed order, so results do
- * not depend on the partition. im2col / col2im run between two sgemm calls of
- * every image: they use OpenMP only when OpenBLAS itself is built on OpenMP (one
- * shared thread pool). With the pthreads OpenBLAS (Debian's default), libgomp's
- * workers would still be spin-waiting after each im2col while OpenBLAS's threads
- * want the same cores; on 2 cores that made the convolution ~10x slower, so
- * there im2col / col2im stay serial (they are a few % of the GEMM time). */
+ * Threading, two paths:
+ *   - Images in parallel (pn_get_threads() > 1, N >= threads, per-image GEMM below
+ *     PN_IMG_PAR_MAX multiply-adds, i.e. every convolution of a CIFAR ResNet): one OpenMP
+ *     region per call, a static contiguous block of images per thread, each thread
+ *     running im2col and sgemm single-threaded on its own slice of the workspace.
+ *     Calling cblas_sgemm inside the region is safe with the OpenMP OpenBLAS the Makefile
+ *     links (openblas_get_parallel() == 2): it sees omp_in_parallel() and runs in the
+ *     calling thread. The weight gradient of each thread's images goes to its own buffer
+ *     in the workspace; after a barrier the buffers are summed in thread order (double)
+ *     into dweight, so results are deterministic for a given thread count. One image at
+ *     a time with a multi-threaded sgemm cost ~14K fork/joins per resnet20 step on GEMMs
+ *     too small to split (7x7 to 32x32 images, 16-64 channels): 2 threads were slower
+ *     than 1 (see the commit message).
+ *   - Otherwise one image at a time: sgemm from the calling thread (OpenBLAS uses the
+ *     threads set by pn_set_threads); im2col / col2im between the sgemm calls use OpenMP
+ *     only when OpenBLAS itself is built on OpenMP (one shared thread pool; with a pthreads
+ *     OpenBLAS, libgomp's spinning workers and OpenBLAS's threads fight for the cores).
+ * The direct loops, bias and dbias are OpenMP loops whose iterations write disjoint
+ * outputs in a fixed order, so they do not depend on the partition.
+ * Workspace: W' of flip_dinp (shared) first, then one slice per thread (column matrix +
+ * dweight) in the parallel path, or one column matrix. It depends on pn_get_threads() at
+ * the time of pn_conv2d_workspace: query it again after pn_set_threads. */
 #include <cblas.h>
 #include <stddef.h>
 #include <string.h>
 
 #include "common.h"
 #include "layers.h"
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 /* Run an OpenMP loop in parallel only when there is enough work for it. */
 #define PN_PAR_MIN 16384
@@ -112,18 +129,56 @@ static pn_conv_shape flip_shape(const pn_conv_shape *s, int Ho, int Wo)
     return t;
 }
 
-size_t pn_conv2d_workspace(const pn_conv_shape *s)
+/* Floats rounded up to a multiple of 16 (64 bytes): per-thread slices on their own lines. */
+static size_t al16(size_t n) { return (n + 15) & ~(size_t)15; }
+
+/* Column matrix of one image (and im2col of dout for flip_dinp); 0 for 1x1 s1. */
+static size_t col_floats(const pn_conv_shape *s, int Ho, int Wo)
 {
-    int Ho, Wo;
-    if (conv_check(s, &Ho, &Wo, __func__)) return 0;
-    if (is_pointwise(s) || is_depthwise(s)) return 0;
+    if (is_pointwise(s)) return 0;
     size_t n = (size_t)s->Cin * s->KH * s->KW * (size_t)Ho * Wo;
     if (flip_dinp(s)) {
         size_t f = (size_t)s->Cout * s->KH * s->KW * (size_t)s->H * s->W; /* im2col of dout */
         if (f > n) n = f;
-        n += (size_t)s->Cin * s->Cout * s->KH * s->KW; /* W' */
     }
     return n;
+}
+
+/* W' of flip_dinp, shared by all threads, at the start of the workspace. */
+static size_t wflip_floats(const pn_conv_shape *s)
+{
+    return flip_dinp(s) ? al16((size_t)s->Cin * s->Cout * s->KH * s->KW) : 0;
+}
+
+/* Per-image multiply-adds above which one image is split across the BLAS threads
+ * instead of giving whole images to the threads. */
+#define PN_IMG_PAR_MAX (1L << 25)
+
+/* Threads that work on whole images in parallel (1: one image at a time, BLAS threaded).
+ * Independent of N; the calls fall back to one image at a time when N < threads. */
+static int img_threads(const pn_conv_shape *s, int Ho, int Wo)
+{
+    const int T = pn_get_threads();
+    if (T <= 1 || is_depthwise(s)) return 1;
+    const long macs = (long)s->Cout * (s->Cin / s->groups) * s->KH * s->KW * (long)Ho * Wo;
+    return macs <= PN_IMG_PAR_MAX ? T : 1;
+}
+
+/* Per-thread slice in the image-parallel path: column matrix, then dweight. */
+static size_t slice_floats(const pn_conv_shape *s, int Ho, int Wo)
+{
+    return al16(col_floats(s, Ho, Wo)) + al16((size_t)s->Cout * (s->Cin / s->groups) * s->KH * s->KW);
+}
+
+size_t pn_conv2d_workspace(const pn_conv_shape *s)
+{
+    int Ho, Wo;
+    if (conv_check(s, &Ho, &Wo, __func__)) return 0;
+    if (is_depthwise(s)) return 0;
+    const int T = img_threads(s, Ho, Wo);
+    if (T > 1) return wflip_floats(s) + (size_t)T * slice_floats(s, Ho, Wo);
+    if (is_pointwise(s)) return 0;
+    return wflip_floats(s) + col_floats(s, Ho, Wo);
 }
 
 /* Output columns [lo, hi) whose input column ow*stride - pad + k lies in [0, n). */
@@ -140,12 +195,12 @@ static inline void valid_range(int n_out, int n_in, int stride, int pad, int k, 
 }
 
 // x (Cin,H,W) -> col (Cin*KH*KW, Ho*Wo)
-static void im2col(float *col, const float *x, const pn_conv_shape *s, int Ho, int Wo)
+static void im2col(float *col, const float *x, const pn_conv_shape *s, int Ho, int Wo, int par_ok)
 {
     const int H = s->H, W = s->W, KH = s->KH, KW = s->KW, st = s->stride, pad = s->pad;
     const long rows = (long)s->Cin * KH * KW;
     const size_t HoWo = (size_t)Ho * Wo;
-    const int par = omp_between_gemms() && rows * (long)HoWo >= PN_PAR_MIN;
+    const int par = par_ok && omp_between_gemms() && rows * (long)HoWo >= PN_PAR_MIN;
     #pragma omp parallel for schedule(static) if (par)
     for (long r = 0; r < rows; r++) {
         const int c = (int)(r / (KH * KW)), kh = (int)(r / KW % KH), kw = (int)(r % KW);
@@ -194,11 +249,11 @@ static void im2col(float *col, const float *x, const pn_conv_shape *s, int Ho, i
 }
 
 // col (Cin*KH*KW, Ho*Wo) -> dx (Cin,H,W) written (sum of the columns that read each pixel)
-static void col2im(float *dx, const float *col, const pn_conv_shape *s, int Ho, int Wo)
+static void col2im(float *dx, const float *col, const pn_conv_shape *s, int Ho, int Wo, int par_ok)
 {
     const int H = s->H, W = s->W, KH = s->KH, KW = s->KW, st = s->stride, pad = s->pad;
     const size_t HoWo = (size_t)Ho * Wo;
-    const int par = omp_between_gemms() && (long)s->Cin * KH * KW * (long)HoWo >= PN_PAR_MIN;
+    const int par = par_ok && omp_between_gemms() && (long)s->Cin * KH * KW * (long)HoWo >= PN_PAR_MIN;
     #pragma omp parallel for schedule(static) if (par)
     for (int c = 0; c < s->Cin; c++) {
         float *xc = dx + (size_t)c * H * W;
@@ -329,6 +384,84 @@ static void dw_backward(float *dinp, float *dweight, float *dbias, const float *
     }
 }
 
+/* ------------------------------------------------------ one image */
+
+/* x (Cin,H,W) -> y (Cout,Ho,Wo), no bias. col: col_floats() floats (unused for 1x1 s1). */
+static void fwd_image(float *y, const float *x, const float *weight, const pn_conv_shape *s,
+                      int Ho, int Wo, float *col, int par_ok)
+{
+    const int G = s->groups, Cout_g = s->Cout / G, Kg = s->Cin / G * s->KH * s->KW;
+    const size_t HoWo = (size_t)Ho * Wo;
+    const float *c = x;
+    if (!is_pointwise(s)) {
+        im2col(col, x, s, Ho, Wo, par_ok);
+        c = col;
+    }
+    for (int g = 0; g < G; g++)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Cout_g, (int)HoWo, Kg, 1.0f,
+                    weight + (size_t)g * Cout_g * Kg, Kg, c + (size_t)g * Kg * HoWo, (int)HoWo,
+                    0.0f, y + (size_t)g * Cout_g * HoWo, (int)HoWo);
+}
+
+/* One image of the backward: dW = beta*dW + dy x col^T; dx (or NULL) written.
+ * wflip: W' when flip_dinp applies (and dx != NULL). */
+static void bwd_image(float *dx, float *dW, float beta, const float *dy, const float *x,
+                      const float *weight, const float *wflip, const pn_conv_shape *s,
+                      const pn_conv_shape *fs, int Ho, int Wo, float *col, int par_ok)
+{
+    const int G = s->groups, Cout_g = s->Cout / G, Kg = s->Cin / G * s->KH * s->KW;
+    const int pw = is_pointwise(s);
+    const size_t HW = (size_t)s->H * s->W, HoWo = (size_t)Ho * Wo;
+    const float *c = x;
+    if (!pw) {
+        im2col(col, x, s, Ho, Wo, par_ok);
+        c = col;
+    }
+    for (int g = 0; g < G; g++)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Cout_g, Kg, (int)HoWo, 1.0f,
+                    dy + (size_t)g * Cout_g * HoWo, (int)HoWo, c + (size_t)g * Kg * HoWo,
+                    (int)HoWo, beta, dW + (size_t)g * Cout_g * Kg, Kg);
+    if (!dx) return;
+    if (wflip) {
+        const int Kf = s->Cout * s->KH * s->KW;
+        im2col(col, dy, fs, s->H, s->W, par_ok);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, s->Cin, (int)HW, Kf, 1.0f, wflip,
+                    Kf, col, (int)HW, 0.0f, dx, (int)HW);
+        return;
+    }
+    float *dcol = pw ? dx : col;
+    for (int g = 0; g < G; g++)
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Kg, (int)HoWo, Cout_g, 1.0f,
+                    weight + (size_t)g * Cout_g * Kg, Kg, dy + (size_t)g * Cout_g * HoWo,
+                    (int)HoWo, 0.0f, dcol + (size_t)g * Kg * HoWo, (int)HoWo);
+    if (!pw) col2im(dx, dcol, s, Ho, Wo, par_ok);
+}
+
+/* Images [lo, hi) of thread t out of nth (static partition, contiguous blocks). */
+static void img_range(int N, int t, int nth, int *lo, int *hi)
+{
+    *lo = (int)((long)N * t / nth);
+    *hi = (int)((long)N * (t + 1) / nth);
+}
+
+static int thread_num(void)
+{
+#ifdef _OPENMP
+    return omp_get_thread_num();
+#else
+    return 0;
+#endif
+}
+
+static int num_threads(void)
+{
+#ifdef _OPENMP
+    return omp_get_num_threads();
+#else
+    return 1;
+#endif
+}
+
 /* --------------------------------------------------------------- public */
 
 int pn_conv2d_forward(float *out, const float *inp, const float *weight, const float *bias,
@@ -347,21 +480,27 @@ int pn_conv2d_forward(float *out, const float *inp, const float *weight, const f
         dw_forward(out, inp, weight, bias, s, Ho, Wo);
         return PN_OK;
     }
-    const int G = s->groups, Cin_g = s->Cin / G, Cout_g = s->Cout / G;
-    const int Kg = Cin_g * s->KH * s->KW;
     const size_t HW = (size_t)s->H * s->W, HoWo = (size_t)Ho * Wo;
-    for (int n = 0; n < s->N; n++) {
-        const float *x = inp + (size_t)n * s->Cin * HW;
-        float *y = out + (size_t)n * s->Cout * HoWo;
-        const float *col = x;
-        if (!pw) {
-            im2col(work, x, s, Ho, Wo);
-            col = work;
+    const int T = img_threads(s, Ho, Wo);
+    if (T > 1 && s->N >= T) {
+        /* Whole images per thread; sgemm called inside the region runs in the calling
+         * thread (OpenBLAS on OpenMP does so in a parallel region). */
+        const size_t slice = slice_floats(s, Ho, Wo), off = wflip_floats(s);
+        #pragma omp parallel num_threads(T)
+        {
+            const int t = thread_num();
+            float *col = work ? work + off + (size_t)t * slice : NULL;
+            int lo, hi;
+            img_range(s->N, t, num_threads(), &lo, &hi);
+            for (int n = lo; n < hi; n++)
+                fwd_image(out + (size_t)n * s->Cout * HoWo, inp + (size_t)n * s->Cin * HW, weight,
+                          s, Ho, Wo, col, 0);
         }
-        for (int g = 0; g < G; g++)
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Cout_g, (int)HoWo, Kg, 1.0f,
-                        weight + (size_t)g * Cout_g * Kg, Kg, col + (size_t)g * Kg * HoWo,
-                        (int)HoWo, 0.0f, y + (size_t)g * Cout_g * HoWo, (int)HoWo);
+    } else {
+        float *col = work ? work + wflip_floats(s) : NULL;
+        for (int n = 0; n < s->N; n++)
+            fwd_image(out + (size_t)n * s->Cout * HoWo, inp + (size_t)n * s->Cin * HW, weight, s,
+                      Ho, Wo, col, 1);
     }
     if (bias) {
         const long planes = (long)s->N * s->Cout;
@@ -392,8 +531,6 @@ int pn_conv2d_backward(float *dinp, float *dweight, float *dbias, const float *d
         dw_backward(dinp, dweight, dbias, dout, inp, weight, s, Ho, Wo);
         return PN_OK;
     }
-    const int G = s->groups, Cin_g = s->Cin / G, Cout_g = s->Cout / G;
-    const int Kg = Cin_g * s->KH * s->KW;
     const size_t HW = (size_t)s->H * s->W, HoWo = (size_t)Ho * Wo;
     if (dbias) {
         #pragma omp parallel for schedule(static) if ((long)s->N * s->Cout * (long)HoWo >= PN_PAR_MIN)
@@ -411,8 +548,7 @@ int pn_conv2d_backward(float *dinp, float *dweight, float *dbias, const float *d
     float *wflip = NULL;
     if (flip) {
         const int KH = s->KH, KW = s->KW, Kf = s->Cout * KH * KW;
-        size_t f = (size_t)Kf * HW, c = (size_t)Kg * HoWo;
-        wflip = work + (f > c ? f : c);
+        wflip = work;
         for (int ci = 0; ci < s->Cin; ci++)
             for (int co = 0; co < s->Cout; co++)
                 for (int kh = 0; kh < KH; kh++)
@@ -420,33 +556,38 @@ int pn_conv2d_backward(float *dinp, float *dweight, float *dbias, const float *d
                         wflip[(size_t)ci * Kf + ((size_t)co * KH + kh) * KW + kw] =
                             weight[(((size_t)co * s->Cin + ci) * KH + KH - 1 - kh) * KW + KW - 1 - kw];
     }
-    for (int n = 0; n < s->N; n++) {
-        const float *x = inp + (size_t)n * s->Cin * HW;
-        const float *dy = dout + (size_t)n * s->Cout * HoWo;
-        const float *col = x;
-        if (!pw) {
-            im2col(work, x, s, Ho, Wo);
-            col = work;
+    const int T = img_threads(s, Ho, Wo);
+    if (T > 1 && s->N >= T && work) {
+        /* Whole images per thread, each summing its dweight in its own slice; the slices
+         * are then added in thread order (deterministic for a given thread count). */
+        const size_t slice = slice_floats(s, Ho, Wo), off = wflip_floats(s);
+        const size_t colsz = al16(col_floats(s, Ho, Wo));
+        const size_t nw = (size_t)s->Cout * (s->Cin / s->groups) * s->KH * s->KW;
+        #pragma omp parallel num_threads(T)
+        {
+            const int t = thread_num(), nth = num_threads();
+            float *col = work + off + (size_t)t * slice, *dW = col + colsz;
+            int lo, hi;
+            img_range(s->N, t, nth, &lo, &hi);
+            if (lo == hi) memset(dW, 0, nw * sizeof(float));
+            for (int n = lo; n < hi; n++)
+                bwd_image(dinp ? dinp + (size_t)n * s->Cin * HW : NULL, dW, n == lo ? 0.0f : 1.0f,
+                          dout + (size_t)n * s->Cout * HoWo, inp + (size_t)n * s->Cin * HW,
+                          weight, wflip, s, &fs, Ho, Wo, col, 0);
+            #pragma omp barrier
+            size_t a = nw * (size_t)t / (size_t)nth, b = nw * (size_t)(t + 1) / (size_t)nth;
+            for (size_t i = a; i < b; i++) {
+                double acc = 0.0;
+                for (int u = 0; u < nth; u++) acc += work[off + (size_t)u * slice + colsz + i];
+                dweight[i] += (float)acc;
+            }
         }
-        for (int g = 0; g < G; g++)
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Cout_g, Kg, (int)HoWo, 1.0f,
-                        dy + (size_t)g * Cout_g * HoWo, (int)HoWo, col + (size_t)g * Kg * HoWo,
-                        (int)HoWo, 1.0f, dweight + (size_t)g * Cout_g * Kg, Kg);
-        if (!dinp) continue;
-        float *dx = dinp + (size_t)n * s->Cin * HW;
-        if (flip) {
-            const int Kf = s->Cout * s->KH * s->KW;
-            im2col(work, dy, &fs, s->H, s->W);
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, s->Cin, (int)HW, Kf, 1.0f, wflip,
-                        Kf, work, (int)HW, 0.0f, dx, (int)HW);
-            continue;
-        }
-        float *dcol = pw ? dx : work;
-        for (int g = 0; g < G; g++)
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Kg, (int)HoWo, Cout_g, 1.0f,
-                        weight + (size_t)g * Cout_g * Kg, Kg, dy + (size_t)g * Cout_g * HoWo,
-                        (int)HoWo, 0.0f, dcol + (size_t)g * Kg * HoWo, (int)HoWo);
-        if (!pw) col2im(dx, dcol, s, Ho, Wo);
+        return PN_OK;
     }
+    float *col = work ? work + wflip_floats(s) : NULL;
+    for (int n = 0; n < s->N; n++)
+        bwd_image(dinp ? dinp + (size_t)n * s->Cin * HW : NULL, dweight, 1.0f,
+                  dout + (size_t)n * s->Cout * HoWo, inp + (size_t)n * s->Cin * HW, weight, wflip,
+                  s, &fs, Ho, Wo, col, 1);
     return PN_OK;
 }

@@ -19,7 +19,9 @@ typedef struct {
 } pn_conv_shape;
 
 int pn_conv_out_hw(const pn_conv_shape *s, int *Ho, int *Wo);
-/* Floats of scratch space `work` the forward and backward need (0 if none). */
+/* Floats of scratch space `work` the forward and backward need (0 if none), for up to
+ * pn_get_threads() threads: it depends on the thread count at the time of the call, so
+ * query it again after pn_set_threads. */
 size_t pn_conv2d_workspace(const pn_conv_shape *s);
 int pn_conv2d_forward(float *out, const float *inp, const float *weight, const float *bias,
                       const pn_conv_shape *s, float *work);

@@ -85,6 +85,7 @@ struct pn_model {
     float *arena;
     size_t arena_bytes;
     int plan_B;
+    int plan_threads; /* pn_get_threads() the conv workspace was sized for */
     size_t work_floats;
     float *input, *hf, *pooled, *logits, *probs, *dlogits, *dpooled, *work;
     int *labels;
@@ -573,7 +574,8 @@ _Static_assert(sizeof(int) == sizeof(float), "labels are stored in float slots")
 
 static int ensure_arena(pn_model *m, int B)
 {
-    if (m->plan_B == B && m->arena) return PN_OK;
+    /* the conv workspace holds a slice per thread: re-plan after pn_set_threads */
+    if (m->plan_B == B && m->arena && m->plan_threads == pn_get_threads()) return PN_OK;
     size_t need = plan(m, B, NULL);
     if (need > SIZE_MAX / sizeof(float)) return pn_error(PN_ERR_NOMEM, "model: batch too large");
     size_t bytes = need * sizeof(float);
@@ -591,6 +593,7 @@ static int ensure_arena(pn_model *m, int B)
     }
     plan(m, B, m->arena);
     m->plan_B = B;
+    m->plan_threads = pn_get_threads();
     return PN_OK;
 }
 
@@ -603,6 +606,8 @@ static const float *conv_weight(const pn_model *m, const conv_layer *cv)
 static int conv_fwd(pn_model *m, conv_layer *cv, float *out, const float *inp, int B)
 {
     cv->s.N = B;
+    PN_CHECK(pn_conv2d_workspace(&cv->s) <= m->work_floats,
+             "model: thread count changed since the arena was planned (pn_set_threads between forward and backward?)");
     return pn_conv2d_forward(out, inp, conv_weight(m, cv), NULL, &cv->s, m->work);
 }
 
@@ -610,6 +615,8 @@ static int conv_bwd(pn_model *m, conv_layer *cv, float *dinp, const float *dout,
                     int B)
 {
     cv->s.N = B;
+    PN_CHECK(pn_conv2d_workspace(&cv->s) <= m->work_floats,
+             "model: thread count changed since the arena was planned (pn_set_threads between forward and backward?)");
     if (!cv->what)
         return pn_conv2d_backward(dinp, m->grads + cv->w, NULL, dout, inp, m->params + cv->w,
                                   &cv->s, m->work);
