@@ -221,8 +221,8 @@ static void same_as_one_process(const char *norm, int single_mb, int rank_mb, co
     char one[64], two[64];
     snprintf(one, sizeof one, "one_%c%s.safetensors", norm[0], *extra ? "s" : "");
     snprintf(two, sizeof two, "two_%c%s.safetensors", norm[0], *extra ? "s" : "");
-    snprintf(cmd, sizeof cmd, "%s train --data %s " TINY "--norm %s --batch 128 --micro-batch %d --save %s",
-             bin, datadir, norm, single_mb, tp(one));
+    snprintf(cmd, sizeof cmd, "%s train --data %s " TINY "--norm %s --batch 128 --micro-batch %d --save %s "
+             "--log %s", bin, datadir, norm, single_mb, tp(one), tp("one.log"));
     int rc = sh(cmd);
     CHECK(rc == 0, "%s: 1 process: exit %d: %s", norm, rc, out_buf);
     snprintf(cmd, sizeof cmd,
@@ -244,10 +244,22 @@ static void same_as_one_process(const char *norm, int single_mb, int rank_mb, co
     double far = max_diff(tp("seed9.safetensors"), tp(two), skip, &n);
     CHECK(far > 100 * tol, "%s: another seed differs by only %g", norm, far);
     FILE *f = fopen(tp("two.log"), "r");
-    char line[1024] = "";
+    char line[1024] = "", line1[1024] = "";
     CHECK(f && fgets(line, sizeof line, f) && strstr(line, "\"ranks\": 2") && strstr(line, "\"comm_bytes\": "),
           "%s: log line %s", norm, line);
     if (f) fclose(f);
+    /* The sharded evaluation gives the single-process test loss and accuracy
+     * (when every tensor agrees: not for BN's running statistics without sync). */
+    if (!skip) {
+        f = fopen(tp("one.log"), "r");
+        CHECK(f && fgets(line1, sizeof line1, f), "%s: no single-process log", norm);
+        if (f) fclose(f);
+        const char *a1 = strstr(line1, "\"test_loss\": "), *a2 = strstr(line, "\"test_loss\": ");
+        const char *c1 = strstr(line1, "\"test_acc\": "), *c2 = strstr(line, "\"test_acc\": ");
+        CHECK(a1 && a2 && c1 && c2 && fabs(atof(a1 + 13) - atof(a2 + 13)) < 1e-5 &&
+              atof(c1 + 12) == atof(c2 + 12) && atof(a1 + 13) > 0,
+              "%s: test loss/accuracy: 1 process %s, 2 ranks %s", norm, line1, line);
+    }
     printf("%s%s: max rel. diff 2 ranks vs 1 process %.3g; log %s", norm, extra, d, line);
 }
 

@@ -246,18 +246,19 @@ static int dist_start(int want)
 }
 
 /* What every rank must agree on: the configuration, the data and the step. */
-static uint64_t config_hash(const pn_train_config *c, const pn_dataset *tr, long step)
+static uint64_t config_hash(const pn_train_config *c, const pn_dataset *tr, const pn_dataset *te,
+                            long step)
 {
     char buf[1024];
     int n = snprintf(buf, sizeof buf,
                      "%s|%d|%d|%d|%d|%d|%d|%d|%ld|%d|%d|%d|%.9g|%.9g|%.9g|%d|%.9g|%.9g|%d|%" PRIu64
-                     "|%ld|%d|%s|%ld|%d",
+                     "|%ld|%d|%s|%ld|%d|%d",
                      c->model.arch, (int)c->model.norm, c->model.groups, c->model.norm_batch,
                      c->model.width, c->model.in_channels, c->model.image, c->model.classes,
                      c->limit_train, c->epochs, c->batch, c->micro_batch, (double)c->lr,
                      (double)c->wd, (double)c->momentum, c->nesterov, (double)c->warmup,
                      (double)c->label_smoothing, c->augment, c->seed, c->stop_at, tr->n, tr->name,
-                     step, g_dist.sync_bn);
+                     step, g_dist.sync_bn, te->n);
     uint64_t h = 1469598103934665603ull; /* FNV-1a */
     for (int i = 0; i < n && i < (int)sizeof buf; i++) {
         h ^= (unsigned char)buf[i];
@@ -459,7 +460,7 @@ static int cmd_train(int argc, char **argv)
     if (resume && (rc = pn_trainer_load(t, resume))) { status = fail("cannot resume", rc); goto out; }
     if (dist_active) {
         int same = 0;
-        uint64_t h = config_hash(&cfg, &tr, pn_trainer_step_count(t));
+        uint64_t h = config_hash(&cfg, &tr, &te, pn_trainer_step_count(t));
         if ((rc = pn_dist_agree(h, &same))) { status = fail("distributed", rc); goto out; }
         if (!same) {
             if (root)

@@ -814,6 +814,37 @@ done:
 
 /* ------------------------------------------------------------------ run */
 
+/* The test set's loss and accuracy; with K ranks each evaluates a contiguous
+ * K-th of it and the sums are all-reduced (every rank gets the result). */
+static int evaluate_test(pn_trainer *t, double *loss, double *acc)
+{
+    const pn_dataset *d = t->test;
+    const int K = t->dist.size, r = t->dist.rank, eb = t->cfg.micro_batch;
+    if (K == 1) return pn_evaluate(t->model, d, eb, loss, acc);
+    const long lo = (long)d->n * r / K, hi = (long)d->n * (r + 1) / K;
+    double red[3] = { 0.0, 0.0, 0.0 }; /* loss sum, correct, failed ranks */
+    int rc = PN_OK;
+    if (hi > lo) {
+        pn_dataset v = *d;
+        size_t chw = (size_t)d->c * d->h * d->w;
+        v.n = (int)(hi - lo);
+        v.images = d->images + (size_t)lo * chw;
+        v.labels = d->labels + lo;
+        double l = 0.0, a = 0.0;
+        rc = pn_evaluate(t->model, &v, eb, &l, &a);
+        red[0] = l * v.n;
+        red[1] = floor(a * v.n + 0.5);
+    }
+    red[2] = rc ? 1.0 : 0.0;
+    int rc2 = t->dist.allreduce_f64(t->dist.ctx, red, 3);
+    if (rc) return rc;
+    if (rc2) return rc2;
+    if (red[2] > 0) return pn_error(PN_ERR_ARG, "evaluation failed on another rank");
+    *loss = red[0] / d->n;
+    *acc = red[1] / d->n;
+    return PN_OK;
+}
+
 static void fill_status(pn_trainer *t, pn_train_status *s)
 {
     memset(s, 0, sizeof *s);
@@ -881,10 +912,9 @@ int pn_train_run(pn_trainer *t, const pn_train_callbacks *cb, pn_train_status *f
         int stop = (c->stop_at > 0 && t->step >= c->stop_at) || interrupted;
         int due_eval = (c->eval_every > 0 ? t->step % c->eval_every == 0 : t->step % t->spe == 0) || at_end;
         if (due_eval) {
-            if (t->test && root) {
+            if (t->test) {
                 double tl, ta;
-                int eb = c->micro_batch;
-                if ((rc = pn_evaluate(t->model, t->test, eb, &tl, &ta))) return rc;
+                if ((rc = evaluate_test(t, &tl, &ta))) return rc;
                 st.test_loss = last_test_loss = tl;
                 st.test_acc = last_test_acc = ta;
                 if (at_end) evaluated_at_end = 1;
@@ -905,10 +935,9 @@ int pn_train_run(pn_trainer *t, const pn_train_callbacks *cb, pn_train_status *f
         }
         if (interrupted) break;
     }
-    if (t->step == t->total && !evaluated_at_end && t->test && root) {
+    if (t->step == t->total && !evaluated_at_end && t->test) {
         /* Resumed from a finished checkpoint: report its accuracy. */
-        if ((rc = pn_evaluate(t->model, t->test, c->micro_batch, &last_test_loss, &last_test_acc)))
-            return rc;
+        if ((rc = evaluate_test(t, &last_test_loss, &last_test_acc))) return rc;
     }
     if (final) {
         fill_status(t, final);

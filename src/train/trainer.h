@@ -105,8 +105,10 @@ typedef struct pn_trainer pn_trainer;
  * augmentation of each image is the one a single process would draw. BN
  * running statistics are averaged over the ranks after every update (BN
  * normalizes with each rank's own micro-batch statistics, unless sync_bn:
- * then with those of the micro-batches of all ranks). Rank 0 alone
- * evaluates (the whole test set), writes the log and saves checkpoints;
+ * then with those of the micro-batches of all ranks). Each rank evaluates a
+ * contiguous K-th of the test set (the sums are all-reduced; every rank must
+ * have the same test set, or none). Rank 0 alone writes the log and saves
+ * checkpoints;
  * checkpoints do not depend on K. Callbacks return 0 on success and must give
  * the same result on every rank. */
 typedef struct {
