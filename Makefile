@@ -16,11 +16,22 @@ BLAS_DIR ?= /usr/lib/x86_64-linux-gnu/openblas-openmp
 LDLIBS  += -L$(BLAS_DIR) -Wl,-rpath,$(BLAS_DIR) -lopenblas -lcjson -lz -lm
 LDFLAGS += -fopenmp
 
+# MPI (Open MPI, `pkg-config ompi-c`): when found, the build (library, command line,
+# tests) includes data-parallel training (src/dist/, docs/DISTRIBUTED.md); MPI=0 builds
+# without it. make test installs Open MPI first (scripts/install-deps.sh --mpi).
+MPI ?= $(shell pkg-config --exists ompi-c 2>/dev/null && echo 1 || echo 0)
+ifeq ($(MPI),1)
+CFLAGS  += -DPN_HAVE_MPI $(shell pkg-config --cflags ompi-c)
+LDLIBS  += $(shell pkg-config --libs ompi-c)
+endif
+# Objects are rebuilt when the MPI choice changes.
+CONFIG_STAMP = $(BUILD)/.config-mpi$(MPI)
+
 # Add a flag only when the compiler accepts it.
 cc-option = $(shell $(CC) $(1) -x c -c /dev/null -o /dev/null 2>/dev/null && echo $(1))
 CFLAGS += $(call cc-option,-Wno-stringop-truncation)
 
-LIB_SRC  := $(sort $(wildcard src/kernels/*.c src/nn/*.c src/train/*.c src/data/*.c src/io/*.c src/diag/*.c))
+LIB_SRC  := $(sort $(wildcard src/kernels/*.c src/nn/*.c src/train/*.c src/data/*.c src/io/*.c src/diag/*.c src/dist/*.c))
 CLI_SRC  := $(sort $(wildcard src/cli/*.c))
 TEST_SRC := $(sort $(wildcard tests/test_*.c))
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o)
@@ -28,11 +39,16 @@ CLI_OBJ  := $(CLI_SRC:%.c=$(BUILD)/%.o)
 TEST_BIN := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 HEADERS  := $(wildcard include/*.h src/*/*.h)
 
-.PHONY: all deps demo test test-fast test-sanitize sanitize-build check bench-norm bench-train clean
+.PHONY: all deps deps-test demo test test-fast test-sanitize sanitize-build check bench-norm bench-train clean
 all: $(BUILD)/libproxynorm.a $(BUILD)/libproxynorm.so $(if $(CLI_SRC),$(BUILD)/proxynorm) \
      $(BUILD)/examples/quickstart
 
-$(BUILD)/%.o: %.c $(HEADERS)
+$(CONFIG_STAMP):
+	@mkdir -p $(dir $@)
+	@rm -f $(BUILD)/.config-mpi*
+	@touch $@
+
+$(BUILD)/%.o: %.c $(HEADERS) $(CONFIG_STAMP)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
 
@@ -46,12 +62,16 @@ $(BUILD)/libproxynorm.so: $(LIB_OBJ)
 $(BUILD)/proxynorm: $(CLI_OBJ) $(BUILD)/libproxynorm.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-$(BUILD)/tests/%: tests/%.c tests/harness.h $(BUILD)/libproxynorm.a
+$(BUILD)/tests/%: tests/%.c tests/harness.h $(BUILD)/libproxynorm.a $(CONFIG_STAMP)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -Itests -o $@ $< $(BUILD)/libproxynorm.a $(LDFLAGS) $(LDLIBS)
 
 deps:
 	@scripts/install-deps.sh
+
+# The tests also run the distributed training under mpirun.
+deps-test:
+	@scripts/install-deps.sh --mpi
 
 # make test: the suite built normally and built with AddressSanitizer and
 # UndefinedBehaviorSanitizer, one summary. make test-fast: the normal build only.
@@ -59,16 +79,16 @@ SAN_FLAGS = -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-san
 SAN_BIN   = $(TEST_BIN:$(BUILD)/%=build-san/%)
 # Passive OpenMP waiting: spinning threads starve each other when the 2 cores are shared.
 TEST_ENV  = ASAN_OPTIONS=detect_leaks=1 OMP_NUM_THREADS=2 OMP_WAIT_POLICY=passive
-test: deps
+test: deps-test
 	@$(MAKE) --no-print-directory all $(TEST_BIN)
 	@$(MAKE) --no-print-directory sanitize-build
 	@$(TEST_ENV) tests/run.sh $(TEST_BIN) $(SAN_BIN)
 
-test-fast: deps
+test-fast: deps-test
 	@$(MAKE) --no-print-directory all $(TEST_BIN)
 	@$(TEST_ENV) tests/run.sh $(TEST_BIN)
 
-test-sanitize: deps
+test-sanitize: deps-test
 	@$(MAKE) --no-print-directory sanitize-build
 	@$(TEST_ENV) tests/run.sh $(SAN_BIN)
 

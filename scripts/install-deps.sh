@@ -2,6 +2,7 @@
 # Installs the Debian 12 packages proxynorm needs, only those that are missing.
 #   scripts/install-deps.sh           build + run (compiler, OpenBLAS, zlib, cJSON, gnuplot, data set)
 #   scripts/install-deps.sh --torch   also PyTorch (reference tests and benchmarks only)
+#   scripts/install-deps.sh --mpi     also Open MPI (data-parallel training; make test installs it)
 #   (gnuplot-nox is in the base set: the power tests draw plots)
 set -eu
 pkgs="build-essential libopenblas-openmp-dev zlib1g-dev libcjson-dev gnuplot-nox dataset-fashion-mnist"

@@ -4,6 +4,7 @@
  *   proxynorm info ...    parameters and MACs of a model, as JSON
  * Exit status: 0 success, 1 error (data, files, checkpoints), 2 usage error,
  * 3 training stopped on a non-finite loss. */
+#include <inttypes.h>
 #include <math.h>
 #include <signal.h>
 #include <stdio.h>
@@ -17,6 +18,7 @@
 #include "args.h"
 #include "commands.h"
 #include "data/data.h"
+#include "dist/dist.h"
 #include "nn/model.h"
 #include "proxynorm.h"
 #include "train/trainer.h"
@@ -68,6 +70,13 @@ static const char *usage_train =
     "  --no-augment          no random crop + flip (pad 4 for 32x32 images, 2 for 28x28)\n"
     "  --seed S              initialization, shuffling and augmentation seed [0]\n"
     "  --threads T           threads [number of cores]\n"
+    "\n"
+    "data-parallel (mpirun -np K proxynorm train ..., see docs/DISTRIBUTED.md):\n"
+    "  --distributed         require MPI (implied when started by mpirun); each of the K\n"
+    "                        ranks computes B/K images of every batch (K x micro-batch\n"
+    "                        must divide B); rank 0 evaluates, logs and saves\n"
+    "  --sync-bn             --norm bn: normalize with the statistics of all ranks'\n"
+    "                        micro-batches (K ranks x b = one process x K b)\n"
     "\n"
     "evaluation, logs, checkpoints:\n"
     "  --eval-every N        evaluate every N updates [each epoch end]\n"
@@ -211,6 +220,61 @@ static void on_save(void *user, const char *path, long step)
     fprintf(stderr, "saved %s (step %ld)\n", path, step);
 }
 
+/* ---------------------------------------------------------- distributed */
+
+static pn_dist g_dist = { 0, 1, 0, NULL, NULL, NULL, NULL };
+static int dist_active;  /* MPI initialized */
+static int dist_clean;   /* every rank fails the same way: finalize rather than abort */
+
+/* Starts MPI when asked (--distributed) or when launched by mpirun. Returns 0 or
+ * an exit status. */
+static int dist_start(int want)
+{
+    int launched = pn_dist_launched_size();
+    if (!want && launched == 0) return 0;
+    if (!pn_dist_built_with_mpi()) {
+        if (!want && launched == 1) return 0; /* mpirun -np 1: one process, nothing to share */
+        fprintf(stderr, "proxynorm train: %s, but this build has no MPI (install Open MPI with "
+                        "scripts/install-deps.sh --mpi, then rebuild: make clean all)\n",
+                want ? "--distributed" : "started by mpirun");
+        return EXIT_USAGE;
+    }
+    int rc = pn_dist_init(&g_dist);
+    if (rc) return fail("cannot start MPI", rc);
+    dist_active = 1;
+    return 0;
+}
+
+/* What every rank must agree on: the configuration, the data and the step. */
+static uint64_t config_hash(const pn_train_config *c, const pn_dataset *tr, const pn_dataset *te,
+                            long step)
+{
+    char buf[1024];
+    int n = snprintf(buf, sizeof buf,
+                     "%s|%d|%d|%d|%d|%d|%d|%d|%ld|%d|%d|%d|%.9g|%.9g|%.9g|%d|%.9g|%.9g|%d|%" PRIu64
+                     "|%ld|%d|%s|%ld|%d|%d",
+                     c->model.arch, (int)c->model.norm, c->model.groups, c->model.norm_batch,
+                     c->model.width, c->model.in_channels, c->model.image, c->model.classes,
+                     c->limit_train, c->epochs, c->batch, c->micro_batch, (double)c->lr,
+                     (double)c->wd, (double)c->momentum, c->nesterov, (double)c->warmup,
+                     (double)c->label_smoothing, c->augment, c->seed, c->stop_at, tr->n, tr->name,
+                     step, g_dist.sync_bn, te->n);
+    uint64_t h = 1469598103934665603ull; /* FNV-1a */
+    for (int i = 0; i < n && i < (int)sizeof buf; i++) {
+        h ^= (unsigned char)buf[i];
+        h *= 1099511628211ull;
+    }
+    /* The data themselves: a sample of the images and labels. */
+    size_t img = (size_t)tr->c * tr->h * tr->w, total = (size_t)tr->n * img;
+    for (size_t i = 0; i < total; i += 1 + total / 4096) {
+        uint32_t bits;
+        memcpy(&bits, &tr->images[i], sizeof bits);
+        h = (h ^ bits) * 1099511628211ull;
+    }
+    for (int i = 0; i < tr->n; i += 1 + tr->n / 4096) h = (h ^ (uint64_t)tr->labels[i]) * 1099511628211ull;
+    return h;
+}
+
 /* ---------------------------------------------------------------- train */
 
 /* First Ctrl-C: finish the current update, save, exit; a second one kills. */
@@ -229,6 +293,7 @@ static int cmd_train(int argc, char **argv)
     long limit_test = 0;
     int threads = 0;
     int mb = 0;
+    int distributed = 0, sync_bn = 0;
     const double BIG = 1e9;
     arg_opt o[] = {
         { "--data", ARG_STR, &data, 0, 0, 0, 0, NULL },
@@ -258,12 +323,17 @@ static int cmd_train(int argc, char **argv)
         { "--save-every", ARG_LONG, &cfg.save_every, 1, BIG * BIG, 0, 0, NULL },
         { "--resume", ARG_STR, &resume, 0, 0, 0, 0, NULL },
         { "--stop-at", ARG_LONG, &cfg.stop_at, 1, BIG * BIG, 0, 0, NULL },
+        { "--distributed", ARG_FLAG, &distributed, 0, 0, 1, 0, NULL },
+        { "--sync-bn", ARG_FLAG, &sync_bn, 0, 0, 1, 0, NULL },
     };
     const int no = (int)(sizeof o / sizeof o[0]);
     int help = 0;
     char err[256];
     if (args_parse(o, no, argc, argv, 2, &help, err, sizeof err)) return usage_error("train", err);
     if (help) { fputs(usage_train, stdout); return 0; }
+    int drc = dist_start(distributed);
+    if (drc) return drc;
+    const int root = g_dist.rank == 0, K = g_dist.size;
 
     if (model) {
         if (!valid_arch(model)) {
@@ -349,7 +419,7 @@ static int cmd_train(int argc, char **argv)
         if (slash == dir) dir[1] = '\0';
         else if (slash) *slash = '\0';
         else strcpy(dir, ".");
-        if (access(dir, W_OK) != 0) {
+        if (root && access(dir, W_OK) != 0) {
             fprintf(stderr, "proxynorm: --save %s: directory %s is not writable\n", save, dir);
             return EXIT_FAILURE;
         }
@@ -359,6 +429,19 @@ static int cmd_train(int argc, char **argv)
     if (save && strlen(save) >= sizeof cfg.save_path) return usage_error("train", "--save: path too long");
     if (log && strlen(log) >= sizeof cfg.log_path) return usage_error("train", "--log: path too long");
     if (pn_train_config_check(&cfg, 0) != PN_OK) return usage_error("train", pn_last_error());
+    if (sync_bn && (cfg.model.norm != PN_NORM_BN || cfg.model.norm_batch != 0))
+        return usage_error("train", "--sync-bn needs --norm bn (without --norm-batch)");
+    g_dist.sync_bn = sync_bn;
+    if (K > 1 && cfg.batch % (K * cfg.micro_batch) != 0) {
+        /* Same arguments on every rank (checked below): say it once. */
+        snprintf(err, sizeof err,
+                 "batch %d cannot be split over %d ranks in whole micro-batches of %d: the batch "
+                 "must be a multiple of ranks x micro-batch (%d)",
+                 cfg.batch, K, cfg.micro_batch, K * cfg.micro_batch);
+        dist_clean = 1;
+        if (!root) return EXIT_USAGE;
+        return usage_error("train", err);
+    }
 
     pn_set_threads(threads > 0 ? threads : default_threads());
     if (!data) data = pn_default_data_dir();
@@ -375,16 +458,36 @@ static int cmd_train(int argc, char **argv)
     pn_trainer *t = NULL;
     if ((rc = pn_trainer_create(&t, &cfg, &tr, &te))) { status = fail("cannot start training", rc); goto out; }
     if (resume && (rc = pn_trainer_load(t, resume))) { status = fail("cannot resume", rc); goto out; }
+    if (dist_active) {
+        int same = 0;
+        uint64_t h = config_hash(&cfg, &tr, &te, pn_trainer_step_count(t));
+        if ((rc = pn_dist_agree(h, &same))) { status = fail("distributed", rc); goto out; }
+        if (!same) {
+            if (root)
+                fprintf(stderr, "proxynorm train: the %d ranks do not have the same configuration "
+                                "(options, data or checkpoint step differ); every rank must run the "
+                                "same command\n", K);
+            dist_clean = 1;
+            status = EXIT_USAGE;
+            goto out;
+        }
+        if ((rc = pn_trainer_set_dist(t, &g_dist))) { status = fail("distributed", rc); goto out; }
+    }
 
     pn_model *m = pn_trainer_model(t);
     long spe = pn_trainer_total_steps(t) / cfg.epochs;
+    char ranks[96] = "";
+    if (K > 1)
+        snprintf(ranks, sizeof ranks, " x %d ranks (%d images each per update, %.0f bytes exchanged)",
+                 K, cfg.batch / K, pn_trainer_comm_bytes(t));
+    if (root)
     fprintf(stderr,
             "proxynorm: %s %s width %d (%zu params, %.1f MMACs/image) on %s: %d train / %d test "
             "images, %d epoch(s) x %ld steps, batch %d (micro-batch %d), lr %g, %d threads%s\n",
             cfg.model.arch, pn_norm_name(cfg.model.norm), cfg.model.width, pn_model_num_params(m),
             pn_model_macs(m) / 1e6, tr.name, tr.n, te.n, cfg.epochs, spe, cfg.batch,
-            cfg.micro_batch, (double)cfg.lr, pn_get_threads(), resume ? "" : "");
-    if (resume)
+            cfg.micro_batch, (double)cfg.lr, pn_get_threads(), ranks);
+    if (resume && root)
         fprintf(stderr, "proxynorm: resuming %s at step %ld of %ld\n", resume, pn_trainer_step_count(t),
                 pn_trainer_total_steps(t));
 
@@ -393,6 +496,7 @@ static int cmd_train(int argc, char **argv)
     p.epochs = cfg.epochs;
     p.report_every = spe >= 10 ? spe / 10 : 1;
     pn_train_callbacks cb = { on_step, on_eval, on_save, &p, &interrupted };
+    if (!root) cb = (pn_train_callbacks){ NULL, NULL, NULL, NULL, &interrupted };
     pn_train_status fin;
     signal(SIGINT, on_sigint);
     signal(SIGTERM, on_sigint);
@@ -401,16 +505,22 @@ static int cmd_train(int argc, char **argv)
     signal(SIGTERM, SIG_DFL);
     if (p.line_open) fprintf(stderr, "\n");
     if (rc == PN_ERR_NUMERIC) {
+        dist_clean = 1; /* every rank sees the same loss */
+        if (root)
         fprintf(stderr, "proxynorm: training diverged: %s; stopped%s%s%s\n", pn_last_error(),
                 save ? " (the last checkpoint " : "", save ? save : "", save ? " is left as it was)" : "");
         status = EXIT_DIVERGED;
         goto out;
     }
     if (rc) { status = fail("training failed", rc); goto out; }
-    if (pn_trainer_step_count(t) < pn_trainer_total_steps(t)) {
+    dist_clean = 1; /* the ranks ended at the same update (an interruption is shared) */
+    if (!root) {
+        if (interrupted) status = 130;
+    } else if (pn_trainer_step_count(t) < pn_trainer_total_steps(t)) {
         printf("%s at step %ld of %ld%s%s\n", interrupted ? "interrupted" : "stopped",
                pn_trainer_step_count(t), pn_trainer_total_steps(t),
                save ? "; resume with --resume " : "", save ? save : "");
+        fflush(stdout);
         if (interrupted) status = 130;
     } else if (isfinite(fin.test_acc)) {
         printf("test accuracy: %.2f%% (loss %.4f)\n", 100.0 * fin.test_acc, fin.test_loss);
@@ -543,7 +653,15 @@ int main(int argc, char **argv)
         printf("proxynorm %s\n", PN_VERSION);
         return 0;
     }
-    if (!strcmp(cmd, "train")) return cmd_train(argc, argv);
+    if (!strcmp(cmd, "train")) {
+        int status = cmd_train(argc, argv);
+        if (dist_active) {
+            /* An error on some ranks only would leave the others waiting: end the job. */
+            if (status != 0 && !dist_clean && g_dist.size > 1) pn_dist_abort(status);
+            pn_dist_finalize();
+        }
+        return status;
+    }
     if (!strcmp(cmd, "eval")) return cmd_eval(argc, argv);
     if (!strcmp(cmd, "info")) return cmd_info(argc, argv);
     if (!strcmp(cmd, "power")) return pn_cmd_power(argc - 1, argv + 1);

@@ -94,7 +94,21 @@ struct pn_model {
     /* state of the last forward/loss */
     int fwd_B, fwd_training, have_loss;
     float smoothing;
+    pn_bn_override bn_ovr; /* forward NULL: built-in BN */
 };
+
+int pn_model_set_bn_override(pn_model *m, const pn_bn_override *o)
+{
+    PN_CHECK_PTR(m);
+    if (o) {
+        PN_CHECK(o->forward && o->backward, "BN override: forward and backward are required");
+        PN_CHECK(m->cfg.norm_batch == 0, "BN override: needs norm-batch 0 (got %d)", m->cfg.norm_batch);
+        m->bn_ovr = *o;
+    } else {
+        memset(&m->bn_ovr, 0, sizeof m->bn_ovr);
+    }
+    return PN_OK;
+}
 
 /* ------------------------------------------------------------ names */
 static const char *norm_names[] = { "none", "bn", "gn", "ln", "in", "gn+pn", "ln+pn", "ln+ws" };
@@ -645,7 +659,11 @@ static int na_fwd(pn_model *m, norm_layer *nl, float *out, const float *inp, int
         relu_mask(out, inp, inp, n);
         return PN_OK;
     case PN_NORM_BN:
-        if (training)
+        if (training && m->bn_ovr.forward)
+            rc = m->bn_ovr.forward(m->bn_ovr.ctx, out, nl->mean, nl->rstd, m->buffers + nl->rm,
+                                   m->buffers + nl->rv, inp, P(m, nl->p[0]), P(m, nl->p[1]), B,
+                                   nl->C, nl->HW, BN_MOMENTUM, BN_EPS);
+        else if (training)
             rc = pn_batchnorm_forward_train(out, nl->mean, nl->rstd, m->buffers + nl->rm,
                                             m->buffers + nl->rv, inp, P(m, nl->p[0]), P(m, nl->p[1]),
                                             B, nl->C, nl->HW, m->cfg.norm_batch, BN_MOMENTUM, BN_EPS);
@@ -688,6 +706,9 @@ static int na_bwd(pn_model *m, norm_layer *nl, float *dinp, float *dout, const f
     case PN_NORM_NONE:
         return PN_OK;
     case PN_NORM_BN:
+        if (m->bn_ovr.backward)
+            return m->bn_ovr.backward(m->bn_ovr.ctx, dinp, D(m, nl->p[0]), D(m, nl->p[1]), dy, inp,
+                                      nl->mean, nl->rstd, P(m, nl->p[0]), B, nl->C, nl->HW);
         return pn_batchnorm_backward(dinp, D(m, nl->p[0]), D(m, nl->p[1]), dy, inp, nl->mean,
                                      nl->rstd, P(m, nl->p[0]), B, nl->C, nl->HW, m->cfg.norm_batch);
     default:

@@ -76,4 +76,20 @@ void pn_model_zero_grad(pn_model *m);
 /* Bytes of activation memory currently allocated. */
 size_t pn_model_activation_bytes(const pn_model *m);
 
+/* Replaces BatchNorm's training forward and backward (same arguments as
+ * pn_batchnorm_forward_train with norm_batch = the whole batch, and
+ * pn_batchnorm_backward), e.g. by synchronized BN across processes
+ * (src/dist/syncbn.h). Evaluation keeps the running statistics. NULL restores
+ * the built-in kernels. Needs norm_batch 0. */
+typedef struct {
+    int (*forward)(void *ctx, float *out, float *mean, float *rstd, float *running_mean,
+                   float *running_var, const float *inp, const float *weight, const float *bias,
+                   int N, int C, int HW, float momentum, float eps);
+    int (*backward)(void *ctx, float *dinp, float *dweight, float *dbias, const float *dout,
+                    const float *inp, const float *mean, const float *rstd, const float *weight,
+                    int N, int C, int HW);
+    void *ctx;
+} pn_bn_override;
+int pn_model_set_bn_override(pn_model *m, const pn_bn_override *o);
+
 #endif

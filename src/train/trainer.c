@@ -12,6 +12,7 @@
 #include <sys/resource.h>
 #include <time.h>
 
+#include "dist/syncbn.h"
 #include "kernels/common.h"
 #include "kernels/rng.h"
 
@@ -38,6 +39,12 @@ struct pn_trainer {
     float last_lr;
     double last_loss;
     FILE *log;
+    pn_dist dist;          /* size 1: one process */
+    double comm_bytes;     /* per update and rank */
+    double comm_base;      /* the part that does not depend on sync-BN */
+    pn_syncbn *syncbn;     /* NULL: no synchronized BN */
+    volatile int *stop_flag; /* the run's stop request (shared across ranks) */
+    int stop_any;          /* a rank asked to stop (set by the last update) */
 };
 
 static double now_s(void)
@@ -136,6 +143,7 @@ int pn_trainer_create(pn_trainer **out, const pn_train_config *cfg, const pn_dat
     t->train = train;
     t->test = test;
     t->perm_epoch = -1;
+    t->dist.size = 1;
     rc = pn_model_create(&t->model, &cfg->model, cfg->seed);
     if (rc) { t->model = NULL; pn_trainer_free(t); return rc; }
     size_t np = pn_model_num_params(t->model);
@@ -165,6 +173,8 @@ void pn_trainer_free(pn_trainer *t)
     if (!t) return;
     if (t->log) fclose(t->log);
     pn_model_free(t->model);
+    pn_syncbn_free(t->syncbn);
+    free(t->syncbn);
     free(t->velocity);
     free(t->xbuf);
     free(t->ybuf);
@@ -177,6 +187,56 @@ const pn_train_config *pn_trainer_config(const pn_trainer *t) { return t ? &t->c
 long pn_trainer_step_count(const pn_trainer *t) { return t ? t->step : 0; }
 long pn_trainer_total_steps(const pn_trainer *t) { return t ? t->total : 0; }
 float *pn_trainer_velocity(pn_trainer *t) { return t ? t->velocity : NULL; }
+double pn_trainer_comm_bytes(const pn_trainer *t) { return t ? t->comm_bytes : 0.0; }
+
+int pn_trainer_set_dist(pn_trainer *t, const pn_dist *d)
+{
+    PN_CHECK_PTR(t);
+    PN_CHECK_PTR(d);
+    PN_CHECK(d->size >= 1 && d->rank >= 0 && d->rank < d->size, "distributed: rank %d of %d",
+             d->rank, d->size);
+    PN_CHECK(d->size == 1 || (d->allreduce_f32 && d->allreduce_f64 && d->bcast_f32),
+             "distributed: missing collectives");
+    const int B = t->cfg.batch, b = t->cfg.micro_batch, K = d->size;
+    PN_CHECK(B % K == 0 && (B / K) % b == 0,
+             "batch %d cannot be split over %d ranks in whole micro-batches of %d: the batch must "
+             "be a multiple of ranks x micro-batch (%d)", B, K, b, K * b);
+    if (d->sync_bn) {
+        PN_CHECK(t->cfg.model.norm == PN_NORM_BN && t->cfg.model.norm_batch == 0,
+                 "sync-bn needs --norm bn without --norm-batch (got %s, norm-batch %d)",
+                 pn_norm_name(t->cfg.model.norm), t->cfg.model.norm_batch);
+        if (!t->syncbn && !(t->syncbn = calloc(1, sizeof *t->syncbn)))
+            return pn_error(PN_ERR_NOMEM, "trainer: out of memory");
+        pn_bn_override o;
+        pn_syncbn_override(t->syncbn, d, &o);
+        int rc = pn_model_set_bn_override(t->model, &o);
+        if (rc) return rc;
+    }
+    t->dist = *d;
+    t->comm_bytes = t->comm_base = 0.0;
+    if (K == 1) return PN_OK;
+    size_t np = pn_model_num_params(t->model), nb = pn_model_num_buffers(t->model);
+    int rc;
+    if ((rc = d->bcast_f32(d->ctx, pn_model_params(t->model), np))) return rc;
+    if ((rc = d->bcast_f32(d->ctx, t->velocity, np))) return rc;
+    if (nb && (rc = d->bcast_f32(d->ctx, pn_model_buffers(t->model), nb))) return rc;
+    /* Per update: the gradients, the BN running statistics and 4 doubles (loss, flags). */
+    t->comm_bytes = t->comm_base =
+        (double)np * sizeof(float) + (double)nb * sizeof(float) + 4.0 * sizeof(double);
+    return PN_OK;
+}
+
+/* Consumes the random numbers pn_augment_batch would draw for n images. */
+static void skip_augment(pn_rng *r, long n, int pad, int flip)
+{
+    for (long i = 0; i < n; i++) {
+        if (pad > 0) {
+            pn_rng_below(r, 2u * (uint32_t)pad + 1);
+            pn_rng_below(r, 2u * (uint32_t)pad + 1);
+        }
+        if (flip) pn_rng_below(r, 2);
+    }
+}
 
 int pn_trainer_step(pn_trainer *t, double *loss)
 {
@@ -192,12 +252,16 @@ int pn_trainer_step(pn_trainer *t, double *loss)
         t->perm_epoch = epoch;
     }
     pn_rng aug = pn_rng_stream(c->seed, PN_STREAM_AUGMENT, (uint64_t)t->step);
-    const int B = c->batch, b = c->micro_batch;
+    const int B = c->batch, b = c->micro_batch, K = t->dist.size;
+    const int shard = B / K, off = t->dist.rank * shard; /* this rank's images of the batch */
     const float scale = 1.0f / (float)B;
     double total_loss = 0.0;
+    int bad = 0; /* 1: NaN loss, 2: infinite loss (distributed: reported after the exchange) */
+    if (c->augment && off > 0) skip_augment(&aug, off, t->pad, t->flip);
+    const double sbn0 = t->syncbn ? t->syncbn->bytes : 0.0;
     pn_model_zero_grad(t->model);
-    for (int k = 0; k < B / b; k++) {
-        const int *idx = t->perm + (size_t)pos * B + (size_t)k * b;
+    for (int k = 0; k < shard / b; k++) {
+        const int *idx = t->perm + (size_t)pos * B + (size_t)off + (size_t)k * b;
         int rc = c->augment ? pn_augment_batch(t->xbuf, t->ybuf, t->train, idx, b, t->pad, t->flip, &aug)
                             : pn_gather_batch(t->xbuf, t->ybuf, t->train, idx, b);
         if (rc) return rc;
@@ -206,14 +270,30 @@ int pn_trainer_step(pn_trainer *t, double *loss)
         double ls = 0.0;
         int correct = 0;
         if ((rc = pn_model_loss(t->model, t->ybuf, c->label_smoothing, &ls, &correct))) return rc;
-        if (!isfinite(ls))
-            return pn_error(PN_ERR_NUMERIC, "loss is %s at step %ld (epoch %ld)",
-                            isnan(ls) ? "NaN" : "infinite", t->step + 1, epoch + 1);
+        if (!isfinite(ls)) {
+            bad = isnan(ls) ? 1 : 2;
+            break;
+        }
         total_loss += ls;
         if ((rc = pn_model_backward(t->model, scale))) return rc;
     }
-    const float *g = pn_model_grads(t->model);
+    float *g = pn_model_grads(t->model);
     size_t np = pn_model_num_params(t->model);
+    if (t->syncbn && K > 1) t->comm_bytes = t->comm_base + (t->syncbn->bytes - sbn0);
+    if (K > 1) {
+        /* Every rank takes part in every exchange, so that all stop together. */
+        double red[4] = { total_loss, bad == 1, bad == 2,
+                          t->stop_flag && *t->stop_flag ? 1.0 : 0.0 };
+        int rc = t->dist.allreduce_f64(t->dist.ctx, red, 4);
+        if (rc) return rc;
+        total_loss = red[0];
+        bad = red[1] > 0 ? 1 : red[2] > 0 ? 2 : 0;
+        t->stop_any = red[3] > 0;
+        if (!bad && (rc = t->dist.allreduce_f32(t->dist.ctx, g, np))) return rc;
+    }
+    if (bad)
+        return pn_error(PN_ERR_NUMERIC, "loss is %s at step %ld (epoch %ld)",
+                        bad == 1 ? "NaN" : "infinite", t->step + 1, epoch + 1);
     double gsq = 0.0;
     for (size_t i = 0; i < np; i++) gsq += (double)g[i] * g[i];
     if (!isfinite(gsq))
@@ -224,6 +304,14 @@ int pn_trainer_step(pn_trainer *t, double *loss)
     pn_sgd_config sc = { c->lr, c->momentum, c->wd, c->nesterov };
     float lr = pn_lr_at(c->lr, t->step, t->warmup_steps, t->total);
     pn_sgd_step(pn_model_params(t->model), g, t->velocity, tab, ntab, &sc, lr);
+    size_t nbuf = pn_model_num_buffers(t->model);
+    if (K > 1 && nbuf) {
+        /* BN running statistics: the mean over the ranks. */
+        float *bu = pn_model_buffers(t->model);
+        int rc = t->dist.allreduce_f32(t->dist.ctx, bu, nbuf);
+        if (rc) return rc;
+        for (size_t i = 0; i < nbuf; i++) bu[i] /= (float)K;
+    }
     t->step++;
     t->last_lr = lr;
     t->last_loss = total_loss / B;
@@ -726,6 +814,37 @@ done:
 
 /* ------------------------------------------------------------------ run */
 
+/* The test set's loss and accuracy; with K ranks each evaluates a contiguous
+ * K-th of it and the sums are all-reduced (every rank gets the result). */
+static int evaluate_test(pn_trainer *t, double *loss, double *acc)
+{
+    const pn_dataset *d = t->test;
+    const int K = t->dist.size, r = t->dist.rank, eb = t->cfg.micro_batch;
+    if (K == 1) return pn_evaluate(t->model, d, eb, loss, acc);
+    const long lo = (long)d->n * r / K, hi = (long)d->n * (r + 1) / K;
+    double red[3] = { 0.0, 0.0, 0.0 }; /* loss sum, correct, failed ranks */
+    int rc = PN_OK;
+    if (hi > lo) {
+        pn_dataset v = *d;
+        size_t chw = (size_t)d->c * d->h * d->w;
+        v.n = (int)(hi - lo);
+        v.images = d->images + (size_t)lo * chw;
+        v.labels = d->labels + lo;
+        double l = 0.0, a = 0.0;
+        rc = pn_evaluate(t->model, &v, eb, &l, &a);
+        red[0] = l * v.n;
+        red[1] = floor(a * v.n + 0.5);
+    }
+    red[2] = rc ? 1.0 : 0.0;
+    int rc2 = t->dist.allreduce_f64(t->dist.ctx, red, 3);
+    if (rc) return rc;
+    if (rc2) return rc2;
+    if (red[2] > 0) return pn_error(PN_ERR_ARG, "evaluation failed on another rank");
+    *loss = red[0] / d->n;
+    *acc = red[1] / d->n;
+    return PN_OK;
+}
+
 static void fill_status(pn_trainer *t, pn_train_status *s)
 {
     memset(s, 0, sizeof *s);
@@ -744,6 +863,7 @@ static void fill_status(pn_trainer *t, pn_train_status *s)
     s->test_loss = NAN;
     s->test_acc = NAN;
     s->peak_rss_mb = peak_rss_mb();
+    s->comm_bytes = t->comm_bytes;
 }
 
 static int write_log(pn_trainer *t, const pn_train_status *s)
@@ -756,8 +876,10 @@ static int write_log(pn_trainer *t, const pn_train_status *s)
     else fprintf(f, "\"train_loss\": null, ");
     if (isfinite(s->test_loss)) fprintf(f, "\"test_loss\": %.6f, \"test_acc\": %.6f, ", s->test_loss, s->test_acc);
     else fprintf(f, "\"test_loss\": null, \"test_acc\": null, ");
-    fprintf(f, "\"img_per_s\": %.1f, \"seconds\": %.2f, \"peak_rss_mb\": %.1f}\n", s->img_per_s,
+    fprintf(f, "\"img_per_s\": %.1f, \"seconds\": %.2f, \"peak_rss_mb\": %.1f", s->img_per_s,
             s->seconds, s->peak_rss_mb);
+    if (t->dist.size > 1) fprintf(f, ", \"ranks\": %d, \"comm_bytes\": %.0f", t->dist.size, s->comm_bytes);
+    fprintf(f, "}\n");
     if (fflush(f) != 0 || ferror(f))
         return pn_error(PN_ERR_IO, "cannot write the log %s: %s", t->cfg.log_path, strerror(errno));
     return PN_OK;
@@ -770,7 +892,10 @@ int pn_train_run(pn_trainer *t, const pn_train_callbacks *cb, pn_train_status *f
     pn_train_status st;
     int rc = PN_OK, evaluated_at_end = 0;
     if (final) { fill_status(t, final); }
-    if (c->log_path[0] && !t->log) {
+    const int root = t->dist.rank == 0;
+    t->stop_flag = cb ? cb->stop : NULL;
+    t->stop_any = 0;
+    if (root && c->log_path[0] && !t->log) {
         t->log = fopen(c->log_path, t->step > 0 ? "a" : "w");
         if (!t->log) return pn_error(PN_ERR_IO, "cannot open the log %s: %s", c->log_path, strerror(errno));
     }
@@ -783,14 +908,13 @@ int pn_train_run(pn_trainer *t, const pn_train_callbacks *cb, pn_train_status *f
         fill_status(t, &st);
         if (cb && cb->on_step) cb->on_step(cb->user, &st);
         int at_end = t->step == t->total;
-        int interrupted = cb && cb->stop && *cb->stop;
+        int interrupted = t->dist.size > 1 ? t->stop_any : cb && cb->stop && *cb->stop;
         int stop = (c->stop_at > 0 && t->step >= c->stop_at) || interrupted;
         int due_eval = (c->eval_every > 0 ? t->step % c->eval_every == 0 : t->step % t->spe == 0) || at_end;
         if (due_eval) {
             if (t->test) {
                 double tl, ta;
-                int eb = c->micro_batch;
-                if ((rc = pn_evaluate(t->model, t->test, eb, &tl, &ta))) return rc;
+                if ((rc = evaluate_test(t, &tl, &ta))) return rc;
                 st.test_loss = last_test_loss = tl;
                 st.test_acc = last_test_acc = ta;
                 if (at_end) evaluated_at_end = 1;
@@ -802,7 +926,7 @@ int pn_train_run(pn_trainer *t, const pn_train_callbacks *cb, pn_train_status *f
             t->loss_sum = 0.0;
             t->loss_count = 0;
         }
-        int due_save = c->save_path[0] &&
+        int due_save = root && c->save_path[0] &&
                        ((c->save_every > 0 ? t->step % c->save_every == 0 : t->step % t->spe == 0) ||
                         at_end || stop);
         if (due_save) {
@@ -813,8 +937,7 @@ int pn_train_run(pn_trainer *t, const pn_train_callbacks *cb, pn_train_status *f
     }
     if (t->step == t->total && !evaluated_at_end && t->test) {
         /* Resumed from a finished checkpoint: report its accuracy. */
-        if ((rc = pn_evaluate(t->model, t->test, c->micro_batch, &last_test_loss, &last_test_acc)))
-            return rc;
+        if ((rc = evaluate_test(t, &last_test_loss, &last_test_acc))) return rc;
     }
     if (final) {
         fill_status(t, final);

@@ -22,7 +22,8 @@
  * Log (one JSON object per line, flushed, at every evaluation):
  *   {"epoch": step/steps_per_epoch, "step", "lr", "train_loss" (mean over the
  *    images since the previous evaluation), "test_loss", "test_acc" (fraction in
- *    [0, 1]), "img_per_s", "seconds", "peak_rss_mb"}.
+ *    [0, 1]), "img_per_s", "seconds", "peak_rss_mb"}, and in data-parallel runs
+ *    (pn_trainer_set_dist, K > 1) "ranks" and "comm_bytes" (per update and rank).
  *
  * The library never prints: progress goes through the callbacks. */
 #ifndef PN_TRAINER_H
@@ -80,6 +81,7 @@ typedef struct {
     double eta_s;         /* estimated seconds to the end */
     double test_loss, test_acc; /* valid in on_eval (test_acc a fraction) */
     double peak_rss_mb;
+    double comm_bytes;    /* bytes each rank passes to collectives per update (0: one process) */
 } pn_train_status;
 
 typedef struct {
@@ -94,6 +96,30 @@ typedef struct {
 
 typedef struct pn_trainer pn_trainer;
 
+/* Data-parallel training (src/dist/ provides an MPI implementation). Every rank
+ * runs the same configuration; rank r of K computes the gradients of images
+ * [r B/K, (r+1) B/K) of every global batch B (in micro-batches of b, so b must
+ * divide B/K), the gradients are summed over the ranks (one flat all-reduce),
+ * and every rank applies the same SGD update: the parameters follow the
+ * single-process run up to the floating-point summation order. The
+ * augmentation of each image is the one a single process would draw. BN
+ * running statistics are averaged over the ranks after every update (BN
+ * normalizes with each rank's own micro-batch statistics, unless sync_bn:
+ * then with those of the micro-batches of all ranks). Each rank evaluates a
+ * contiguous K-th of the test set (the sums are all-reduced; every rank must
+ * have the same test set, or none). Rank 0 alone writes the log and saves
+ * checkpoints;
+ * checkpoints do not depend on K. Callbacks return 0 on success and must give
+ * the same result on every rank. */
+typedef struct {
+    int rank, size;  /* 0 <= rank < size */
+    int sync_bn;     /* 1: BatchNorm statistics over all ranks (src/dist/syncbn.h) */
+    void *ctx;
+    int (*allreduce_f32)(void *ctx, float *buf, size_t n);   /* in-place sum */
+    int (*allreduce_f64)(void *ctx, double *buf, size_t n);  /* in-place sum */
+    int (*bcast_f32)(void *ctx, float *buf, size_t n);       /* rank 0's buf to all */
+} pn_dist;
+
 /* Creates a trainer (model initialized from cfg->seed) over the given data sets;
  * the data sets are borrowed and must outlive the trainer. test may be NULL (no
  * evaluation). Validates the configuration and the data against the model. */
@@ -105,6 +131,14 @@ const pn_train_config *pn_trainer_config(const pn_trainer *t);
 long pn_trainer_step_count(const pn_trainer *t);
 long pn_trainer_total_steps(const pn_trainer *t);
 float *pn_trainer_velocity(pn_trainer *t);
+/* Makes t one rank of a data-parallel run (after pn_trainer_create and
+ * pn_trainer_load, before pn_train_run): checks that B/K is a multiple of the
+ * micro-batch, then broadcasts rank 0's parameters, buffers and momentum.
+ * d is copied. Collective: every rank must call it. */
+int pn_trainer_set_dist(pn_trainer *t, const pn_dist *d);
+/* Bytes each rank passes to collectives per update (0 for one process; with
+ * sync_bn, measured over the last update). */
+double pn_trainer_comm_bytes(const pn_trainer *t);
 
 /* One SGD update on the next batch (B/b micro-batches, gradients scaled by 1/B).
  * *loss (may be NULL) receives the batch's mean loss. A non-finite loss or
