@@ -90,21 +90,26 @@ static inline void act_d(pn_act act, double u, double *f, double *df)
 static void proxy_channel(double *p, double *dp, double *m, double *v, const float *z,
                           double gamma, double beta, double gamma_t, double beta_t, pn_act act)
 {
-    for (int i = 0; i < NP; i++) p[i] = gamma * ((1.0 + gamma_t) * (double)z[i] + beta_t) + beta;
-    if (act == PN_ACT_RELU) { /* branch-free, so the loop vectorizes */
-        for (int i = 0; i < NP; i++) {
-            const double u = p[i];
-            dp[i] = u > 0 ? 1.0 : 0.0;
-            p[i] = u > 0 ? u : 0.0;
-        }
-    } else if (act == PN_ACT_IDENTITY) {
-        for (int i = 0; i < NP; i++) dp[i] = 1.0;
-    } else {
-        for (int i = 0; i < NP; i++) act_d(act, p[i], &p[i], &dp[i]);
-    }
     double sum = 0;
-    for (int i = 0; i < NP; i++) sum += p[i];
+    if (act == PN_ACT_RELU) { /* branch-free, so the loop vectorizes */
+        #pragma omp simd reduction(+:sum)
+        for (int i = 0; i < NP; i++) {
+            const double u = gamma * ((1.0 + gamma_t) * (double)z[i] + beta_t) + beta;
+            const double f = u > 0 ? u : 0.0;
+            p[i] = f;
+            dp[i] = u > 0 ? 1.0 : 0.0;
+            sum += f;
+        }
+    } else {
+        for (int i = 0; i < NP; i++) {
+            double u = gamma * ((1.0 + gamma_t) * (double)z[i] + beta_t) + beta;
+            act_d(act, u, &p[i], &dp[i]);
+        }
+        #pragma omp simd reduction(+:sum)
+        for (int i = 0; i < NP; i++) sum += p[i];
+    }
     double mu = sum / NP, q = 0;
+    #pragma omp simd reduction(+:q)
     for (int i = 0; i < NP; i++) q += (p[i] - mu) * (p[i] - mu);
     *m = mu;
     *v = q / NP;
@@ -134,6 +139,7 @@ static void channel_param_grads(pn_pnact_grads g, int c, const double S[4], doub
     const double gamma = p.gamma[c], gamma_t = p.gamma_t[c], beta_t = p.beta_t[c];
     double pp[NP], dp[NP], mu, v;
     proxy_channel(pp, dp, &mu, &v, z, gamma, p.beta[c], gamma_t, beta_t, act);
+    #pragma omp simd reduction(+:dgamma, dbeta, dgamma_t, dbeta_t)
     for (int i = 0; i < NP; i++) {
         double dpi = dM / NP + dV * 2.0 * (pp[i] - mu) / NP; /* dL/dp_i */
         double du = dpi * dp[i];                               /* dL/du_i */
