@@ -328,7 +328,7 @@ static int check_gn(int C, int G, float gn_eps, const char *fn)
         o[i] = (F(gm * y + bt) - mm) * ss;                                     \
     }
 
-static void gnpn_fwd_row(float *o, const float *x, int HW, float mu, float rs, float gm, float bt,
+static inline __attribute__((always_inline)) void gnpn_fwd_row(float *o, const float *x, int HW, float mu, float rs, float gm, float bt,
                          float mm, float ss, pn_act act)
 {
     switch (act) {
@@ -391,7 +391,7 @@ int pn_gn_pnact_forward(float *out, float *mean, float *rstd, float *m, float *s
         s4 += f4;                                                              \
     }
 
-static void gnpn_sums_row(double *acc, const float *d, const float *x, int HW, float mu, float rs,
+static inline __attribute__((always_inline)) void gnpn_sums_row(double *acc, const float *d, const float *x, int HW, float mu, float rs,
                           float gm, float bt, float mm, pn_act act)
 {
     double s1 = 0, s2 = 0, s3 = 0, s4 = 0;
@@ -416,7 +416,7 @@ static void gnpn_sums_row(double *acc, const float *d, const float *x, int HW, f
         dx[i] = k1 * d[i] * DF(gm * y + bt) - k2 - k3 * y;                     \
     }
 
-static void gnpn_dx_row(float *dx, const float *d, const float *x, int HW, float mu, float rs,
+static inline __attribute__((always_inline)) void gnpn_dx_row(float *dx, const float *d, const float *x, int HW, float mu, float rs,
                         float gm, float bt, float k1, float k2, float k3, pn_act act)
 {
     switch (act) {
