@@ -328,12 +328,17 @@ static int check_gn(int C, int G, float gn_eps, const char *fn)
         o[i] = (F(gm * y + bt) - mm) * ss;                                     \
     }
 
-static inline __attribute__((always_inline)) void gnpn_fwd_row(float *o, const float *x, int HW, float mu, float rs, float gm, float bt,
-                         float mm, float ss, pn_act act)
+static inline __attribute__((always_inline)) void
+gnpn_fwd_row(float *o, const float *x, int HW, float mu, float rs, float gm, float bt, float mm,
+             float ss, pn_act act)
 {
     switch (act) {
     case PN_ACT_IDENTITY: GNPN_FWD_LOOP(pn_identity_f) break;
-    case PN_ACT_RELU: GNPN_FWD_LOOP(pn_relu_f) break;
+    case PN_ACT_RELU: { /* ss > 0: (relu(a) - mm) ss = relu(a ss) - mm ss */
+        const float A = rs * gm * ss, B = bt * ss, M = mm * ss;
+        _Pragma("omp simd") for (int i = 0; i < HW; i++) o[i] = pn_relu_f((x[i] - mu) * A + B) - M;
+        break;
+    }
     case PN_ACT_SILU: GNPN_FWD_LOOP(pn_silu_f) break;
     case PN_ACT_GELU: GNPN_FWD_LOOP(pn_gelu_f) break;
     }
@@ -370,8 +375,9 @@ int pn_gn_pnact_forward(float *out, float *mean, float *rstd, float *m, float *s
 
 /* Phase 1, one row: the sums S1..S4 of the top comment, with y recomputed.
  * Blocks of SUM_BLK elements are summed in float (vector lanes, a fixed order for
- * a given build), each block total is added in double in block order. */
-#define SUM_BLK 64
+ * a given build), each block total is added in double in block order. For ReLU,
+ * g phi(a) = g phi'(a) (gm y + bt), so S3 = gm S2 + bt S1 - mm S4 (three sums). */
+#define SUM_BLK 512
 #define GNPN_SUMS_LOOP(F, DF)                                                  \
     for (int i0 = 0; i0 < HW; i0 += SUM_BLK) {                                 \
         const int i1 = i0 + SUM_BLK < HW ? i0 + SUM_BLK : HW;                  \
@@ -391,13 +397,31 @@ int pn_gn_pnact_forward(float *out, float *mean, float *rstd, float *m, float *s
         s4 += f4;                                                              \
     }
 
-static inline __attribute__((always_inline)) void gnpn_sums_row(double *acc, const float *d, const float *x, int HW, float mu, float rs,
-                          float gm, float bt, float mm, pn_act act)
+static inline __attribute__((always_inline)) void
+gnpn_sums_row(double *acc, const float *d, const float *x, int HW, float mu, float rs, float gm,
+              float bt, float mm, pn_act act)
 {
     double s1 = 0, s2 = 0, s3 = 0, s4 = 0;
     switch (act) {
     case PN_ACT_IDENTITY: GNPN_SUMS_LOOP(pn_identity_f, pn_identity_df) break;
-    case PN_ACT_RELU: GNPN_SUMS_LOOP(pn_relu_f, pn_relu_df) break;
+    case PN_ACT_RELU:
+        for (int i0 = 0; i0 < HW; i0 += SUM_BLK) {
+            const int i1 = i0 + SUM_BLK < HW ? i0 + SUM_BLK : HW;
+            float f1 = 0, f2 = 0, f4 = 0;
+            _Pragma("omp simd reduction(+:f1, f2, f4)")
+            for (int i = i0; i < i1; i++) {
+                const float y = (x[i] - mu) * rs, gi = d[i];
+                const float gd = gi * pn_relu_df(gm * y + bt);
+                f1 += gd;
+                f2 += gd * y;
+                f4 += gi;
+            }
+            s1 += f1;
+            s2 += f2;
+            s4 += f4;
+        }
+        s3 = (double)gm * s2 + (double)bt * s1 - (double)mm * s4;
+        break;
     case PN_ACT_SILU: GNPN_SUMS_LOOP(pn_silu_f, pn_silu_df) break;
     case PN_ACT_GELU: GNPN_SUMS_LOOP(pn_gelu_f, pn_gelu_df) break;
     }
@@ -416,8 +440,9 @@ static inline __attribute__((always_inline)) void gnpn_sums_row(double *acc, con
         dx[i] = k1 * d[i] * DF(gm * y + bt) - k2 - k3 * y;                     \
     }
 
-static inline __attribute__((always_inline)) void gnpn_dx_row(float *dx, const float *d, const float *x, int HW, float mu, float rs,
-                        float gm, float bt, float k1, float k2, float k3, pn_act act)
+static inline __attribute__((always_inline)) void
+gnpn_dx_row(float *dx, const float *d, const float *x, int HW, float mu, float rs, float gm,
+            float bt, float k1, float k2, float k3, pn_act act)
 {
     switch (act) {
     case PN_ACT_IDENTITY: GNPN_DX_LOOP(pn_identity_df) break;
