@@ -8,7 +8,9 @@
  *
  * Backward: per (sample, channel) row one pass over the data computes
  *   S1 = sum g phi'(a),  S2 = sum g phi'(a) y,  S3 = sum g (phi(a) - m),  S4 = sum g
- * (float products accumulated in double, fixed order within the row); the rows of
+ * (pn_pnact_backward: float products accumulated in double; the fused kernel sums
+ * blocks of up to 512 elements in float lanes and adds the block totals in double;
+ * either way a fixed order within the row, whatever the thread count); the rows of
  * one channel are then added in sample order, so every result is the same for
  * any number of threads. dbeta += s S1, dgamma += s S2, dL/ds = S3, dL/dm = -s S4,
  * then the gradients flow through m and s into the proxy and its parameters. */
@@ -446,7 +448,14 @@ gnpn_dx_row(float *dx, const float *d, const float *x, int HW, float mu, float r
 {
     switch (act) {
     case PN_ACT_IDENTITY: GNPN_DX_LOOP(pn_identity_df) break;
-    case PN_ACT_RELU: GNPN_DX_LOOP(pn_relu_df) break;
+    case PN_ACT_RELU: { /* with t = x - mu: a = t (gm rs) + bt, k3 y = (k3 rs) t */
+        const float A = gm * rs, K3 = k3 * rs;
+        _Pragma("omp simd") for (int i = 0; i < HW; i++) {
+            const float t = x[i] - mu;
+            dx[i] = k1 * d[i] * pn_relu_df(t * A + bt) - (k2 + K3 * t);
+        }
+        break;
+    }
     case PN_ACT_SILU: GNPN_DX_LOOP(pn_silu_df) break;
     case PN_ACT_GELU: GNPN_DX_LOOP(pn_gelu_df) break;
     }
