@@ -8,7 +8,9 @@
  *
  * Backward: per (sample, channel) row one pass over the data computes
  *   S1 = sum g phi'(a),  S2 = sum g phi'(a) y,  S3 = sum g (phi(a) - m),  S4 = sum g
- * (float products accumulated in double, fixed order within the row); the rows of
+ * (pn_pnact_backward: float products accumulated in double; the fused kernel sums
+ * blocks of up to 512 elements in float lanes and adds the block totals in double;
+ * either way a fixed order within the row, whatever the thread count); the rows of
  * one channel are then added in sample order, so every result is the same for
  * any number of threads. dbeta += s S1, dgamma += s S2, dL/ds = S3, dL/dm = -s S4,
  * then the gradients flow through m and s into the proxy and its parameters. */
@@ -91,12 +93,25 @@ static void proxy_channel(double *p, double *dp, double *m, double *v, const flo
                           double gamma, double beta, double gamma_t, double beta_t, pn_act act)
 {
     double sum = 0;
-    for (int i = 0; i < NP; i++) {
-        double u = gamma * ((1.0 + gamma_t) * (double)z[i] + beta_t) + beta;
-        act_d(act, u, &p[i], &dp[i]);
-        sum += p[i];
+    if (act == PN_ACT_RELU) { /* branch-free, so the loop vectorizes */
+        #pragma omp simd reduction(+:sum)
+        for (int i = 0; i < NP; i++) {
+            const double u = gamma * ((1.0 + gamma_t) * (double)z[i] + beta_t) + beta;
+            const double f = u > 0 ? u : 0.0;
+            p[i] = f;
+            dp[i] = u > 0 ? 1.0 : 0.0;
+            sum += f;
+        }
+    } else {
+        for (int i = 0; i < NP; i++) {
+            double u = gamma * ((1.0 + gamma_t) * (double)z[i] + beta_t) + beta;
+            act_d(act, u, &p[i], &dp[i]);
+        }
+        #pragma omp simd reduction(+:sum)
+        for (int i = 0; i < NP; i++) sum += p[i];
     }
     double mu = sum / NP, q = 0;
+    #pragma omp simd reduction(+:q)
     for (int i = 0; i < NP; i++) q += (p[i] - mu) * (p[i] - mu);
     *m = mu;
     *v = q / NP;
@@ -126,6 +141,7 @@ static void channel_param_grads(pn_pnact_grads g, int c, const double S[4], doub
     const double gamma = p.gamma[c], gamma_t = p.gamma_t[c], beta_t = p.beta_t[c];
     double pp[NP], dp[NP], mu, v;
     proxy_channel(pp, dp, &mu, &v, z, gamma, p.beta[c], gamma_t, beta_t, act);
+    #pragma omp simd reduction(+:dgamma, dbeta, dgamma_t, dbeta_t)
     for (int i = 0; i < NP; i++) {
         double dpi = dM / NP + dV * 2.0 * (pp[i] - mu) / NP; /* dL/dp_i */
         double du = dpi * dp[i];                               /* dL/du_i */
@@ -314,12 +330,17 @@ static int check_gn(int C, int G, float gn_eps, const char *fn)
         o[i] = (F(gm * y + bt) - mm) * ss;                                     \
     }
 
-static void gnpn_fwd_row(float *o, const float *x, int HW, float mu, float rs, float gm, float bt,
-                         float mm, float ss, pn_act act)
+static inline __attribute__((always_inline)) void
+gnpn_fwd_row(float *o, const float *x, int HW, float mu, float rs, float gm, float bt, float mm,
+             float ss, pn_act act)
 {
     switch (act) {
     case PN_ACT_IDENTITY: GNPN_FWD_LOOP(pn_identity_f) break;
-    case PN_ACT_RELU: GNPN_FWD_LOOP(pn_relu_f) break;
+    case PN_ACT_RELU: { /* ss > 0: (relu(a) - mm) ss = relu(a ss) - mm ss */
+        const float A = rs * gm * ss, B = bt * ss, M = mm * ss;
+        _Pragma("omp simd") for (int i = 0; i < HW; i++) o[i] = pn_relu_f((x[i] - mu) * A + B) - M;
+        break;
+    }
     case PN_ACT_SILU: GNPN_FWD_LOOP(pn_silu_f) break;
     case PN_ACT_GELU: GNPN_FWD_LOOP(pn_gelu_f) break;
     }
@@ -354,25 +375,55 @@ int pn_gn_pnact_forward(float *out, float *mean, float *rstd, float *m, float *s
     return PN_OK;
 }
 
-/* Phase 1, one row: the sums S1..S4 of the top comment, with y recomputed. */
+/* Phase 1, one row: the sums S1..S4 of the top comment, with y recomputed.
+ * Blocks of SUM_BLK elements are summed in float (vector lanes, a fixed order for
+ * a given build), each block total is added in double in block order. For ReLU,
+ * g phi(a) = g phi'(a) (gm y + bt), so S3 = gm S2 + bt S1 - mm S4 (three sums). */
+#define SUM_BLK 512
 #define GNPN_SUMS_LOOP(F, DF)                                                  \
-    _Pragma("omp simd reduction(+:s1, s2, s3, s4)")                            \
-    for (int i = 0; i < HW; i++) {                                             \
-        const float y = (x[i] - mu) * rs, gi = d[i], a = gm * y + bt;          \
-        const float gd = gi * DF(a);                                           \
-        s1 += gd;                                                              \
-        s2 += gd * y;                                                          \
-        s3 += gi * (F(a) - mm);                                                \
-        s4 += gi;                                                              \
+    for (int i0 = 0; i0 < HW; i0 += SUM_BLK) {                                 \
+        const int i1 = i0 + SUM_BLK < HW ? i0 + SUM_BLK : HW;                  \
+        float f1 = 0, f2 = 0, f3 = 0, f4 = 0;                                  \
+        _Pragma("omp simd reduction(+:f1, f2, f3, f4)")                        \
+        for (int i = i0; i < i1; i++) {                                        \
+            const float y = (x[i] - mu) * rs, gi = d[i], a = gm * y + bt;      \
+            const float gd = gi * DF(a);                                       \
+            f1 += gd;                                                          \
+            f2 += gd * y;                                                      \
+            f3 += gi * (F(a) - mm);                                            \
+            f4 += gi;                                                          \
+        }                                                                      \
+        s1 += f1;                                                              \
+        s2 += f2;                                                              \
+        s3 += f3;                                                              \
+        s4 += f4;                                                              \
     }
 
-static void gnpn_sums_row(double *acc, const float *d, const float *x, int HW, float mu, float rs,
-                          float gm, float bt, float mm, pn_act act)
+static inline __attribute__((always_inline)) void
+gnpn_sums_row(double *acc, const float *d, const float *x, int HW, float mu, float rs, float gm,
+              float bt, float mm, pn_act act)
 {
     double s1 = 0, s2 = 0, s3 = 0, s4 = 0;
     switch (act) {
     case PN_ACT_IDENTITY: GNPN_SUMS_LOOP(pn_identity_f, pn_identity_df) break;
-    case PN_ACT_RELU: GNPN_SUMS_LOOP(pn_relu_f, pn_relu_df) break;
+    case PN_ACT_RELU:
+        for (int i0 = 0; i0 < HW; i0 += SUM_BLK) {
+            const int i1 = i0 + SUM_BLK < HW ? i0 + SUM_BLK : HW;
+            float f1 = 0, f2 = 0, f4 = 0;
+            _Pragma("omp simd reduction(+:f1, f2, f4)")
+            for (int i = i0; i < i1; i++) {
+                const float y = (x[i] - mu) * rs, gi = d[i];
+                const float gd = gi * pn_relu_df(gm * y + bt);
+                f1 += gd;
+                f2 += gd * y;
+                f4 += gi;
+            }
+            s1 += f1;
+            s2 += f2;
+            s4 += f4;
+        }
+        s3 = (double)gm * s2 + (double)bt * s1 - (double)mm * s4;
+        break;
     case PN_ACT_SILU: GNPN_SUMS_LOOP(pn_silu_f, pn_silu_df) break;
     case PN_ACT_GELU: GNPN_SUMS_LOOP(pn_gelu_f, pn_gelu_df) break;
     }
@@ -391,12 +442,20 @@ static void gnpn_sums_row(double *acc, const float *d, const float *x, int HW, f
         dx[i] = k1 * d[i] * DF(gm * y + bt) - k2 - k3 * y;                     \
     }
 
-static void gnpn_dx_row(float *dx, const float *d, const float *x, int HW, float mu, float rs,
-                        float gm, float bt, float k1, float k2, float k3, pn_act act)
+static inline __attribute__((always_inline)) void
+gnpn_dx_row(float *dx, const float *d, const float *x, int HW, float mu, float rs, float gm,
+            float bt, float k1, float k2, float k3, pn_act act)
 {
     switch (act) {
     case PN_ACT_IDENTITY: GNPN_DX_LOOP(pn_identity_df) break;
-    case PN_ACT_RELU: GNPN_DX_LOOP(pn_relu_df) break;
+    case PN_ACT_RELU: { /* with t = x - mu: a = t (gm rs) + bt, k3 y = (k3 rs) t */
+        const float A = gm * rs, K3 = k3 * rs;
+        _Pragma("omp simd") for (int i = 0; i < HW; i++) {
+            const float t = x[i] - mu;
+            dx[i] = k1 * d[i] * pn_relu_df(t * A + bt) - (k2 + K3 * t);
+        }
+        break;
+    }
     case PN_ACT_SILU: GNPN_DX_LOOP(pn_silu_df) break;
     case PN_ACT_GELU: GNPN_DX_LOOP(pn_gelu_df) break;
     }
@@ -419,44 +478,34 @@ int pn_gn_pnact_backward(float *dinp, pn_pnact_grads g, const float *dout, const
     TRY(check_params(p, C, __func__));
     TRY(check_act_eps(act, 1.0f, __func__));
     const int Cg = C / G;
-    const size_t NC = (size_t)N * C, NG = (size_t)N * G;
-    double *acc = malloc((NC * 4 + NG * 2) * sizeof *acc);
+    const size_t NC = (size_t)N * C;
+    double *acc = malloc(NC * 4 * sizeof *acc);
     if (!acc) return pn_error(PN_ERR_NOMEM, "%s: no memory for %d x %d row sums", __func__, N, C);
-    double *gsum = acc + NC * 4; /* (N,G,2): mean(dy), mean(dy*y) of each group */
-
-    // phase 1: per-row sums, reading x and dout once
-    #pragma omp parallel for schedule(static)
-    for (long r = 0; r < (long)NC; r++) {
-        const int c = (int)(r % C);
-        const long ng = (r / C) * G + c / Cg;
-        const size_t off = (size_t)r * HW;
-        gnpn_sums_row(acc + (size_t)r * 4, dout + off, inp + off, HW, mean[ng], rstd[ng],
-                      p.gamma[c], p.beta[c], m[c], act);
-    }
-    // GroupNorm's sums: dy = g*s*phi'(a)*gamma, so sum dy = s*gamma*S1 (channels in order)
     const double inv_count = 1.0 / ((double)Cg * HW);
-    for (size_t ng = 0; ng < NG; ng++) {
-        const size_t n = ng / G;
+
+    /* one task per (sample, group): the row sums of its Cg channels, then dx for them
+     * while the group's x and dout are still in cache */
+    #pragma omp parallel for schedule(static)
+    for (long ng = 0; ng < (long)N * G; ng++) {
+        const size_t n = (size_t)(ng / G);
         const int c0 = (int)(ng % G) * Cg;
+        const float mu = mean[ng], rs = rstd[ng];
+        // GroupNorm's sums: dy = g*s*phi'(a)*gamma, so sum dy = s*gamma*S1 (channels in order)
         double sdy = 0, sdyy = 0;
         for (int c = c0; c < c0 + Cg; c++) {
+            const size_t r = n * C + c, off = r * HW;
+            double *a = acc + r * 4;
+            gnpn_sums_row(a, dout + off, inp + off, HW, mu, rs, p.gamma[c], p.beta[c], m[c], act);
             const double k = (double)s[c] * p.gamma[c];
-            sdy += k * acc[(n * C + c) * 4 + 0];
-            sdyy += k * acc[(n * C + c) * 4 + 1];
+            sdy += k * a[0];
+            sdyy += k * a[1];
         }
-        gsum[ng * 2 + 0] = sdy * inv_count;
-        gsum[ng * 2 + 1] = sdyy * inv_count;
-    }
-    // phase 2: dx, one streaming pass
-    #pragma omp parallel for schedule(static)
-    for (long r = 0; r < (long)NC; r++) {
-        const int c = (int)(r % C);
-        const long ng = (r / C) * G + c / Cg;
-        const size_t off = (size_t)r * HW;
-        const float rs = rstd[ng];
-        gnpn_dx_row(dinp + off, dout + off, inp + off, HW, mean[ng], rs, p.gamma[c], p.beta[c],
-                    rs * s[c] * p.gamma[c], (float)(rs * gsum[ng * 2]),
-                    (float)(rs * gsum[ng * 2 + 1]), act);
+        const float k2 = (float)(rs * (sdy * inv_count)), k3 = (float)(rs * (sdyy * inv_count));
+        for (int c = c0; c < c0 + Cg; c++) {
+            const size_t off = (n * C + c) * HW;
+            gnpn_dx_row(dinp + off, dout + off, inp + off, HW, mu, rs, p.gamma[c], p.beta[c],
+                        rs * s[c] * p.gamma[c], k2, k3, act);
+        }
     }
     pnact_param_grads(g, acc, s, p, N, C, act);
     free(acc);
