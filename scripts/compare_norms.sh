@@ -5,32 +5,48 @@
 #   scripts/compare_norms.sh [OUTDIR]          (default runs/compare)
 # Environment (defaults = the issue's acceptance setting):
 #   MODEL=resnet20 EPOCHS=6 BATCH=128 MICRO=128 LR=0.1 WARMUP=0.5 WD=5e-4 SEED=0
-#   LIMIT_TRAIN=0 (all) LIMIT_TEST=0 (all) THREADS=(cores) EXTRA="" (more train options)
-#   RUNS="bn:128 bn:4 gn ln gn+pn ln+pn"   (bn:g = BatchNorm with normalization batch g)
+#   WIDTH=16 LIMIT_TRAIN=0 (all) LIMIT_TEST=0 (all) THREADS=(cores) EXTRA="" (more train options)
+#   RUNS="bn:128 bn:4 gn ln gn+pn ln+pn"
+#     norm[:g][@b]: bn:g = BatchNorm with normalization batch g (name bn_gG);
+#     @b = micro-batch b for this run instead of MICRO (name suffix _mbB)
+#   TABLE=1 (0: no table at the end)
 # Each run logs to OUTDIR/NAME.jsonl and checkpoints to OUTDIR/NAME.safetensors every
 # SAVE_EVERY updates (default 100): rerunning the script resumes interrupted runs and
-# skips finished ones.
+# skips finished ones (OUTDIR/NAME.done).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-runs/compare}
 BIN=${BIN:-build/proxynorm}
 DATA=${PROXYNORM_DATA:-/usr/share/datasets/fashion-mnist}
 MODEL=${MODEL:-resnet20} EPOCHS=${EPOCHS:-6} BATCH=${BATCH:-128} MICRO=${MICRO:-$BATCH}
-LR=${LR:-0.1} WARMUP=${WARMUP:-0.5} WD=${WD:-5e-4} SEED=${SEED:-0}
+LR=${LR:-0.1} WARMUP=${WARMUP:-0.5} WD=${WD:-5e-4} SEED=${SEED:-0} WIDTH=${WIDTH:-16}
 LIMIT_TRAIN=${LIMIT_TRAIN:-0} LIMIT_TEST=${LIMIT_TEST:-0} SAVE_EVERY=${SAVE_EVERY:-100}
 THREADS=${THREADS:-$(nproc 2>/dev/null || echo 2)}
 RUNS=${RUNS:-"bn:128 bn:4 gn ln gn+pn ln+pn"}
+TABLE=${TABLE:-1}
 [ -x "$BIN" ] || make --no-print-directory all
 mkdir -p "$out"
 
-for run in $RUNS; do
-    norm=${run%%:*}
-    name=${norm//+/_}
-    opts=()
-    if [ "$run" != "$norm" ]; then
-        name="${name}_g${run#*:}"
-        opts+=(--norm-batch "${run#*:}")
+# run spec -> norm, name, label, micro-batch, extra options (globals)
+parse_run() {
+    local spec=$1 mb_part=""
+    if [[ "$spec" == *@* ]]; then mb_part=${spec#*@}; spec=${spec%@*}; fi
+    norm=${spec%%:*}
+    name=${norm//+/_} label=$norm micro=$MICRO opts=()
+    if [ "$spec" != "$norm" ]; then
+        name="${name}_g${spec#*:}"
+        label="$norm (norm batch ${spec#*:})"
+        opts+=(--norm-batch "${spec#*:}")
     fi
+    if [ -n "$mb_part" ]; then
+        micro=$mb_part
+        name="${name}_mb${mb_part}"
+        label="$label (micro-batch $mb_part)"
+    fi
+}
+
+for run in $RUNS; do
+    parse_run "$run"
     ckpt="$out/$name.safetensors" log="$out/$name.jsonl" done_mark="$out/$name.done"
     if [ -f "$done_mark" ]; then
         echo "compare: $name already finished" >&2
@@ -49,18 +65,18 @@ for run in $RUNS; do
         echo "compare: $name" >&2
         # shellcheck disable=SC2086
         "$BIN" train --data "$DATA" --model "$MODEL" --norm "$norm" "${opts[@]}" \
-            --epochs "$EPOCHS" --batch "$BATCH" --micro-batch "$MICRO" --lr "$LR" \
-            --warmup "$WARMUP" --wd "$WD" --seed "$SEED" --threads "$THREADS" \
+            --width "$WIDTH" --epochs "$EPOCHS" --batch "$BATCH" --micro-batch "$micro" \
+            --lr "$LR" --warmup "$WARMUP" --wd "$WD" --seed "$SEED" --threads "$THREADS" \
             "${limits[@]}" --save "$ckpt" --save-every "$SAVE_EVERY" --log "$log" ${EXTRA:-}
     fi
     touch "$done_mark"
 done
 
+[ "$TABLE" = 1 ] || exit 0
 echo "| run | test acc | test loss | train loss | img/s | peak RSS MB |"
 echo "|---|---|---|---|---|---|"
 for run in $RUNS; do
-    norm=${run%%:*}; name=${norm//+/_}; label=$norm
-    if [ "$run" != "$norm" ]; then name="${name}_g${run#*:}"; label="$norm (norm batch ${run#*:})"; fi
+    parse_run "$run"
     last=$(tail -n 1 "$out/$name.jsonl" 2>/dev/null || true)
     [ -n "$last" ] || { echo "| $label | - | - | - | - | - |"; continue; }
     /usr/bin/python3 -c '

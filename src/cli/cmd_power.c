@@ -1,6 +1,7 @@
-/* proxynorm power: the power decomposition of the normalized pre-activations of
- * the paper's random network, layer by layer, for one or several norms
- * (docs/power.md). Progress goes to stderr, the summary table to stdout. */
+/* proxynorm power: the power decomposition of the normalized pre-activations,
+ * layer by layer, of the paper's random network for one or several norms, or of
+ * trained checkpoints on a data set (docs/power.md). Progress goes to stderr,
+ * the summary table to stdout. */
 #include <errno.h>
 #include <limits.h>
 #include <stdio.h>
@@ -9,7 +10,10 @@
 #include <time.h>
 
 #include "cli/commands.h"
+#include "data/data.h"
 #include "diag/power.h"
+#include "nn/model.h"
+#include "train/trainer.h"
 
 static void power_usage(FILE *f)
 {
@@ -40,7 +44,21 @@ static void power_usage(FILE *f)
             "                    PREFIX.gp; the CSV goes to PREFIX.csv unless --csv is given)\n"
             "  --log             plot the four terms as lines on a log scale instead of\n"
             "                    stacked areas (shows the terms that vanish: IN, BN)\n"
-            "  -h, --help        this text\n",
+            "  -h, --help        this text\n"
+            "\n"
+            "trained networks (instead of --net random and its options):\n"
+            "  --checkpoint CKPT a checkpoint of proxynorm train; repeat it for one panel per\n"
+            "                    checkpoint (same architecture), named after the file\n"
+            "  --data DIR        data set (default $PROXYNORM_DATA or\n"
+            "                    /usr/share/datasets/fashion-mnist)\n"
+            "  --split S         test (default) or train: which images are fed\n"
+            "  --limit-test N    only the first N images of the split (default all)\n"
+            "  --batch N         images per forward (default 100)\n"
+            "  --bn-stats S      running (default: the network of inference, BN with its\n"
+            "                    running statistics) or batch (BN normalizes over each\n"
+            "                    batch of --batch images, as in training)\n"
+            "The layers are the norm layers in forward order (stage1.block0.norm1, ...,\n"
+            "final.norm); y is the norm's output before its affine (GN inside GN+PN).\n",
             d.width, d.depth, d.image, d.batch, d.groups, (double)d.eps,
             (unsigned long long)d.seed);
 }
@@ -103,11 +121,205 @@ static double now_s(void)
     return ts.tv_sec + 1e-9 * ts.tv_nsec;
 }
 
+/* ------------------------------------------------------- trained networks */
+#define MAX_CKPTS 16
+
+typedef struct {
+    const char *const *ckpts;
+    int n_ckpts;
+    const char *data, *split, *bn_stats;
+    long limit;
+    int batch, threads;
+    const char *csv, *plot;
+    int log_scale;
+} ckpt_opts;
+
+/* The panel name of a checkpoint: its file name without directory and .safetensors
+ * (commas, which the CSV cannot hold, become '_'). */
+static void ckpt_label(char *out, size_t n, const char *path)
+{
+    const char *b = strrchr(path, '/');
+    b = b ? b + 1 : path;
+    snprintf(out, n, "%s", b);
+    size_t len = strlen(out);
+    const char *ext = ".safetensors";
+    if (len > strlen(ext) && strcmp(out + len - strlen(ext), ext) == 0) out[len - strlen(ext)] = '\0';
+    for (char *p = out; *p; p++)
+        if (*p == ',' || *p == '\n' || *p == '\r') *p = '_';
+    if (!*out) snprintf(out, n, "checkpoint");
+}
+
+static int power_checkpoints(const ckpt_opts *o)
+{
+    int train_split;
+    if (strcmp(o->split, "test") == 0) train_split = 0;
+    else if (strcmp(o->split, "train") == 0) train_split = 1;
+    else {
+        fprintf(stderr, "proxynorm power: --split must be test or train (got '%s')\n", o->split);
+        return 2;
+    }
+    int training;
+    if (strcmp(o->bn_stats, "running") == 0) training = 0;
+    else if (strcmp(o->bn_stats, "batch") == 0) training = 1;
+    else {
+        fprintf(stderr, "proxynorm power: --bn-stats must be running or batch (got '%s')\n",
+                o->bn_stats);
+        return 2;
+    }
+    if ((o->csv && !*o->csv) || (o->plot && !*o->plot)) {
+        fprintf(stderr, "proxynorm power: empty --csv path or --plot prefix\n");
+        return 2;
+    }
+    if (o->threads > 0) pn_set_threads(o->threads);
+    const char *dir = o->data ? o->data : pn_default_data_dir();
+    const int n = o->n_ckpts;
+    pn_model *models[MAX_CKPTS] = { 0 };
+    pn_power_decomp *terms[MAX_CKPTS] = { 0 };
+    char labels[MAX_CKPTS][64];
+    const char *names[MAX_CKPTS];
+    pn_dataset d;
+    memset(&d, 0, sizeof d);
+    char *csv_buf = NULL;
+    const char *csv = o->csv;
+    int ret = 1, layers = 0, rc;
+
+    /* every checkpoint first: a bad one fails before any work */
+    for (int k = 0; k < n; k++) {
+        if ((rc = pn_checkpoint_load_model(&models[k], o->ckpts[k]))) {
+            fprintf(stderr, "proxynorm power: cannot load the checkpoint %s: %s\n", o->ckpts[k],
+                    pn_last_error());
+            goto done;
+        }
+        pn_norm_info info;
+        if ((rc = pn_model_norm_output(models[k], 0, &info, NULL))) {
+            fprintf(stderr, "proxynorm power: %s\n", pn_last_error());
+            goto done;
+        }
+        if (k > 0 && info.count != layers) {
+            fprintf(stderr, "proxynorm power: %s has %d norm layers, %s has %d: one plot needs the "
+                            "same architecture\n", o->ckpts[k], info.count, o->ckpts[0], layers);
+            ret = 2;
+            goto done;
+        }
+        layers = info.count;
+        ckpt_label(labels[k], sizeof labels[k], o->ckpts[k]);
+        names[k] = labels[k];
+        for (int j = 0; j < k; j++)
+            if (strcmp(labels[j], labels[k]) == 0) {
+                fprintf(stderr, "proxynorm power: two checkpoints named %s\n", labels[k]);
+                ret = 2;
+                goto done;
+            }
+        terms[k] = calloc((size_t)layers, sizeof *terms[k]);
+        if (!terms[k]) {
+            fprintf(stderr, "proxynorm power: out of memory\n");
+            goto done;
+        }
+    }
+    if ((rc = pn_dataset_load(&d, dir, train_split, o->limit))) {
+        fprintf(stderr, "proxynorm power: cannot load the %s set: %s\n", o->split, pn_last_error());
+        goto done;
+    }
+    for (int k = 0; k < n; k++) {
+        const pn_model_config *mc = pn_model_cfg(models[k]);
+        if (d.c != mc->in_channels || d.h != mc->image || d.w != mc->image ||
+            d.classes != mc->classes) {
+            fprintf(stderr, "proxynorm power: %s expects %dx%dx%d images in %d classes, the data "
+                            "set %s has %dx%dx%d images in %d classes\n", o->ckpts[k],
+                    mc->in_channels, mc->image, mc->image, mc->classes, dir, d.c, d.h, d.w,
+                    d.classes);
+            goto done;
+        }
+    }
+    fprintf(stderr, "power: %d checkpoint(s), %d %s images of %s (%s), batch %d, BN with %s "
+                    "statistics, %d thread(s)\n",
+            n, d.n, o->split, dir, d.name, o->batch, training ? "batch" : "running",
+            pn_get_threads());
+    for (int k = 0; k < n; k++) {
+        double t0 = now_s();
+        const pn_model_config *mc = pn_model_cfg(models[k]);
+        if ((rc = pn_power_model(terms[k], layers, models[k], d.images, d.n, o->batch, training))) {
+            fprintf(stderr, "proxynorm power: %s: %s\n", o->ckpts[k], pn_last_error());
+            goto done;
+        }
+        fprintf(stderr, "power: %-12s (%s %s) done in %6.1f s\n", labels[k], mc->arch,
+                pn_norm_name(mc->norm), now_s() - t0);
+    }
+
+    /* the table: one row per (checkpoint, layer) */
+    printf("%-12s %-5s %-22s %10s %10s %10s %10s %10s\n", "checkpoint", "layer", "name", "sq_mean",
+           "var_mean", "sq_std", "var_std", "power");
+    for (int k = 0; k < n; k++)
+        for (int l = 0; l < layers; l++) {
+            pn_norm_info info;
+            pn_model_norm_output(models[k], l, &info, NULL);
+            const pn_power_decomp *t = &terms[k][l];
+            printf("%-12s %-5d %-22s %10.4g %10.4g %10.4g %10.4g %10.4g\n", labels[k], l + 1,
+                   info.name, t->sq_mean, t->var_mean, t->sq_std, t->var_std, t->power);
+        }
+    fflush(stdout);
+
+    const int with_norm = n > 1;
+    if (o->plot && !csv) {
+        csv_buf = malloc(strlen(o->plot) + 5);
+        if (!csv_buf) {
+            fprintf(stderr, "proxynorm power: out of memory\n");
+            goto done;
+        }
+        sprintf(csv_buf, "%s.csv", o->plot);
+        csv = csv_buf;
+    }
+    if (csv) {
+        if ((rc = pn_power_write_csv(csv, names, (const pn_power_decomp *const *)terms, n, layers,
+                                     with_norm))) {
+            fprintf(stderr, "proxynorm power: %s\n", pn_last_error());
+            goto done;
+        }
+        fprintf(stderr, "power: wrote %s\n", csv);
+    }
+    if (o->plot) {
+        if (!pn_power_have_gnuplot()) {
+            fprintf(stderr, "power: gnuplot not found, no plot drawn (install the gnuplot-nox "
+                            "package, e.g. apt-get install gnuplot-nox); the CSV %s has the data\n",
+                    csv);
+        } else {
+            char title[200];
+            const pn_model_config *mc = pn_model_cfg(models[0]);
+            snprintf(title, sizeof title,
+                     "Power of the normalized pre-activations, trained %s, %d %s images of %s, "
+                     "BN %s statistics%s",
+                     mc->arch, d.n, o->split, d.name, training ? "batch" : "running",
+                     o->log_scale ? ", log scale" : "");
+            if ((rc = pn_power_plot_titled(csv, o->plot, names, n, layers, with_norm, title,
+                                           o->log_scale))) {
+                fprintf(stderr, "proxynorm power: %s\n", pn_last_error());
+                goto done;
+            }
+            fprintf(stderr, "power: wrote %s.png, %s.svg (script %s.gp)\n", o->plot, o->plot,
+                    o->plot);
+        }
+    }
+    ret = 0;
+done:
+    for (int k = 0; k < n; k++) {
+        pn_model_free(models[k]);
+        free(terms[k]);
+    }
+    pn_dataset_free(&d);
+    free(csv_buf);
+    return ret;
+}
+
 int pn_cmd_power(int argc, char **argv)
 {
     pn_power_net_config cfg = pn_power_net_default();
     const char *net = "random", *norm_list = "all", *csv = NULL, *plot = NULL;
     int threads = 0, log_scale = 0;
+    /* trained networks */
+    const char *ckpts[MAX_CKPTS], *data = NULL, *split = "test", *bn_stats = "running";
+    const char *random_opt = NULL; /* an option of the random network, if given */
+    int n_ckpts = 0, batch_given = 0;
+    long limit = 0;
 
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -135,7 +347,8 @@ int pn_cmd_power(int argc, char **argv)
         opt[olen] = '\0';
         static const char *const known[] = {
             "--net", "--norm", "--width", "--depth", "--image", "--batch", "--groups",
-            "--eps", "--seed", "--threads", "--csv", "--plot",
+            "--eps", "--seed", "--threads", "--csv", "--plot", "--checkpoint", "--data",
+            "--split", "--limit-test", "--bn-stats",
         };
         int found = 0;
         for (size_t k = 0; k < sizeof known / sizeof *known; k++)
@@ -153,6 +366,28 @@ int pn_cmd_power(int argc, char **argv)
             return 2;
         }
         int bad = 0;
+        if (strcmp(opt, "--net") == 0 || strcmp(opt, "--norm") == 0 || strcmp(opt, "--width") == 0 ||
+            strcmp(opt, "--depth") == 0 || strcmp(opt, "--image") == 0 ||
+            strcmp(opt, "--groups") == 0 || strcmp(opt, "--eps") == 0 || strcmp(opt, "--seed") == 0)
+            random_opt = argv[i - (eq ? 0 : 1)];
+        if (strcmp(opt, "--batch") == 0) batch_given = 1;
+        if (strcmp(opt, "--checkpoint") == 0) {
+            if (n_ckpts == MAX_CKPTS) {
+                fprintf(stderr, "proxynorm power: at most %d checkpoints\n", MAX_CKPTS);
+                return 2;
+            }
+            ckpts[n_ckpts++] = val;
+            continue;
+        }
+        if (strcmp(opt, "--data") == 0) { data = val; continue; }
+        if (strcmp(opt, "--split") == 0) { split = val; continue; }
+        if (strcmp(opt, "--bn-stats") == 0) { bn_stats = val; continue; }
+        if (strcmp(opt, "--limit-test") == 0) {
+            int v = 0;
+            if (parse_int(opt, val, 1, &v)) return 2;
+            limit = v;
+            continue;
+        }
         if (strcmp(opt, "--net") == 0) net = val;
         else if (strcmp(opt, "--norm") == 0) norm_list = val;
         else if (strcmp(opt, "--width") == 0) bad = parse_int(opt, val, 1, &cfg.width);
@@ -183,6 +418,21 @@ int pn_cmd_power(int argc, char **argv)
             cfg.eps = (float)v;
         }
         if (bad) return 2;
+    }
+    if (n_ckpts > 0 || data || limit || strcmp(split, "test") || strcmp(bn_stats, "running")) {
+        if (n_ckpts == 0) {
+            fprintf(stderr, "proxynorm power: --data, --split, --limit-test and --bn-stats need "
+                            "--checkpoint\n");
+            return 2;
+        }
+        if (random_opt) {
+            fprintf(stderr, "proxynorm power: %s is an option of the random network (--net random); "
+                            "with --checkpoint the network is the checkpoint's\n", random_opt);
+            return 2;
+        }
+        ckpt_opts co = { ckpts, n_ckpts, data, split, bn_stats, limit, batch_given ? cfg.batch : 100,
+                         threads, csv, plot, log_scale };
+        return power_checkpoints(&co);
     }
     if (strcmp(net, "random") != 0) {
         fprintf(stderr, "proxynorm power: --net %s: only the random network is implemented\n", net);

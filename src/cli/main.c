@@ -18,6 +18,7 @@
 #include "args.h"
 #include "commands.h"
 #include "data/data.h"
+#include "diag/power.h"
 #include "dist/dist.h"
 #include "nn/model.h"
 #include "proxynorm.h"
@@ -88,6 +89,15 @@ static const char *usage_train =
     "                        checkpoint's (the losses are those of an uninterrupted run);\n"
     "                        it keeps saving to CKPT unless --save says otherwise\n"
     "  --stop-at N           stop after N updates (saving), keeping the full schedule\n"
+    "\n"
+    "diagnostics (docs/power.md):\n"
+    "  --power-every N       every N updates (and before the first), the power decomposition\n"
+    "                        of every normalized pre-activation on a fixed probe batch (the\n"
+    "                        first 128 test images, inference mode: BN with its running\n"
+    "                        statistics); does not change the training\n"
+    "  --power-csv FILE      where its rows go: step,layer,name,sq_mean,var_mean,sq_std,\n"
+    "                        var_std,power [LOG with .jsonl replaced by .power.csv, or\n"
+    "                        power.csv]; appended to when resuming\n"
     "\n"
     "A non-finite loss stops the run (exit status 3) without saving. Ctrl-C (SIGINT) or\n"
     "SIGTERM finishes the current update, saves the checkpoint and exits (status 130).\n";
@@ -220,6 +230,64 @@ static void on_save(void *user, const char *path, long step)
     fprintf(stderr, "saved %s (step %ld)\n", path, step);
 }
 
+/* ------------------------------------------------- power during training */
+/* --power-every N: after every N-th update (and before the first), the power
+ * decomposition of every norm layer on a fixed probe batch (the first
+ * POWER_PROBE test images), appended to a CSV. An inference-mode forward only
+ * reads the parameters and BN buffers, so the training is unchanged (tested in
+ * tests/test_power.c); it runs in chunks of the micro-batch, so the activation
+ * memory does not grow. */
+#define POWER_PROBE 128
+
+typedef struct {
+    progress *p;          /* the progress display it wraps */
+    pn_model *model;
+    const float *x;       /* probe images */
+    int n, chunk, layers;
+    long every;
+    FILE *csv;
+    const char *path;
+    pn_power_decomp *terms;
+    int failed;
+} power_probe;
+
+static int power_probe_row(power_probe *pp, long step)
+{
+    if (pp->failed) return -1;
+    int rc = pn_power_model(pp->terms, pp->layers, pp->model, pp->x, pp->n, pp->chunk, 0);
+    if (rc) {
+        fprintf(stderr, "\nproxynorm: power at step %ld: %s; no more power rows\n", step,
+                pn_last_error());
+        pp->failed = 1;
+        return -1;
+    }
+    for (int l = 0; l < pp->layers; l++) {
+        pn_norm_info info;
+        pn_model_norm_output(pp->model, l, &info, NULL);
+        const pn_power_decomp *t = &pp->terms[l];
+        fprintf(pp->csv, "%ld,%d,%s,%.9g,%.9g,%.9g,%.9g,%.9g\n", step, l + 1, info.name, t->sq_mean,
+                t->var_mean, t->sq_std, t->var_std, t->power);
+    }
+    if (fflush(pp->csv) != 0 || ferror(pp->csv)) {
+        fprintf(stderr, "\nproxynorm: cannot write %s; no more power rows\n", pp->path);
+        pp->failed = 1;
+        return -1;
+    }
+    return 0;
+}
+
+static void on_step_power(void *user, const pn_train_status *s)
+{
+    power_probe *pp = user;
+    on_step(pp->p, s);
+    if (s->step % pp->every == 0) power_probe_row(pp, s->step);
+}
+static void on_eval_power(void *user, const pn_train_status *s) { on_eval(((power_probe *)user)->p, s); }
+static void on_save_power(void *user, const char *path, long step)
+{
+    on_save(((power_probe *)user)->p, path, step);
+}
+
 /* ---------------------------------------------------------- distributed */
 
 static pn_dist g_dist = { 0, 1, 0, NULL, NULL, NULL, NULL };
@@ -290,7 +358,8 @@ static int cmd_train(int argc, char **argv)
     pn_train_config cfg;
     pn_train_config_default(&cfg);
     const char *data = NULL, *model = NULL, *norm = NULL, *save = NULL, *log = NULL, *resume = NULL;
-    long limit_test = 0;
+    const char *power_csv = NULL;
+    long limit_test = 0, power_every = 0;
     int threads = 0;
     int mb = 0;
     int distributed = 0, sync_bn = 0;
@@ -325,6 +394,8 @@ static int cmd_train(int argc, char **argv)
         { "--stop-at", ARG_LONG, &cfg.stop_at, 1, BIG * BIG, 0, 0, NULL },
         { "--distributed", ARG_FLAG, &distributed, 0, 0, 1, 0, NULL },
         { "--sync-bn", ARG_FLAG, &sync_bn, 0, 0, 1, 0, NULL },
+        { "--power-every", ARG_LONG, &power_every, 1, BIG * BIG, 0, 0, NULL },
+        { "--power-csv", ARG_STR, &power_csv, 0, 0, 0, 0, NULL },
     };
     const int no = (int)(sizeof o / sizeof o[0]);
     int help = 0;
@@ -355,6 +426,8 @@ static int cmd_train(int argc, char **argv)
     if (cfg.momentum == 0.0f) cfg.nesterov = 0;
     if (args_given(o, no, "--save-every") && !save && !resume)
         return usage_error("train", "--save-every needs --save");
+    if (power_csv && !power_every) return usage_error("train", "--power-csv needs --power-every");
+    if (power_csv && !*power_csv) return usage_error("train", "--power-csv: empty path");
     if (args_given(o, no, "--norm-batch") && cfg.model.norm != PN_NORM_BN && !resume)
         return usage_error("train", "--norm-batch only applies to --norm bn");
 
@@ -496,6 +569,47 @@ static int cmd_train(int argc, char **argv)
     p.epochs = cfg.epochs;
     p.report_every = spe >= 10 ? spe / 10 : 1;
     pn_train_callbacks cb = { on_step, on_eval, on_save, &p, &interrupted };
+    power_probe pp = { 0 };
+    char power_path[PN_PATH_MAX];
+    if (power_every && root) {
+        /* default path: the log's with .power.csv, or power.csv */
+        if (power_csv) {
+            snprintf(power_path, sizeof power_path, "%s", power_csv);
+        } else if (log) {
+            size_t len = strlen(log);
+            if (len > 6 && strcmp(log + len - 6, ".jsonl") == 0) len -= 6;
+            snprintf(power_path, sizeof power_path, "%.*s.power.csv", (int)len, log);
+        } else {
+            snprintf(power_path, sizeof power_path, "power.csv");
+        }
+        pn_norm_info info;
+        pn_model_norm_output(m, 0, &info, NULL);
+        pp.p = &p;
+        pp.model = m;
+        pp.x = te.images;
+        pp.n = te.n < POWER_PROBE ? te.n : POWER_PROBE;
+        pp.chunk = cfg.micro_batch;
+        pp.layers = info.count;
+        pp.every = power_every;
+        pp.path = power_path;
+        pp.terms = calloc((size_t)info.count, sizeof *pp.terms);
+        const long step0 = pn_trainer_step_count(t);
+        FILE *old = step0 > 0 ? fopen(power_path, "r") : NULL;
+        pp.csv = fopen(power_path, old ? "a" : "w");
+        if (old) fclose(old);
+        if (!pp.terms || !pp.csv) {
+            fprintf(stderr, "proxynorm: cannot open %s for the power rows\n", power_path);
+            free(pp.terms);
+            if (pp.csv) fclose(pp.csv);
+            status = EXIT_FAILURE;
+            goto out;
+        }
+        if (!old) fprintf(pp.csv, "step,layer,name,sq_mean,var_mean,sq_std,var_std,power\n");
+        if (step0 == 0) power_probe_row(&pp, 0);
+        cb = (pn_train_callbacks){ on_step_power, on_eval_power, on_save_power, &pp, &interrupted };
+        fprintf(stderr, "proxynorm: power of %d norm layers on %d probe images every %ld updates -> %s\n",
+                pp.layers, pp.n, power_every, power_path);
+    }
     if (!root) cb = (pn_train_callbacks){ NULL, NULL, NULL, NULL, &interrupted };
     pn_train_status fin;
     signal(SIGINT, on_sigint);
@@ -504,6 +618,15 @@ static int cmd_train(int argc, char **argv)
     signal(SIGINT, SIG_DFL);
     signal(SIGTERM, SIG_DFL);
     if (p.line_open) fprintf(stderr, "\n");
+    if (pp.csv) {
+        if (fclose(pp.csv) != 0) pp.failed = 1;
+        free(pp.terms);
+        pp.csv = NULL;
+        if (pp.failed && rc == PN_OK) {
+            fprintf(stderr, "proxynorm: the power rows in %s are incomplete\n", power_path);
+            status = EXIT_FAILURE;
+        }
+    }
     if (rc == PN_ERR_NUMERIC) {
         dist_clean = 1; /* every rank sees the same loss */
         if (root)

@@ -95,6 +95,157 @@ int pn_power_terms(pn_power_decomp *out, const float *y, int N, int C, int HW)
     return PN_OK;
 }
 
+/* ------------------------------------------------- accumulating over batches */
+int pn_power_acc_init(pn_power_acc *a, int C)
+{
+    PN_CHECK_PTR(a);
+    memset(a, 0, sizeof *a);
+    PN_CHECK_POS(C);
+    a->s = calloc(5 * (size_t)C, sizeof *a->s);
+    if (!a->s) return pn_error(PN_ERR_NOMEM, "%s: out of memory (%d channels)", __func__, C);
+    a->C = C;
+    return PN_OK;
+}
+
+void pn_power_acc_free(pn_power_acc *a)
+{
+    if (!a) return;
+    free(a->s);
+    memset(a, 0, sizeof *a);
+}
+
+// y (N,C,HW)
+int pn_power_acc_add(pn_power_acc *a, const float *y, int N, int C, int HW)
+{
+    PN_CHECK_PTR(a);
+    PN_CHECK_PTR(a->s);
+    PN_CHECK_PTR(y);
+    PN_CHECK_POS(N);
+    PN_CHECK_POS(HW);
+    PN_CHECK(C == a->C, "%s: %d channels, the accumulator has %d", __func__, C, a->C);
+    const long NC = (long)N * C;
+    double *mu = malloc(3 * (size_t)NC * sizeof *mu);
+    if (!mu) return pn_error(PN_ERR_NOMEM, "%s: out of memory (%ld rows)", __func__, NC);
+    double *sd = mu + NC, *pw = sd + NC;
+    #pragma omp parallel for schedule(static) if (NC * HW >= POWER_PAR_MIN)
+    for (long nc = 0; nc < NC; nc++) {
+        const float *x = y + (size_t)nc * HW;
+        double m, m2;
+        pn_mean_m2(x, (size_t)HW, &m, &m2);
+        mu[nc] = m;
+        sd[nc] = sqrt(m2 / HW);
+        pw[nc] = pn_sum_sqdev(x, (size_t)HW, 0.0) / HW;
+    }
+    /* the batch's moments per channel (two passes), merged into the running ones */
+    const double na = (double)a->n, nb = (double)N, nt = na + nb;
+    double *S = a->s;
+    for (int c = 0; c < C; c++) {
+        double em = 0, es = 0, ep = 0;
+        for (int n = 0; n < N; n++) {
+            em += mu[(long)n * C + c];
+            es += sd[(long)n * C + c];
+            ep += pw[(long)n * C + c];
+        }
+        em /= nb;
+        es /= nb;
+        double vm = 0, vs = 0;
+        for (int n = 0; n < N; n++) {
+            double dm = mu[(long)n * C + c] - em, ds = sd[(long)n * C + c] - es;
+            vm += dm * dm;
+            vs += ds * ds;
+        }
+        const double dm = em - S[c], ds = es - S[2 * C + c];
+        S[c] += dm * nb / nt;
+        S[C + c] += vm + dm * dm * na * nb / nt;
+        S[2 * C + c] += ds * nb / nt;
+        S[3 * C + c] += vs + ds * ds * na * nb / nt;
+        S[4 * C + c] += ep;
+    }
+    a->n += N;
+    free(mu);
+    return PN_OK;
+}
+
+int pn_power_acc_result(const pn_power_acc *a, pn_power_decomp *out)
+{
+    PN_CHECK_PTR(a);
+    PN_CHECK_PTR(out);
+    PN_CHECK(a->s && a->n > 0, "%s: no inputs added", __func__);
+    const int C = a->C;
+    const double n = (double)a->n, *S = a->s;
+    double t[5] = { 0, 0, 0, 0, 0 };
+    for (int c = 0; c < C; c++) {
+        t[0] += S[c] * S[c];
+        t[1] += S[C + c] / n;
+        t[2] += S[2 * C + c] * S[2 * C + c];
+        t[3] += S[3 * C + c] / n;
+        t[4] += S[4 * C + c] / n;
+    }
+    out->sq_mean = t[0] / C;
+    out->var_mean = t[1] / C;
+    out->sq_std = t[2] / C;
+    out->var_std = t[3] / C;
+    out->power = t[4] / C;
+    return PN_OK;
+}
+
+/* ------------------------------------------------------- a trained network */
+int pn_power_model(pn_power_decomp *terms, int layers, pn_model *m, const float *x, long n,
+                   int batch, int training)
+{
+    PN_CHECK_PTR(terms);
+    PN_CHECK_PTR(m);
+    PN_CHECK_PTR(x);
+    PN_CHECK(n > 0 && batch > 0, "%s: n and batch must be > 0 (got %ld, %d)", __func__, n, batch);
+    pn_norm_info info;
+    int rc = pn_model_norm_output(m, 0, &info, NULL);
+    if (rc) return rc;
+    PN_CHECK(layers == info.count, "%s: the model has %d norm layers, not %d", __func__, info.count,
+             layers);
+    const pn_model_config *cfg = pn_model_cfg(m);
+    const size_t img = (size_t)cfg->in_channels * cfg->image * cfg->image;
+    const int b_max = n < batch ? (int)n : batch;
+    size_t ymax = 0;
+    for (int l = 0; l < layers; l++) {
+        if ((rc = pn_model_norm_output(m, l, &info, NULL))) return rc;
+        size_t sz = (size_t)b_max * info.C * info.HW;
+        if (sz > ymax) ymax = sz;
+    }
+    pn_power_acc *acc = calloc((size_t)layers, sizeof *acc);
+    float *y = malloc(ymax * sizeof *y);
+    /* a training-mode forward moves BN's running statistics: keep a copy */
+    const size_t nbuf = pn_model_num_buffers(m);
+    float *saved = training && nbuf ? malloc(nbuf * sizeof *saved) : NULL;
+    if (!acc || !y || (training && nbuf && !saved)) {
+        rc = pn_error(PN_ERR_NOMEM, "%s: out of memory", __func__);
+        goto done;
+    }
+    if (saved) memcpy(saved, pn_model_buffers(m), nbuf * sizeof *saved);
+    for (int l = 0; l < layers && rc == PN_OK; l++) {
+        if ((rc = pn_model_norm_output(m, l, &info, NULL)) == PN_OK)
+            rc = pn_power_acc_init(&acc[l], info.C);
+    }
+    for (long i = 0; i < n && rc == PN_OK; i += batch) {
+        const int B = (int)(n - i < batch ? n - i : batch);
+        if ((rc = pn_model_forward(m, x + (size_t)i * img, B, training, NULL))) break;
+        for (int l = 0; l < layers && rc == PN_OK; l++) {
+            rc = pn_model_norm_output(m, l, &info, y);
+            if (rc == PN_OK) rc = pn_power_acc_add(&acc[l], y, B, info.C, info.HW);
+        }
+    }
+    for (int l = 0; l < layers && rc == PN_OK; l++) rc = pn_power_acc_result(&acc[l], &terms[l]);
+done:
+    if (saved) {
+        memcpy(pn_model_buffers(m), saved, nbuf * sizeof *saved);
+        free(saved);
+    }
+    if (acc)
+        for (int l = 0; l < layers; l++) pn_power_acc_free(&acc[l]);
+    free(acc);
+    free(y);
+    return rc;
+}
+
 /* ------------------------------------------------------------------- norms */
 static const char *const norm_names[PN_POWER_NORM_COUNT] = {
     "bn", "ln", "in", "gn", "ln+pn", "gn+pn", "ln+ws", "none",

@@ -15,6 +15,7 @@
 
 #include <stdint.h>
 
+#include "nn/model.h"
 #include "proxynorm.h"
 
 typedef struct {
@@ -72,6 +73,35 @@ pn_power_net_config pn_power_net_default(void);
  * and the affine of layer l are the same for every norm for a given seed, and
  * the result is the same run to run for a given thread count. */
 int pn_power_random_net(pn_power_decomp *terms, const pn_power_net_config *cfg, pn_power_norm norm);
+
+/* ------------------------------------------------- accumulating over batches */
+/* The same terms as pn_power_terms over inputs that arrive in batches (the inputs
+ * of all the batches together), for data sets too large to hold y at once: per
+ * channel, the running mean and sum of squared deviations of the instance means
+ * and stds (Chan et al.'s pairwise update, double) and the summed power. */
+typedef struct {
+    int C;
+    long n;     /* inputs added so far */
+    double *s;  /* (5, C): mean mu, M2 mu, mean sigma, M2 sigma, sum of E_p[y^2] */
+} pn_power_acc;
+
+int pn_power_acc_init(pn_power_acc *a, int C);
+void pn_power_acc_free(pn_power_acc *a);
+/* Adds the N inputs of y (N,C,HW); C must be the accumulator's. */
+int pn_power_acc_add(pn_power_acc *a, const float *y, int N, int C, int HW);
+/* The terms of everything added (needs at least one input). */
+int pn_power_acc_result(const pn_power_acc *a, pn_power_decomp *out);
+
+/* ------------------------------------------------------- a trained network */
+/* The terms of every norm layer of the model (terms[l] for norm layer l, in
+ * forward order; `layers` must be the model's norm count, pn_model_norm_output)
+ * over the n images x (n, c, h, w), fed `batch` at a time. training = 0: the
+ * forward of inference (BN with its running statistics); 1: BN normalizes with
+ * the statistics of each batch (its normalization batches), and its running
+ * statistics are restored afterwards. Parameters and buffers are left as they
+ * were; the activations of the last forward are overwritten. */
+int pn_power_model(pn_power_decomp *terms, int layers, pn_model *m, const float *x, long n,
+                   int batch, int training);
 
 /* ------------------------------------------------------------- CSV, plots */
 /* Writes one row per (norm, layer): "norm,layer,sq_mean,var_mean,sq_std,var_std"

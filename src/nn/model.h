@@ -92,4 +92,24 @@ typedef struct {
 } pn_bn_override;
 int pn_model_set_bn_override(pn_model *m, const pn_bn_override *o);
 
+/* ---- Diagnostics: the normalized pre-activations of the last forward ----
+ * (used by the power decomposition, src/diag/power.h). Norm layers are numbered
+ * in forward order: stage1.block0.norm1, stage1.block0.norm2, ..., final.norm. */
+typedef struct {
+    char name[80];  /* "stage1.block0.norm1", ..., "final.norm" */
+    int count;      /* number of norm layers of the model */
+    int C, HW;      /* channels and positions (H*W) of the layer */
+    int B;          /* batch of the last forward (0: no forward yet) */
+    int G;          /* groups of the GroupNorm family (LN 1, IN C); 0 for BN and none */
+    int training;   /* 1: the last forward used batch statistics (BN), 0: running ones */
+} pn_norm_info;
+/* Fills *info (may be NULL) for norm layer i (0 <= i < info->count) and, if y is
+ * not NULL, writes y (B, C, HW): the layer's input after the Norm and before any
+ * affine, computed from the input and the statistics of the last forward:
+ * GN family (gn, ln, in, ln+ws, and the GN inside gn+pn, ln+pn) (x - mean) * rstd
+ * over its groups; BN (x - mean) * rstd over its normalization batches after a
+ * training forward, (x - running_mean) / sqrt(running_var + eps) after an
+ * evaluation forward; none: the input itself. y needs a forward first. */
+int pn_model_norm_output(const pn_model *m, int i, pn_norm_info *info, float *y);
+
 #endif
