@@ -8,13 +8,14 @@
 #
 #   scripts/study.sh [OUTDIR]                  (default runs/study)
 # Environment: everything scripts/compare_norms.sh takes (MODEL EPOCHS BATCH LR WARMUP WD
-# SEED WIDTH LIMIT_TRAIN LIMIT_TEST THREADS SAVE_EVERY EXTRA), plus
+# SEED WIDTH LIMIT_TRAIN LIMIT_TEST THREADS SAVE_EVERY EXTRA BIN), plus
 #   SIZES="128 32 8 2"          the (micro-)batch sizes (each must divide BATCH)
 #   NORMS="gn ln gn+pn ln+pn"   the micro-batched norms (bn is always in)
-# A small configuration (about 20 CPU minutes):
+# A small configuration (measured: about 6 minutes of training on 1 thread, docs/RESULTS.md):
 #   MODEL=resnet8 WIDTH=8 EPOCHS=1 LIMIT_TRAIN=6400 LIMIT_TEST=2000 scripts/study.sh
 # Interrupted? Run it again: finished runs are skipped, unfinished ones resume from their
-# checkpoints (compare_norms.sh), and the table and plots are redrawn from the logs.
+# checkpoints (compare_norms.sh), and the table and plots are redrawn from the logs (the
+# img/s and peak RSS of a resumed run are those of its last session).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-runs/study}
