@@ -164,6 +164,20 @@ TEST(info_json)
     CHECK(rc == 0 && p && p->valuedouble < p20 / 2, "width 8 should have < half the params: %s", out_buf);
     cJSON_Delete(j);
     EXPECT_FAIL("info --model resnet21 --norm gn", 2, "unknown model");
+    /* torchvision's resnet50: 25,503,912 conv + linear parameters (tests/golden/param_counts.txt);
+     * --width defaults to 64 at 224 px */
+    rc = run("info --model resnet50 --norm bn --channels 3 --image 224 --classes 1000");
+    j = cJSON_Parse(out_buf);
+    cJSON *cl = j ? cJSON_GetObjectItem(j, "conv_linear_params") : NULL, *w = j ? cJSON_GetObjectItem(j, "width") : NULL;
+    CHECK(rc == 0 && cl && w && cl->valuedouble == 25503912.0 && w->valuedouble == 64,
+          "resnet50 info: %s %s", out_buf, err_buf);
+    cJSON_Delete(j);
+    rc = run("info --model resnet50 --norm gn+pn --channels 1 --image 28 --classes 10");
+    j = cJSON_Parse(out_buf);
+    w = j ? cJSON_GetObjectItem(j, "width") : NULL;
+    CHECK(rc == 0 && w && w->valuedouble == 16, "resnet50 at 28 px: width 16: %s %s", out_buf, err_buf);
+    cJSON_Delete(j);
+    EXPECT_FAIL("info --model resnext50_32x4d --norm gn --width 16 --groups 3", 1, "divisible");
     EXPECT_FAIL("info --norm xn", 2, "unknown norm");
     EXPECT_FAIL("info --channels 0", 2, "out of range");
     EXPECT_FAIL("info --image 28x", 2, "not an integer");
