@@ -905,6 +905,88 @@ done:
     pn_model_free(m);
 }
 
+/* ------------------------------------------------------------ inference folding */
+/* pn_model_fold gives the same eval logits (float rounding) as the unfolded model, for
+ * BN (with running statistics moved by a few training forwards) and the PN kinds (norm
+ * parameters moved away from their init), on the basic ResNet, a bottleneck ResNet, a
+ * ResNeXt and the 64 px stem; GN has nothing to fold. Afterwards the model refuses
+ * training forwards and the backward. */
+static void fold_case(const pn_model_config *c, int want_folded_min)
+{
+    enum { B = 5 };
+    char nn[96];
+    snprintf(nn, sizeof nn, "%s %s", c->arch, pn_norm_name(c->norm));
+    pn_model *m = NULL;
+    CHECK(pn_model_create(&m, c, 21) == PN_OK, "%s: %s", nn, pn_last_error());
+    if (!m) return;
+    harness_seed(4242);
+    perturb_norm_params(m);
+    const size_t img = (size_t)c->in_channels * c->image * c->image;
+    float *x = malloc(B * img * sizeof(float)), *l0 = malloc(B * (size_t)c->classes * sizeof(float));
+    if (!x || !l0) { CHECK(0, "oom"); goto done; }
+    const float *lg;
+    for (int r = 0; r < 3; r++) { /* BN: move the running statistics */
+        harness_fill_normal(x, B * img, 0.3 * r, 1 + 0.5 * r);
+        CHECK(pn_model_forward(m, x, 4, 1, &lg) == PN_OK, "%s: %s", nn, pn_last_error());
+    }
+    harness_fill_normal(x, B * img, 0, 1);
+    CHECK(pn_model_forward(m, x, B, 0, &lg) == PN_OK, "%s: %s", nn, pn_last_error());
+    memcpy(l0, lg, B * (size_t)c->classes * sizeof(float));
+    int nf = -1;
+    CHECK(pn_model_fold(m, &nf) == PN_OK, "%s: fold: %s", nn, pn_last_error());
+    CHECK(nf >= want_folded_min && (want_folded_min > 0 || nf == 0), "%s: %d norms folded, want >= %d", nn,
+          nf, want_folded_min);
+    CHECK(pn_model_fold(m, NULL) == PN_ERR_ARG, "%s: folded twice", nn);
+    CHECK(pn_model_forward(m, x, B, 0, &lg) == PN_OK, "%s: folded forward: %s", nn, pn_last_error());
+    double lmax = 0;
+    for (int i = 0; i < B * c->classes; i++) lmax = fmax(lmax, fabs(l0[i]));
+    double e = harness_max_err(lg, l0, (size_t)B * c->classes, 2e-5 * fmax(lmax, 1), 1e-4);
+    CHECK(e <= 1, "%s: folded logits differ (err/tol %.3g)", nn, e);
+    for (int b = 0; b < B; b++) {
+        int a0 = 0, a1 = 0;
+        for (int k = 1; k < c->classes; k++) {
+            if (l0[b * c->classes + k] > l0[b * c->classes + a0]) a0 = k;
+            if (lg[b * c->classes + k] > lg[b * c->classes + a1]) a1 = k;
+        }
+        CHECK(a0 == a1, "%s: sample %d predicted %d unfolded, %d folded", nn, b, a0, a1);
+    }
+    if (verbose)
+        printf("  fold %s: %d norms folded, max |logit diff| / max |logit| %.3g\n", nn, nf,
+               harness_max_err(lg, l0, (size_t)B * c->classes, fmax(lmax, 1), 0));
+    CHECK(pn_model_forward(m, x, 4, 1, &lg) == PN_ERR_ARG, "%s: training forward after fold", nn);
+    CHECK(pn_model_forward(m, x, B, 0, &lg) == PN_OK, "%s: %s", nn, pn_last_error());
+    int lab[B] = { 0, 1, 2, 0, 1 };
+    double l;
+    CHECK(pn_model_loss(m, lab, 0.0f, &l, NULL) == PN_OK && pn_model_backward(m, 1.0f) == PN_ERR_ARG,
+          "%s: backward after fold", nn);
+done:
+    free(x);
+    free(l0);
+    pn_model_free(m);
+}
+
+TEST(test_fold)
+{
+    struct { const char *arch; int width, image, bn_min, pn_min; } cases[] = {
+        /* BN folds into the conv before it (norm2 of each basic block; norm2, norm3 of a
+         * bottleneck); PN folds everywhere */
+        { "resnet8", 4, 8, 3, 7 },
+        { "bottleneck_2-1", 4, 8, 6, 10 },
+        { "resnext_2-1_2x32d", 4, 8, 6, 10 },
+        { "bottleneck_1", 2, 64, 2, 4 },
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        pn_model_config c = arch_cfg(cases[i].arch, PN_NORM_BN, cases[i].width, cases[i].image);
+        fold_case(&c, cases[i].bn_min);
+        c.norm = PN_NORM_GN_PN;
+        fold_case(&c, cases[i].pn_min);
+        c.norm = PN_NORM_LN_PN;
+        fold_case(&c, cases[i].pn_min);
+        c.norm = PN_NORM_GN;
+        fold_case(&c, 0);
+    }
+}
+
 /* ------------------------------------------------------------ PyTorch golden step */
 static void golden_step(const char *file, pn_norm_kind k, const char *arch)
 {
@@ -1050,6 +1132,7 @@ int main(void)
     RUN(test_gradcheck_bottleneck_imagenet_stem);
     RUN(test_batch_independence);
     RUN(test_micro_batches);
+    RUN(test_fold);
     RUN(test_golden_gn_pn);
     RUN(test_golden_bn);
     RUN(test_golden_bottleneck_gn_pn);
