@@ -905,6 +905,77 @@ done:
     pn_model_free(m);
 }
 
+/* ------------------------------------------------------------ norm visitor */
+typedef struct {
+    int count, stop_at, bad;
+    char first[80], last[80];
+    pn_norm_kind k;
+    double worst; /* |mean - recomputed| */
+} visit_ctx;
+
+static int visit_cb(void *vctx, const pn_norm_info *ni)
+{
+    visit_ctx *v = vctx;
+    if (v->count == 0) snprintf(v->first, sizeof v->first, "%s", ni->name);
+    snprintf(v->last, sizeof v->last, "%s", ni->name);
+    v->count++;
+    if (ni->C < 1 || ni->H < 1 || ni->W < 1 || !ni->has_act) v->bad++;
+    if (ni->batch > 0) {
+        if (!ni->input || !ni->output || !ni->mean || !ni->rstd) { v->bad++; return 0; }
+        const size_t HW = (size_t)ni->H * ni->W;
+        if (v->k == PN_NORM_BN) { /* channel 0 over the batch */
+            if (ni->nstat != (size_t)ni->C) v->bad++;
+            double s = 0;
+            for (int b = 0; b < ni->batch; b++)
+                for (size_t i = 0; i < HW; i++) s += ni->input[(size_t)b * ni->C * HW + i];
+            v->worst = fmax(v->worst, fabs(s / (ni->batch * HW) - ni->mean[0]));
+        } else { /* sample 1, group 0: the first C/G channels */
+            if (ni->groups < 1 || ni->nstat != (size_t)ni->batch * ni->groups) v->bad++;
+            const size_t n = (size_t)(ni->C / ni->groups) * HW;
+            double s = 0;
+            for (size_t i = 0; i < n; i++) s += ni->input[(size_t)ni->C * HW + i];
+            v->worst = fmax(v->worst, fabs(s / n - ni->mean[ni->groups]));
+        }
+    }
+    return v->count == v->stop_at ? 42 : 0;
+}
+
+/* pn_model_visit_norms walks the norm layers in forward order with their shapes, and
+ * after a forward their input and statistics (checked against a recomputed mean). */
+TEST(test_visit_norms)
+{
+    pn_norm_kind ks[2] = { PN_NORM_GN_PN, PN_NORM_BN };
+    for (int t = 0; t < 2; t++) {
+        pn_model_config c = tiny_cfg(ks[t]);
+        pn_model *m = NULL;
+        CHECK(pn_model_create(&m, &c, 3) == PN_OK, "create: %s", pn_last_error());
+        if (!m) continue;
+        visit_ctx v;
+        memset(&v, 0, sizeof v);
+        v.k = c.norm;
+        CHECK(pn_model_visit_norms(m, visit_cb, &v) == 0 && v.count == 7 && v.bad == 0,
+              "before a forward: %d norms, %d bad", v.count, v.bad);
+        float x[3 * 64];
+        harness_seed(5);
+        harness_fill_normal(x, 3 * 64, 0.5, 2);
+        const float *lg;
+        CHECK(pn_model_forward(m, x, 3, 1, &lg) == PN_OK, "forward: %s", pn_last_error());
+        memset(&v, 0, sizeof v);
+        v.k = c.norm;
+        CHECK(pn_model_visit_norms(m, visit_cb, &v) == 0, "visit");
+        CHECK(v.count == 7 && v.bad == 0, "%d norms (7), %d bad", v.count, v.bad);
+        CHECK(strcmp(v.first, "stage1.block0.norm1") == 0 && strcmp(v.last, "final.norm") == 0, "names %s .. %s",
+              v.first, v.last);
+        CHECK(v.worst < 1e-5, "%s: mean differs from the recomputed one by %g", pn_norm_name(c.norm), v.worst);
+        memset(&v, 0, sizeof v);
+        v.k = c.norm;
+        v.stop_at = 2;
+        CHECK(pn_model_visit_norms(m, visit_cb, &v) == 42 && v.count == 2, "stop: %d", v.count);
+        CHECK(pn_model_visit_norms(m, NULL, &v) == PN_ERR_ARG, "NULL visitor accepted");
+        pn_model_free(m);
+    }
+}
+
 /* ------------------------------------------------------------ inference folding */
 /* pn_model_fold gives the same eval logits (float rounding) as the unfolded model, for
  * BN (with running statistics moved by a few training forwards) and the PN kinds (norm
@@ -1133,6 +1204,7 @@ int main(void)
     RUN(test_batch_independence);
     RUN(test_micro_batches);
     RUN(test_fold);
+    RUN(test_visit_norms);
     RUN(test_golden_gn_pn);
     RUN(test_golden_bn);
     RUN(test_golden_bottleneck_gn_pn);
