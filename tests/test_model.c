@@ -10,6 +10,7 @@
 
 #include "golden.h"
 #include "harness.h"
+#include "nn/build.h"
 #include "nn/model.h"
 #include "proxynorm.h"
 
@@ -669,13 +670,17 @@ static void gradcheck(pn_norm_kind k)
     gradcheck_cfg(&c);
 }
 
+/* When set, gradcheck_run builds this architecture instead of the registry's. */
+static const pn_arch *gc_arch;
+
 static void gradcheck_run(const pn_model_config *c)
 {
     char nn[96];
     const pn_norm_kind k = c->norm;
     snprintf(nn, sizeof nn, "%s %s", c->arch, pn_norm_name(k));
     pn_model *m = NULL;
-    CHECK(pn_model_create(&m, c, 1234 + gc_seed) == PN_OK, "%s: create: %s", nn, pn_last_error());
+    CHECK((gc_arch ? pn_model_create_arch(&m, c, gc_arch, 1234 + gc_seed) : pn_model_create(&m, c, 1234 + gc_seed)) == PN_OK,
+          "%s: create: %s", nn, pn_last_error());
     if (!m) return;
     harness_seed(1000 + (unsigned)k + 7919 * gc_seed);
     perturb_norm_params(m);
@@ -905,6 +910,60 @@ done:
     pn_model_free(m);
 }
 
+/* A network of the builder calls no registered architecture uses yet (for a
+ * post-activation net such as EfficientNet): a norm with no activation (scale and no
+ * shift for +pn) feeding a residual add together with a value that another norm also
+ * reads (so the add's gradient buffer is shared and the engine copies it for the norm's
+ * backward, which may clobber its dout), SiLU after a plain norm (saved pre-activation)
+ * and in PN-Act, a grouped conv, a conv with a bias, max pooling:
+ *   a = conv3x3(x, 4); t = norm(conv3x3(NA_silu(a), 4, groups 2)); y = t + a
+ *   conv1x1+bias(maxpool3x3/2(y), 8); gap; fc
+ * (no norm after the add or after c2: a per-channel constant before BN / IN would have a
+ * zero gradient, and n2.bias and c2.bias are checked too). */
+static int testnet_build(pn_builder *b, const pn_model_config *c)
+{
+    pn_val a = pn_b_conv(b, pn_b_input(b), "stem.conv", 4, 3, 1, 1, 0);
+    pn_val h = pn_b_norm_act(b, a, "n1", PN_ACT_SILU);
+    pn_val t = pn_b_conv(b, h, "c1", 4, 3, 1, 2, 0);
+    t = pn_b_norm(b, t, "n2");
+    pn_val y = pn_b_add(b, t, a);
+    y = pn_b_maxpool(b, y, 3, 2, 1);
+    y = pn_b_conv(b, y, "c2", 8, 1, 1, 1, PN_CONV_BIAS);
+    y = pn_b_gap(b, y);
+    pn_b_linear(b, y, "fc", c->classes);
+    return pn_b_status(b);
+}
+
+static int testnet_match(const char *arch) { return strcmp(arch, "testnet") == 0; }
+static const pn_arch testnet = { "testnet", "testnet", testnet_match, testnet_build, NULL };
+
+TEST(test_gradcheck_builder_ops)
+{
+    gc_arch = &testnet;
+    for (int i = 0; i < NNORMS; i++) {
+        pn_model_config c = arch_cfg("testnet", ALL_NORMS[i], 4, 8);
+        gradcheck_cfg(&c);
+        /* the norm without activation: scale only for +pn, weight and bias otherwise */
+        pn_model *m = NULL;
+        CHECK(pn_model_create_arch(&m, &c, &testnet, 1) == PN_OK, "create: %s", pn_last_error());
+        if (!m) continue;
+        int nt, w = 0, bias = 0, bias_c2 = 0;
+        const pn_tensor_info *t = pn_model_param_table(m, &nt);
+        for (int a = 0; a < nt; a++) {
+            w += strcmp(t[a].name, "n2.weight") == 0;
+            bias += strcmp(t[a].name, "n2.bias") == 0;
+            bias_c2 += strcmp(t[a].name, "c2.bias") == 0 && t[a].decay == 0;
+        }
+        const int pn = c.norm == PN_NORM_GN_PN || c.norm == PN_NORM_LN_PN, none = c.norm == PN_NORM_NONE;
+        CHECK(w == !none && bias == (!none && !pn) && bias_c2 == 1, "%s: n2.weight %d, n2.bias %d, c2.bias %d",
+              pn_norm_name(c.norm), w, bias, bias_c2);
+        pn_model_free(m);
+    }
+    gc_arch = NULL;
+    pn_model_config c = arch_cfg("resnet8", PN_NORM_BN, 4, 8);
+    CHECK(pn_model_create_arch(NULL, &c, &testnet, 1) == PN_ERR_ARG, "NULL out accepted");
+}
+
 /* ------------------------------------------------------------ norm visitor */
 typedef struct {
     int count, stop_at, bad;
@@ -988,7 +1047,8 @@ static void fold_case(const pn_model_config *c, int want_folded_min)
     char nn[96];
     snprintf(nn, sizeof nn, "%s %s", c->arch, pn_norm_name(c->norm));
     pn_model *m = NULL;
-    CHECK(pn_model_create(&m, c, 21) == PN_OK, "%s: %s", nn, pn_last_error());
+    CHECK((gc_arch ? pn_model_create_arch(&m, c, gc_arch, 21) : pn_model_create(&m, c, 21)) == PN_OK, "%s: %s",
+          nn, pn_last_error());
     if (!m) return;
     harness_seed(4242);
     perturb_norm_params(m);
@@ -1056,6 +1116,14 @@ TEST(test_fold)
         c.norm = PN_NORM_GN;
         fold_case(&c, 0);
     }
+    /* the builder-ops net: BN without activation folds into c1 (the BN after the stem conv
+     * does not: the stem output also feeds the add); PN with SiLU is not folded */
+    gc_arch = &testnet;
+    pn_model_config c = arch_cfg("testnet", PN_NORM_BN, 4, 8);
+    fold_case(&c, 1);
+    c.norm = PN_NORM_GN_PN;
+    fold_case(&c, 0);
+    gc_arch = NULL;
 }
 
 /* ------------------------------------------------------------ PyTorch golden step */
@@ -1201,6 +1269,7 @@ int main(void)
     RUN(test_gradcheck_bottleneck);
     RUN(test_gradcheck_resnext);
     RUN(test_gradcheck_bottleneck_imagenet_stem);
+    RUN(test_gradcheck_builder_ops);
     RUN(test_batch_independence);
     RUN(test_micro_batches);
     RUN(test_fold);

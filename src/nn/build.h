@@ -242,6 +242,10 @@ typedef struct {
     int (*default_width)(const char *arch, int image);
 } pn_arch;
 
+/* pn_model_create with a given architecture instead of the registry's (cfg->arch is then
+ * only a label): for tests of new ops and layouts before they are registered. */
+int pn_model_create_arch(pn_model **out, const pn_model_config *cfg, const pn_arch *arch, uint64_t seed);
+
 /* The family that builds arch (NULL if none); src/nn/arch_registry.c. */
 const pn_arch *pn_arch_find(const char *arch);
 /* Number of families and the i-th. */

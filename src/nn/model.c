@@ -447,6 +447,17 @@ int pn_model_create(pn_model **out, const pn_model_config *cfg, uint64_t seed)
     const pn_arch *arch = pn_arch_find(cfg->arch);
     if (!arch)
         return pn_error(PN_ERR_ARG, "model: unknown arch '%s' (expected %s)", cfg->arch, pn_arch_help());
+    return pn_model_create_arch(out, cfg, arch, seed);
+}
+
+int pn_model_create_arch(pn_model **out, const pn_model_config *cfg, const pn_arch *arch, uint64_t seed)
+{
+    PN_CHECK_PTR(out);
+    *out = NULL;
+    PN_CHECK_PTR(cfg);
+    PN_CHECK(arch && arch->build, "model: no architecture");
+    if (memchr(cfg->arch, '\0', sizeof cfg->arch) == NULL)
+        return pn_error(PN_ERR_ARG, "model: arch is not a terminated string");
     if ((int)cfg->norm < 0 || (int)cfg->norm > PN_NORM_LN_WS)
         return pn_error(PN_ERR_ARG, "model: unknown norm %d", (int)cfg->norm);
     if (cfg->width < 1 || cfg->width > 4096)
@@ -855,9 +866,9 @@ int pn_model_fold(pn_model *m, int *nfolded)
     int count = 0, cons[64];
     for (int i = 0; i < m->nops; i++) {
         pn_op *op = &m->ops[i];
-        if (!(op->vt->flags & PN_OP_IS_NORM) || !op->iattr[0]) continue;
+        if (!(op->vt->flags & PN_OP_IS_NORM)) continue;
         const int C = op->C;
-        if (k == PN_NORM_BN) {
+        if (k == PN_NORM_BN) { /* with an activation or not (op->act is then the identity) */
             const pn_value *x = &m->vals[op->in[0]];
             if (x->producer < 0 || m->ops[x->producer].vt != &pn_op_conv || x->consumers != 1) continue;
             pn_op *cv = &m->ops[x->producer];
@@ -873,7 +884,7 @@ int pn_model_fold(pn_model *m, int *nfolded)
             }
             op->fold_mode = 1;
             count++;
-        } else if ((k == PN_NORM_GN_PN || k == PN_NORM_LN_PN) && op->act == PN_ACT_RELU) {
+        } else if ((k == PN_NORM_GN_PN || k == PN_NORM_LN_PN) && op->iattr[0] && op->act == PN_ACT_RELU) {
             op->fold = malloc(3 * (size_t)C * sizeof(float));
             float *pm = malloc(2 * (size_t)C * sizeof(float));
             if (!op->fold || !pm) { free(pm); return pn_error(PN_ERR_NOMEM, "model: out of memory"); }
