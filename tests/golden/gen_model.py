@@ -3,7 +3,10 @@
 
 Run with Debian's PyTorch:  /usr/bin/python3 tests/golden/gen_model.py
 Writes tests/golden/model_gnpn.txt and tests/golden/model_bn.txt (format: tests/golden.h),
-read by tests/test_model.c.
+read by tests/test_model.c; and the same for the bottleneck family: model_bottleneck_gnpn.txt
+(bottleneck_1-1, width 4, gn+pn), model_resnext_gnpn.txt (resnext_1-1_2x32d: grouped 3x3
+convolutions, 2 groups; gn+pn) and model_bottleneck64_bn.txt (bottleneck_1 on 64x64 images:
+the conv7x7/2 + max-pool stem; bn, batch 2).
 
 The network is the tiny pre-activation ResNet of the C test: resnet8 (one block per
 stage), width 4, 1 input channel, 8x8 images, 3 classes, batch 4, with the C model's
@@ -69,8 +72,8 @@ class BNReLU(nn.BatchNorm2d):
         return F.relu(super().forward(x))
 
 
-def conv(cin, cout, k, stride):
-    return nn.Conv2d(cin, cout, k, stride=stride, padding=k // 2, bias=False, dtype=D)
+def conv(cin, cout, k, stride, groups=1):
+    return nn.Conv2d(cin, cout, k, stride=stride, padding=k // 2, bias=False, groups=groups, dtype=D)
 
 
 class Holder(nn.Module):
@@ -120,6 +123,63 @@ class ResNet(nn.Module):
         return self.fc(h.mean(dim=(2, 3)))
 
 
+class BBlock(nn.Module):
+    """Pre-activation bottleneck block (src/nn/arch_bottleneck.c)."""
+
+    def __init__(self, norm, cin, mid, cout, stride, groups):
+        super().__init__()
+        self.norm1 = norm(cin)
+        self.conv1 = conv(cin, mid, 1, 1)
+        self.norm2 = norm(mid)
+        self.conv2 = conv(mid, mid, 3, stride, groups)
+        self.norm3 = norm(mid)
+        self.conv3 = conv(mid, cout, 1, 1)
+        self.shortcut = conv(cin, cout, 1, stride) if (stride != 1 or cin != cout) else None
+
+    def forward(self, x):
+        h = self.norm1(x)
+        sc = self.shortcut(h) if self.shortcut is not None else x
+        t = self.conv3(self.norm3(self.conv2(self.norm2(self.conv1(h)))))
+        return t + sc
+
+
+class BottleneckNet(nn.Module):
+    """bottleneck_A-B-.. (groups 0) or resnext_A-B-.._GxDd of the C model: stem conv3x3
+    below 64 px, conv7x7/2 + max pool 3x3/2 pad 1 from 64 px; planes w * 2^s, out 4 planes;
+    ResNeXt bottleneck floor(planes * D / 64) * G channels in G groups."""
+
+    def __init__(self, norm, blocks, width, image, in_ch, classes, groups=0, dpg=0):
+        super().__init__()
+        self.big = image >= 64
+        self.stem = Holder()
+        self.stem.conv = conv(in_ch, width, 7, 2) if self.big else conv(in_ch, width, 3, 1)
+        self.blocks = blocks
+        cin = width
+        for s, nb in enumerate(blocks):
+            stage = Holder()
+            planes = width << s
+            mid = planes * dpg // 64 * groups if groups else planes
+            for b in range(nb):
+                stride = 2 if (s > 0 and b == 0) else 1
+                setattr(stage, "block%d" % b, BBlock(norm, cin, mid, 4 * planes, stride, groups or 1))
+                cin = 4 * planes
+            setattr(self, "stage%d" % (s + 1), stage)
+        self.final = Holder()
+        self.final.norm = norm(cin)
+        self.fc = nn.Linear(cin, classes, dtype=D)
+
+    def forward(self, x):
+        h = self.stem.conv(x)
+        if self.big:
+            h = F.max_pool2d(h, 3, stride=2, padding=1)
+        for s, nb in enumerate(self.blocks):
+            stage = getattr(self, "stage%d" % (s + 1))
+            for b in range(nb):
+                h = getattr(stage, "block%d" % b)(h)
+        h = self.final.norm(h)
+        return self.fc(h.mean(dim=(2, 3)))
+
+
 def round4(t):
     """Values with 4 significant digits, as float32 (what the C test parses)."""
     vals = [float("%.4g" % v) for v in t.reshape(-1).tolist()]
@@ -139,15 +199,15 @@ def put(lines, name, t, digits=9):
     lines.append(" ".join(fmt(v, digits) for v in t.reshape(-1).tolist()))
 
 
-def generate(kind, fname, seed):
+def generate(kind, fname, seed, arch=None, width=WIDTH, image=IMAGE, batch=B, make=None):
+    """arch None: the resnet8 of the C test; else `make(norm)` builds the network."""
     torch.manual_seed(seed)
     norm = GNPN if kind == "gn+pn" else BNReLU
-    model = ResNet(norm)
+    model = ResNet(norm) if make is None else make(norm)
     params = dict(model.named_parameters())
     with torch.no_grad():
         for name, p in params.items():
-            if name.endswith("conv.weight") or name.endswith("conv1.weight") or \
-                    name.endswith("conv2.weight") or name.endswith("shortcut.weight"):
+            if p.dim() == 4:
                 fan_in = p[0].numel()
                 v = torch.randn(p.shape, dtype=D) * math.sqrt(2.0 / fan_in)
             elif name == "fc.weight" or name == "fc.bias":
@@ -158,18 +218,18 @@ def generate(kind, fname, seed):
             else:  # beta, bias, gamma_t, beta_t
                 v = 0.2 * torch.randn(p.shape, dtype=D)
             p.copy_(round4(v))
-    x = round4(torch.randn(B, IN_CH, IMAGE, IMAGE, dtype=D))
-    labels = torch.randint(0, CLASSES, (B,))
+    x = round4(torch.randn(batch, IN_CH, image, image, dtype=D))
+    labels = torch.randint(0, CLASSES, (batch,))
 
     model.train()
     logits = model(x)
     loss = F.cross_entropy(logits, labels, label_smoothing=SMOOTHING)
     loss.backward()
 
-    lines = ["# one training step of resnet8 (width %d, %dx%dx%d, %d classes, batch %d), norm %s"
-             % (WIDTH, IN_CH, IMAGE, IMAGE, CLASSES, B, kind),
+    lines = ["# one training step of %s (width %d, %dx%dx%d, %d classes, batch %d), norm %s"
+             % (arch or "resnet8", width, IN_CH, image, image, CLASSES, batch, kind),
              "# generated by tests/golden/gen_model.py (torch %s); float64 reference" % torch.__version__]
-    for name, v in (("B", B), ("width", WIDTH), ("image", IMAGE), ("classes", CLASSES),
+    for name, v in (("B", batch), ("width", width), ("image", image), ("classes", CLASSES),
                     ("groups", GROUPS), ("in_channels", IN_CH), ("smoothing", SMOOTHING)):
         put(lines, name, v)
     put(lines, "x", x, 4)
@@ -192,3 +252,10 @@ def generate(kind, fname, seed):
 if __name__ == "__main__":
     generate("gn+pn", "model_gnpn.txt", 1)
     generate("bn", "model_bn.txt", 2)
+    # the bottleneck family at a tiny size (names as in the C model)
+    generate("gn+pn", "model_bottleneck_gnpn.txt", 3, "bottleneck_1-1", width=4,
+             make=lambda n: BottleneckNet(n, [1, 1], 4, IMAGE, IN_CH, CLASSES))
+    generate("gn+pn", "model_resnext_gnpn.txt", 4, "resnext_1-1_2x32d", width=4,
+             make=lambda n: BottleneckNet(n, [1, 1], 4, IMAGE, IN_CH, CLASSES, groups=2, dpg=32))
+    generate("bn", "model_bottleneck64_bn.txt", 5, "bottleneck_1", width=2, image=64, batch=2,
+             make=lambda n: BottleneckNet(n, [1], 2, 64, IN_CH, CLASSES))
