@@ -120,7 +120,7 @@ TEST(test_norm_output)
         pn_model *m = tiny_model(kinds[k], 0);
         CHECK(m != NULL, "%s: %s", pn_norm_name(kinds[k]), pn_last_error());
         if (!m) continue;
-        pn_norm_info info;
+        pn_norm_layer_info info;
         CHECK(pn_model_norm_output(m, 0, &info, NULL) == PN_OK, "%s", pn_last_error());
         CHECK(info.count == 7 && info.B == 0, "count %d, B %d", info.count, info.B);
         CHECK(strcmp(info.name, "stage1.block0.norm1") == 0, "name %s", info.name);
@@ -284,7 +284,7 @@ TEST(test_power_model_bn_sq_mean)
     const pn_tensor_info *bt = pn_model_buffer_table(m, &nb);
     float *buf = pn_model_buffers(m);
     for (int l = 0; l < 7; l++) {
-        pn_norm_info info;
+        pn_norm_layer_info info;
         pn_model_norm_output(m, l, &info, NULL);
         char nm[100];
         float *rm = NULL, *rv = NULL;

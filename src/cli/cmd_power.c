@@ -190,7 +190,7 @@ static int power_checkpoints(const ckpt_opts *o)
                     pn_last_error());
             goto done;
         }
-        pn_norm_info info;
+        pn_norm_layer_info info;
         if ((rc = pn_model_norm_output(models[k], 0, &info, NULL))) {
             fprintf(stderr, "proxynorm power: %s\n", pn_last_error());
             goto done;
@@ -251,7 +251,7 @@ static int power_checkpoints(const ckpt_opts *o)
            "var_mean", "sq_std", "var_std", "power");
     for (int k = 0; k < n; k++)
         for (int l = 0; l < layers; l++) {
-            pn_norm_info info;
+            pn_norm_layer_info info;
             pn_model_norm_output(models[k], l, &info, NULL);
             const pn_power_decomp *t = &terms[k][l];
             printf("%-12s %-5d %-22s %10.4g %10.4g %10.4g %10.4g %10.4g\n", labels[k], l + 1,

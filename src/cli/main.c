@@ -265,7 +265,7 @@ static int power_probe_row(power_probe *pp, long step)
         return -1;
     }
     for (int l = 0; l < pp->layers; l++) {
-        pn_norm_info info;
+        pn_norm_layer_info info;
         pn_model_norm_output(pp->model, l, &info, NULL);
         const pn_power_decomp *t = &pp->terms[l];
         fprintf(pp->csv, "%ld,%d,%s,%.9g,%.9g,%.9g,%.9g,%.9g\n", step, l + 1, info.name, t->sq_mean,
@@ -586,7 +586,7 @@ static int cmd_train(int argc, char **argv)
         } else {
             snprintf(power_path, sizeof power_path, "power.csv");
         }
-        pn_norm_info info;
+        pn_norm_layer_info info;
         pn_model_norm_output(m, 0, &info, NULL);
         pp.p = &p;
         pp.model = m;

@@ -197,7 +197,7 @@ int pn_power_model(pn_power_decomp *terms, int layers, pn_model *m, const float 
     PN_CHECK_PTR(m);
     PN_CHECK_PTR(x);
     PN_CHECK(n > 0 && batch > 0, "%s: n and batch must be > 0 (got %ld, %d)", __func__, n, batch);
-    pn_norm_info info;
+    pn_norm_layer_info info;
     int rc = pn_model_norm_output(m, 0, &info, NULL);
     if (rc) return rc;
     PN_CHECK(layers == info.count, "%s: the model has %d norm layers, not %d", __func__, info.count,

@@ -943,68 +943,62 @@ int pn_model_fold(pn_model *m, int *nfolded)
 
 /* ------------------------------------------------------------ diagnostics */
 /* Read access to the normalized pre-activations of the last forward, for the power
- * decomposition (src/diag/power.c). Self-contained: it only reads the layer tables,
- * the saved norm inputs (block x / c1o, the last block's out) and statistics, and the
- * BN buffers; nothing here is used by training. */
-
-/* Norm layer i in forward order, its input in the arena and its name. */
-static const norm_layer *norm_at(const pn_model *m, int i, const float **inp, char *name, size_t n)
-{
-    const int nb = m->nblocks;
-    if (i == 2 * nb) {
-        if (inp) *inp = m->blocks[nb - 1].out;
-        if (name) snprintf(name, n, "final.norm");
-        return &m->fnorm;
-    }
-    const res_block *b = &m->blocks[i / 2];
-    if (inp) *inp = (i % 2 == 0) ? b->x : b->c1o;
-    if (name) snprintf(name, n, "stage%d.block%d.norm%d", i / 2 / m->n + 1, i / 2 % m->n, i % 2 + 1);
-    return (i % 2 == 0) ? &b->n1 : &b->n2;
-}
-
-int pn_model_norm_output(const pn_model *m, int i, pn_norm_info *info, float *y)
+ * decomposition (src/diag/power.c): recomputed from each norm op's saved input and
+ * statistics (BN after an evaluation forward: its running statistics). Nothing here
+ * is used by training. */
+int pn_model_norm_output(const pn_model *m, int i, pn_norm_layer_info *info, float *y)
 {
     PN_CHECK_PTR(m);
-    const int count = 2 * m->nblocks + 1;
+    int count = 0;
+    const pn_op *op = NULL;
+    for (int k = 0; k < m->nops; k++)
+        if (m->ops[k].vt->flags & PN_OP_IS_NORM) {
+            if (count == i) op = &m->ops[k];
+            count++;
+        }
     PN_CHECK(i >= 0 && i < count, "model_norm_output: layer %d not in [0, %d)", i, count);
-    const float *x = NULL;
-    pn_norm_info inf;
-    memset(&inf, 0, sizeof inf);
-    const norm_layer *nl = norm_at(m, i, &x, inf.name, sizeof inf.name);
+    const pn_value *xv = &m->vals[op->in[0]];
     const pn_norm_kind k = m->cfg.norm;
+    const int bn = k == PN_NORM_BN;
+    pn_norm_layer_info inf;
+    memset(&inf, 0, sizeof inf);
+    snprintf(inf.name, sizeof inf.name, "%s", op->name);
     inf.count = count;
-    inf.C = nl->C;
-    inf.HW = nl->HW;
+    inf.C = xv->C;
+    inf.HW = xv->H * xv->W;
     inf.B = m->fwd_B;
-    inf.G = nl->G;
+    inf.G = bn || k == PN_NORM_NONE ? 0 : op->G;
     inf.training = m->fwd_training;
     if (info) *info = inf;
     if (!y) return PN_OK;
     PN_CHECK(m->fwd_B > 0, "model_norm_output: no forward pass yet");
-    const int B = m->fwd_B, C = nl->C, HW = nl->HW;
+    const int B = m->fwd_B, C = inf.C, HW = inf.HW;
+    const float *x = xv->data;
     if (k == PN_NORM_NONE) {
         memcpy(y, x, (size_t)B * C * HW * sizeof(float));
         return PN_OK;
     }
-    const int bn = k == PN_NORM_BN;
-    /* BN after a training forward: statistics (B/g, C) at [chunk * C + c]; the override
-     * (sync-BN) normalizes over the whole batch (norm_batch 0). */
+    /* statistics as pn_model_visit_norms lays them out: GN family (B, G); BN after a
+     * training forward (B/g, C) for normalization batch g (the sync-BN override
+     * normalizes over the whole batch: norm_batch 0) */
     const int g = m->cfg.norm_batch > 0 ? m->cfg.norm_batch : B;
-    const float *rm = bn ? m->buffers + nl->rm : NULL, *rv = bn ? m->buffers + nl->rv : NULL;
-    #pragma omp parallel for schedule(static) if ((size_t)B * C * HW >= EW_PAR_MIN)
+    const size_t nstat = bn ? (size_t)(B / g) * (size_t)C : (size_t)B * (size_t)op->G;
+    const float *mean = op->save, *rstd = op->save + nstat;
+    const float *rm = bn ? m->buffers + op->buf[0] : NULL, *rv = bn ? m->buffers + op->buf[1] : NULL;
+    #pragma omp parallel for schedule(static) if ((size_t)B * C * HW >= 65536)
     for (long nc = 0; nc < (long)B * C; nc++) {
         const int n = (int)(nc / C), c = (int)(nc % C);
         float mu, r;
         if (!bn) {
-            const int grp = n * nl->G + c / (C / nl->G);
-            mu = nl->mean[grp];
-            r = nl->rstd[grp];
+            const int grp = n * op->G + c / (C / op->G);
+            mu = mean[grp];
+            r = rstd[grp];
         } else if (m->fwd_training) {
-            mu = nl->mean[(size_t)(n / g) * C + c];
-            r = nl->rstd[(size_t)(n / g) * C + c];
+            mu = mean[(size_t)(n / g) * C + c];
+            r = rstd[(size_t)(n / g) * C + c];
         } else {
             mu = rm[c];
-            r = (float)(1.0 / sqrt((double)rv[c] + (double)BN_EPS));
+            r = (float)(1.0 / sqrt((double)rv[c] + (double)PN_BN_EPS));
         }
         const float *xi = x + (size_t)nc * HW;
         float *yo = y + (size_t)nc * HW;

@@ -151,7 +151,7 @@ typedef struct {
     int B;          /* batch of the last forward (0: no forward yet) */
     int G;          /* groups of the GroupNorm family (LN 1, IN C); 0 for BN and none */
     int training;   /* 1: the last forward used batch statistics (BN), 0: running ones */
-} pn_norm_info;
+} pn_norm_layer_info;
 /* Fills *info (may be NULL) for norm layer i (0 <= i < info->count) and, if y is
  * not NULL, writes y (B, C, HW): the layer's input after the Norm and before any
  * affine, computed from the input and the statistics of the last forward:
@@ -159,6 +159,6 @@ typedef struct {
  * over its groups; BN (x - mean) * rstd over its normalization batches after a
  * training forward, (x - running_mean) / sqrt(running_var + eps) after an
  * evaluation forward; none: the input itself. y needs a forward first. */
-int pn_model_norm_output(const pn_model *m, int i, pn_norm_info *info, float *y);
+int pn_model_norm_output(const pn_model *m, int i, pn_norm_layer_info *info, float *y);
 
 #endif
