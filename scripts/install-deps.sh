@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # Installs the Debian 12 packages proxynorm needs, only those that are missing.
 #   scripts/install-deps.sh           build + run (compiler, OpenBLAS, zlib, cJSON, gnuplot, data set)
-#   scripts/install-deps.sh --torch   also PyTorch (reference tests and benchmarks only)
+#   scripts/install-deps.sh --torch   also PyTorch and torchvision (reference tests and benchmarks only)
 #   scripts/install-deps.sh --mpi     also Open MPI (data-parallel training; make test installs it)
 #   (gnuplot-nox is in the base set: the power tests draw plots)
 set -eu
 pkgs="build-essential libopenblas-openmp-dev zlib1g-dev libcjson-dev gnuplot-nox dataset-fashion-mnist"
 for a in "$@"; do
     case "$a" in
-        --torch) pkgs="$pkgs python3-torch" ;;
+        --torch) pkgs="$pkgs python3-torch python3-torchvision" ;;
         --plot) ;;
         --mpi) pkgs="$pkgs libopenmpi-dev openmpi-bin" ;;
         *) echo "install-deps: unknown option $a" >&2; exit 2 ;;

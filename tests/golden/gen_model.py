@@ -5,8 +5,8 @@ Run with Debian's PyTorch:  /usr/bin/python3 tests/golden/gen_model.py
 Writes tests/golden/model_gnpn.txt and tests/golden/model_bn.txt (format: tests/golden.h),
 read by tests/test_model.c.
 
-The network is the tiny pre-activation ResNet of the C test: resnet8 (one block per
-stage), width 4, 1 input channel, 8x8 images, 3 classes, batch 4, with the C model's
+The network (tests/golden/torch_models.py, shared with bench/bench_train_torch.py) is the
+tiny pre-activation ResNet of the C test: resnet8 (one block per stage), width 4, 1 input channel, 8x8 images, 3 classes, batch 4, with the C model's
 parameter names. The generator draws its own random parameters (norm parameters away
 from their init so that every term of the backward matters), rounds them to 4 significant
 digits (keeps the file small; C and PyTorch read the same float32 values) and writes them
@@ -18,106 +18,19 @@ Scalars "B", "width", "image", "classes", "groups" describe the configuration.
 """
 import math
 import os
+import sys
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+import torch_models as tm  # noqa: E402  (the shared PyTorch models)
+
 D = torch.float64
-N_PROXY = 200
-GN_EPS, PN_EPS, BN_EPS = 1e-3, 0.03, 1e-5
-
-B, WIDTH, IMAGE, CLASSES, GROUPS, IN_CH, NBLK = 4, 4, 8, 3, 4, 1, 1
+B, WIDTH, IMAGE, CLASSES, IN_CH, NBLK = 4, 4, 8, 3, 1, 1
+GROUPS = tm.GROUPS
 SMOOTHING = 0.1
-
-
-def proxy_points():
-    i = torch.arange(N_PROXY, dtype=D)
-    z = math.sqrt(2.0) * torch.erfinv(2.0 * (i + 0.5) / N_PROXY - 1.0)
-    return z.to(torch.float32).to(D)  # the C side stores them as float
-
-
-class GNPN(nn.Module):
-    """GroupNorm (no affine) followed by PN-Act ReLU (docs/proxy-norm.md)."""
-
-    def __init__(self, C):
-        super().__init__()
-        self.G = min(GROUPS, C)
-        self.gamma = nn.Parameter(torch.ones(C, dtype=D))
-        self.beta = nn.Parameter(torch.zeros(C, dtype=D))
-        self.gamma_t = nn.Parameter(torch.zeros(C, dtype=D))
-        self.beta_t = nn.Parameter(torch.zeros(C, dtype=D))
-        self.register_buffer("z", proxy_points(), persistent=False)
-
-    def forward(self, x):
-        y = F.group_norm(x, self.G, eps=GN_EPS)
-        yt = (1 + self.gamma_t)[:, None] * self.z[None, :] + self.beta_t[:, None]  # (C, N)
-        p = F.relu(self.gamma[:, None] * yt + self.beta[:, None])
-        m = p.mean(dim=1)
-        v = ((p - m[:, None]) ** 2).mean(dim=1)
-        s = 1.0 / torch.sqrt(v + PN_EPS)
-        a = self.gamma[None, :, None, None] * y + self.beta[None, :, None, None]
-        return (F.relu(a) - m[None, :, None, None]) * s[None, :, None, None]
-
-
-class BNReLU(nn.BatchNorm2d):
-    def __init__(self, C):
-        super().__init__(C, eps=BN_EPS, momentum=0.1, dtype=D)
-
-    def forward(self, x):
-        return F.relu(super().forward(x))
-
-
-def conv(cin, cout, k, stride):
-    return nn.Conv2d(cin, cout, k, stride=stride, padding=k // 2, bias=False, dtype=D)
-
-
-class Holder(nn.Module):
-    pass
-
-
-class Block(nn.Module):
-    def __init__(self, norm, cin, cout, stride):
-        super().__init__()
-        self.norm1 = norm(cin)
-        self.conv1 = conv(cin, cout, 3, stride)
-        self.norm2 = norm(cout)
-        self.conv2 = conv(cout, cout, 3, 1)
-        self.shortcut = conv(cin, cout, 1, stride) if (stride != 1 or cin != cout) else None
-
-    def forward(self, x):
-        h = self.norm1(x)
-        sc = self.shortcut(h) if self.shortcut is not None else x
-        h = self.conv2(self.norm2(self.conv1(h)))
-        return h + sc
-
-
-class ResNet(nn.Module):
-    def __init__(self, norm):
-        super().__init__()
-        self.stem = Holder()
-        self.stem.conv = conv(IN_CH, WIDTH, 3, 1)
-        cin = WIDTH
-        for s in range(3):
-            stage = Holder()
-            cout = WIDTH << s
-            for b in range(NBLK):
-                setattr(stage, "block%d" % b, Block(norm, cin, cout, 2 if (s > 0 and b == 0) else 1))
-                cin = cout
-            setattr(self, "stage%d" % (s + 1), stage)
-        self.final = Holder()
-        self.final.norm = norm(cin)
-        self.fc = nn.Linear(cin, CLASSES, dtype=D)
-
-    def forward(self, x):
-        h = self.stem.conv(x)
-        for s in range(3):
-            stage = getattr(self, "stage%d" % (s + 1))
-            for b in range(NBLK):
-                h = getattr(stage, "block%d" % b)(h)
-        h = self.final.norm(h)
-        return self.fc(h.mean(dim=(2, 3)))
 
 
 def round4(t):
@@ -141,8 +54,8 @@ def put(lines, name, t, digits=9):
 
 def generate(kind, fname, seed):
     torch.manual_seed(seed)
-    norm = GNPN if kind == "gn+pn" else BNReLU
-    model = ResNet(norm)
+    model = tm.ResNet(tm.make_norm(kind, D), blocks=NBLK, width=WIDTH, in_ch=IN_CH,
+                      classes=CLASSES, dtype=D)
     params = dict(model.named_parameters())
     with torch.no_grad():
         for name, p in params.items():
