@@ -142,3 +142,145 @@ class ResNet(nn.Module):
                 h = getattr(stage, "block%d" % b)(h)
         h = self.final.norm(h)
         return self.fc(h.mean(dim=(2, 3)))
+
+
+# ---------------------------------------------------------------- EfficientNet
+# torchvision's EfficientNet-B0 stage table: expand ratio, kernel, stride, in, out, repeats.
+EFFNET_STAGES = [(1, 3, 1, 32, 16, 1), (6, 3, 2, 16, 24, 2), (6, 5, 2, 24, 40, 2),
+                 (6, 3, 2, 40, 80, 3), (6, 5, 1, 80, 112, 3), (6, 5, 2, 112, 192, 4),
+                 (6, 3, 1, 192, 320, 1)]
+# width and depth multipliers of b0, b1, b2
+EFFNET_MULT = {"b0": (1.0, 1.0), "b1": (1.0, 1.1), "b2": (1.1, 1.2)}
+
+
+def make_divisible(v, divisor=8):
+    """torchvision's _make_divisible: nearest multiple of divisor, at least divisor, never
+    more than 10% below v."""
+    new_v = max(divisor, int(v + divisor / 2) // divisor * divisor)
+    if new_v < 0.9 * v:
+        new_v += divisor
+    return new_v
+
+
+class BNAct(nn.BatchNorm2d):
+    def __init__(self, C, act, dtype=torch.float32):
+        super().__init__(C, eps=BN_EPS, momentum=0.1, dtype=dtype)
+        self.act = act
+
+    def forward(self, x):
+        y = super().forward(x)
+        return self.act(y) if self.act is not None else y
+
+
+class GNAct(nn.GroupNorm):
+    def __init__(self, C, act, dtype=torch.float32):
+        super().__init__(min(GROUPS, C), C, eps=GN_EPS, dtype=dtype)
+        self.act = act
+
+    def forward(self, x):
+        y = super().forward(x)
+        return self.act(y) if self.act is not None else y
+
+
+class GNScale(nn.Module):
+    """GroupNorm with a scale and no shift: the norm without activation of gn+pn."""
+
+    def __init__(self, C, dtype=torch.float32):
+        super().__init__()
+        self.G = min(GROUPS, C)
+        self.weight = nn.Parameter(torch.ones(C, dtype=dtype))
+
+    def forward(self, x):
+        return F.group_norm(x, self.G, weight=self.weight, eps=GN_EPS)
+
+
+def make_norm_act(kind, dtype=torch.float32):
+    """norm(C, act) -> module: act None means a norm without activation."""
+    def f(C, act):
+        if kind == "bn":
+            return BNAct(C, act, dtype)
+        if kind == "gn":
+            return GNAct(C, act, dtype)
+        if kind == "gn+pn":
+            return GNPN(C, dtype, act=act) if act is not None else GNScale(C, dtype)
+        raise ValueError("unknown norm %r" % kind)
+    return f
+
+
+class SE(nn.Module):
+    """Squeeze-and-excitation as torchvision's SqueezeExcitation(C, Cr, SiLU)."""
+
+    def __init__(self, C, Cr, dtype=torch.float32):
+        super().__init__()
+        self.fc1 = nn.Conv2d(C, Cr, 1, dtype=dtype)
+        self.fc2 = nn.Conv2d(Cr, C, 1, dtype=dtype)
+
+    def forward(self, x):
+        g = torch.sigmoid(self.fc2(F.silu(self.fc1(F.adaptive_avg_pool2d(x, 1)))))
+        return x * g
+
+
+class MBConv(nn.Module):
+    def __init__(self, norm, cin, cout, expand, k, stride, dtype=torch.float32):
+        super().__init__()
+        ce = make_divisible(cin * expand)
+        if ce != cin:
+            self.expand_conv = conv(cin, ce, 1, 1, dtype)
+            self.expand_norm = norm(ce, F.silu)
+        self.dw_conv = conv(ce, ce, k, stride, dtype, groups=ce)
+        self.dw_norm = norm(ce, F.silu)
+        self.se = SE(ce, max(1, cin // 4), dtype)
+        self.project_conv = conv(ce, cout, 1, 1, dtype)
+        self.project_norm = norm(cout, None)
+        self.residual = stride == 1 and cin == cout
+        self.has_expand = ce != cin
+
+    def forward(self, x):
+        h = self.expand_norm(self.expand_conv(x)) if self.has_expand else x
+        h = self.se(self.dw_norm(self.dw_conv(h)))
+        h = self.project_norm(self.project_conv(h))
+        return h + x if self.residual else h   # stochastic depth: off here (golden steps)
+
+
+class EfficientNet(nn.Module):
+    """EfficientNet b0..b2 as src/nn/arch_effnet.c builds it: torchvision's layout and names
+    of the C model (stem.conv, stageS.blockB.{expand,dw,project}_{conv,norm}, .se.fc1/fc2,
+    head.conv, head.norm, fc), without the classifier dropout and with stochastic depth off.
+    width: stem channels before the multiplier (32 in torchvision); every channel count
+    is scaled by width/32 too. Images smaller than 64 px: stem stride 1 and stage 2 stride
+    1 (total stride 8 instead of 32)."""
+
+    def __init__(self, norm, variant="b0", width=32, in_ch=3, classes=1000, image=224,
+                 dtype=torch.float32):
+        super().__init__()
+        wm, dm = EFFNET_MULT[variant]
+        wm = wm * width / 32.0
+        small = image < 64
+        self.stem = Holder()
+        c0 = make_divisible(32 * wm)
+        self.stem.conv = conv(in_ch, c0, 3, 1 if small else 2, dtype)
+        self.stem.norm = norm(c0, F.silu)
+        self.blocks = []
+        cin = c0
+        for s, (e, k, st, _, co, n) in enumerate(EFFNET_STAGES):
+            stage = Holder()
+            cout = make_divisible(co * wm)
+            if small and s == 1:
+                st = 1
+            for b in range(int(math.ceil(n * dm))):
+                blk = MBConv(norm, cin, cout, e, k, st if b == 0 else 1, dtype)
+                setattr(stage, "block%d" % b, blk)
+                self.blocks.append(blk)
+                cin = cout
+            setattr(self, "stage%d" % (s + 1), stage)
+        self.head = Holder()
+        self.head.conv = conv(cin, 4 * cin, 1, 1, dtype)
+        self.head.norm = norm(4 * cin, F.silu)
+        self.fc = nn.Linear(4 * cin, classes, dtype=dtype)
+
+    def forward(self, x):
+        h = self.stem.norm(self.stem.conv(x))
+        for blk in self.blocks:
+            h = blk(h)
+        h = self.head.norm(self.head.conv(h))
+        return self.fc(h.mean(dim=(2, 3)))
