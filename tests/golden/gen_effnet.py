@@ -21,9 +21,9 @@ Writes tests/golden/effnet_bn.txt and tests/golden/effnet_gnpn.txt (format: test
        input x                 u;   labels (i * 7 + 1) mod 3
    scaled in float64 and rounded to float32 on both sides. Written: "logits", "loss"
    (mean cross-entropy, label smoothing 0.1), and for every parameter NAME (n values,
-   gradient g): "gsum.NAME" = sum g, "gdot.NAME" = sum g_i r_i with r_i = the hash of
-   (NAME + "#", i) (a random projection: any wrong element changes it), "gfirst.NAME" =
-   the first min(n, 4) values. For bn also "rmean.NAME" / "rvar.NAME": sums of the running
+   gradient g): "gabs.NAME" = sum |g| (the scale of the tolerances), "gsum.NAME" = sum g,
+   "gdot.NAME" = sum g_i r_i with r_i = the hash of (NAME + "#", i) (a random projection:
+   any wrong element changes it), "gfirst.NAME" = the first min(n, 4) values. For bn also "rmean.NAME" / "rvar.NAME": sums of the running
    statistics after the step (start 0 and 1).
 """
 import math
@@ -141,6 +141,7 @@ def generate(kind, fname):
     for name, p in params.items():
         g = p.grad.reshape(-1)
         r = golden_hash_u(name + "#", g.numel())
+        put(lines, "gabs." + name, g.abs().sum())
         put(lines, "gsum." + name, g.sum())
         put(lines, "gdot." + name, (g * r).sum())
         put(lines, "gfirst." + name, g[:4])
