@@ -48,11 +48,16 @@ static const char *usage_train =
     "data and model:\n"
     "  --data DIR            data set directory (IDX Fashion-MNIST/MNIST or CIFAR-10 binary);\n"
     "                        default $PROXYNORM_DATA or /usr/share/datasets/fashion-mnist\n"
-    "  --model M             resnetN with N = 6n+2 (resnet8, resnet20, resnet56, ...) [resnet20]\n"
+    "  --model M             resnetN with N = 6n+2 (resnet8, resnet20, resnet56, ...; basic\n"
+    "                        blocks), resnet50, resnet101, resnet152, resnext50_32x4d,\n"
+    "                        resnext101_32x8d, resnext101_64x4d (pre-activation bottleneck;\n"
+    "                        stem conv7x7/2 + max pool at >= 64 px, else conv3x3), or\n"
+    "                        bottleneck_A-B-C-D / resnext_A-B-C-D_GxDd (blocks per stage) [resnet20]\n"
     "  --norm N              bn | gn | ln | in | gn+pn | ln+pn | ln+ws | none [gn+pn]\n"
     "  --groups G            GroupNorm groups [4]\n"
     "  --norm-batch g        BatchNorm normalization batch, divides the micro-batch [micro-batch]\n"
-    "  --width W             channels of the first stage [16]\n"
+    "  --width W             base width: channels of the stem / first stage's planes [16;\n"
+    "                        64 for the bottleneck models at >= 64 px]\n"
     "  --limit-train N       use only the first N training images [all]\n"
     "  --limit-test N        use only the first N test images [all]\n"
     "\n"
@@ -101,7 +106,11 @@ static const char *usage_eval =
 static const char *usage_info =
     "usage: proxynorm info --model M --norm N --channels C --image H --classes K [--width W] [--groups G]\n"
     "\n"
-    "Prints {\"params\": ..., \"macs\": ...} (MACs per image of the forward pass).\n";
+    "Prints {\"model\", \"norm\", \"width\", \"params\" (all trained parameters),\n"
+    "\"conv_linear_params\" (weights and biases of the convolutions and linear layers only),\n"
+    "\"buffers\" (BN running statistics), \"macs\" (multiply-accumulates per image of the\n"
+    "forward pass)}. --width defaults to the model's default at that image size (64 for the\n"
+    "bottleneck ResNets / ResNeXts at >= 64 px, else 16). Models: see proxynorm train --help.\n";
 
 static int usage_error(const char *cmd, const char *msg)
 {
@@ -127,17 +136,6 @@ static int default_threads(void)
 #endif
 }
 
-/* "resnet" + N, N = 6n + 2 >= 8. */
-static int valid_arch(const char *s)
-{
-    if (strncmp(s, "resnet", 6) != 0) return 0;
-    const char *d = s + 6;
-    if (!*d || strlen(d) > 4) return 0;
-    for (const char *p = d; *p; p++)
-        if (*p < '0' || *p > '9') return 0;
-    int n = atoi(d);
-    return n >= 8 && (n - 2) % 6 == 0;
-}
 
 static int load_data(pn_dataset *d, const char *dir, int train, long limit)
 {
@@ -336,9 +334,9 @@ static int cmd_train(int argc, char **argv)
     const int root = g_dist.rank == 0, K = g_dist.size;
 
     if (model) {
-        if (!valid_arch(model)) {
-            snprintf(err, sizeof err, "--model: unknown model \"%s\" (resnetN with N = 6n+2 >= 8)", model);
-            return usage_error("train", err);
+        if (!pn_arch_valid(model)) {
+            fprintf(stderr, "proxynorm train: --model: unknown model \"%s\"\nmodels: %s\n", model, pn_arch_help());
+            return usage_error("train", "unknown model (see the list above)");
         }
         snprintf(cfg.model.arch, sizeof cfg.model.arch, "%s", model);
     }
@@ -453,6 +451,7 @@ static int cmd_train(int argc, char **argv)
         cfg.model.in_channels = tr.c;
         cfg.model.image = tr.h;
         cfg.model.classes = tr.classes;
+        if (!args_given(o, no, "--width")) cfg.model.width = pn_model_default_width(cfg.model.arch, tr.h);
     }
     int status = 0;
     pn_trainer *t = NULL;
@@ -592,9 +591,9 @@ static int cmd_info(int argc, char **argv)
     if (args_parse(o, 7, argc, argv, 2, &help, err, sizeof err)) return usage_error("info", err);
     if (help) { fputs(usage_info, stdout); return 0; }
     if (model) {
-        if (!valid_arch(model)) {
-            snprintf(err, sizeof err, "--model: unknown model \"%s\" (resnetN with N = 6n+2 >= 8)", model);
-            return usage_error("info", err);
+        if (!pn_arch_valid(model)) {
+            fprintf(stderr, "proxynorm info: --model: unknown model \"%s\"\nmodels: %s\n", model, pn_arch_help());
+            return usage_error("info", "unknown model (see the list above)");
         }
         snprintf(c.arch, sizeof c.arch, "%s", model);
     }
@@ -606,11 +605,14 @@ static int cmd_info(int argc, char **argv)
         }
         c.norm = (pn_norm_kind)k;
     }
+    if (!args_given(o, 7, "--width")) c.width = pn_model_default_width(c.arch, c.image);
     pn_model *m = NULL;
     int rc = pn_model_create(&m, &c, 0);
     if (rc) return fail("cannot build the model", rc);
-    printf("{\"model\": \"%s\", \"norm\": \"%s\", \"width\": %d, \"params\": %zu, \"macs\": %.0f}\n",
-           c.arch, pn_norm_name(c.norm), c.width, pn_model_num_params(m), pn_model_macs(m));
+    printf("{\"model\": \"%s\", \"norm\": \"%s\", \"width\": %d, \"params\": %zu, "
+           "\"conv_linear_params\": %zu, \"buffers\": %zu, \"macs\": %.0f}\n",
+           c.arch, pn_norm_name(c.norm), c.width, pn_model_num_params(m), pn_model_conv_linear_params(m),
+           pn_model_num_buffers(m), pn_model_macs(m));
     pn_model_free(m);
     return 0;
 }

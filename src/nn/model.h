@@ -1,4 +1,6 @@
-/* CNN models built from the kernels: pre-activation ResNet v2 for small images.
+/* CNN models built from the kernels: pre-activation ResNets (basic blocks for small
+ * images, bottleneck ResNet-50/101, ResNeXt), one engine for every architecture
+ * (src/nn/build.h: the builder API; src/nn/arch_*.c: the architectures).
  *
  * All parameters live in one allocation (params), gradients in a second of the
  * same layout (grads); a table names every tensor ("stage2.block0.conv1.weight")
@@ -22,7 +24,8 @@ const char *pn_norm_name(pn_norm_kind k);
 int pn_norm_parse(const char *s);
 
 typedef struct {
-    char arch[32];      /* "resnet20", "resnet56", ... ("resnet" + 6n+2) */
+    char arch[32];      /* "resnet20" (6n+2, basic blocks), "resnet50", "resnext50_32x4d", ...
+                         * (pn_arch_valid; the list: pn_arch_help) */
     pn_norm_kind norm;
     int groups;         /* GN groups (capped at the channel count); default 4 */
     int norm_batch;     /* BN normalization batch (0: the whole micro-batch) */
@@ -32,6 +35,13 @@ typedef struct {
 
 /* Fills defaults: resnet20, gn+pn, groups 4, width 16, 1x28x28, 10 classes. */
 void pn_model_config_default(pn_model_config *c);
+
+/* 1 if some architecture builds this name. */
+int pn_arch_valid(const char *arch);
+/* The names accepted, for messages ("resnetD with D = 6n+2 ...; resnet50, ..."). */
+const char *pn_arch_help(void);
+/* The default width of arch at this image size (e.g. 64 for resnet50 at >= 64 px, else 16). */
+int pn_model_default_width(const char *arch, int image);
 
 typedef struct {
     char name[80];
@@ -44,7 +54,9 @@ typedef struct {
 typedef struct pn_model pn_model;
 
 /* Builds the model and initializes parameters from seed (He init for convolutions,
- * PyTorch's default for the linear layer, norms at identity, PN at its init). */
+ * PyTorch's default for the linear layer, norms at identity, PN at its init). Errors
+ * (PN_ERR_ARG with a message): unknown arch, a GroupNorm group count that does not
+ * divide a layer's channels, an image too small for the architecture, ... */
 int pn_model_create(pn_model **out, const pn_model_config *cfg, uint64_t seed);
 void pn_model_free(pn_model *m);
 const pn_model_config *pn_model_cfg(const pn_model *m);
@@ -61,6 +73,26 @@ const pn_tensor_info *pn_model_buffer_table(const pn_model *m, int *count);
 
 /* Multiply-accumulates per image of the forward pass (convolutions and linear). */
 double pn_model_macs(const pn_model *m);
+/* Parameters of the convolutions and linear layers (weights and biases), no norms. */
+size_t pn_model_conv_linear_params(const pn_model *m);
+
+/* Norm layers, in forward order. After a forward, input/output point to the layer's
+ * input and output of the last batch (batch images, (C, H, W) each), mean/rstd to its
+ * statistics (nstat floats: (batch, groups) for the GroupNorm family, (batch/g, C) for
+ * BatchNorm with normalization batch g; NULL for --norm none). Before any forward
+ * those pointers are NULL and batch is 0. The visitor returns 0 to go on; anything
+ * else stops the walk and is returned. */
+typedef struct {
+    const char *name;     /* parameter prefix, e.g. "stage2.block0.norm1" */
+    int index;            /* op index */
+    int C, H, W, groups;  /* groups: GroupNorm family (LN 1, IN C); 0 for BN / none */
+    int has_act;          /* 1: norm + activation (PN-Act for +pn), 0: norm only */
+    int batch;
+    const float *input, *output, *mean, *rstd;
+    size_t nstat;
+} pn_norm_info;
+typedef int (*pn_norm_visitor)(void *ctx, const pn_norm_info *ni);
+int pn_model_visit_norms(const pn_model *m, pn_norm_visitor fn, void *ctx);
 
 /* Forward of B images x (B, in_channels, image, image). training = 1 uses batch
  * statistics for BN (and updates its running statistics), 0 the running ones.

@@ -1,0 +1,440 @@
+/* The built-in op kinds of the model engine (see nn/build.h) and their builder calls:
+ * convolution (optionally weight-standardized), norm + activation / norm + PN-Act,
+ * norm without activation, residual add, max pooling, global average pooling, linear. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels/common.h"
+#include "nn/build.h"
+
+/* Elementwise loops of the plain norms: OpenMP only above ~64K elements (fork/join costs
+ * more than the loop below that); omp simd because the compiler will not vectorize a
+ * select through pointers that may alias. */
+#define EW_PAR_MIN 65536
+
+static void relu_inplace(float *x, size_t n)
+{
+    #pragma omp parallel for simd schedule(static) if (n >= EW_PAR_MIN)
+    for (size_t i = 0; i < n; i++) x[i] = x[i] > 0.0f ? x[i] : 0.0f;
+}
+
+/* dy = out > 0 ? dout : 0 (dy may be dout). */
+static void relu_mask(float *dy, const float *dout, const float *out, size_t n)
+{
+    #pragma omp parallel for simd schedule(static) if (n >= EW_PAR_MIN)
+    for (size_t i = 0; i < n; i++) dy[i] = out[i] > 0.0f ? dout[i] : 0.0f;
+}
+
+static int is_pn(pn_norm_kind k) { return k == PN_NORM_GN_PN || k == PN_NORM_LN_PN; }
+
+/* ------------------------------------------------------------ convolution */
+static size_t conv_work(const pn_model *m, pn_op *op, int B)
+{
+    (void)m;
+    op->cs.N = B;
+    return pn_conv2d_workspace(&op->cs);
+}
+
+static const float *conv_weight(const pn_model *m, const pn_op *op)
+{
+    return op->what ? op->what : m->params + op->p[0];
+}
+
+static int conv_fwd(pn_model *m, pn_op *op, const pn_fwd_args *a)
+{
+    op->cs.N = a->B;
+    PN_CHECK(pn_conv2d_workspace(&op->cs) <= m->work_floats,
+             "model: thread count changed since the arena was planned (pn_set_threads between forward and backward?)");
+    return pn_conv2d_forward(a->out, a->in[0], conv_weight(m, op), pn_op_param(m, op, 1), &op->cs,
+                             m->work);
+}
+
+static int conv_bwd(pn_model *m, pn_op *op, const pn_bwd_args *a)
+{
+    op->cs.N = a->B;
+    PN_CHECK(pn_conv2d_workspace(&op->cs) <= m->work_floats,
+             "model: thread count changed since the arena was planned (pn_set_threads between forward and backward?)");
+    if (!op->what)
+        return pn_conv2d_backward(a->din[0], m->grads + op->p[0], pn_op_grad(m, op, 1), a->dout,
+                                  a->in[0], m->params + op->p[0], &op->cs, m->work);
+    const int O = op->cs.Cout, K = op->cs.Cin / op->cs.groups * op->cs.KH * op->cs.KW;
+    memset(m->dwhat, 0, (size_t)O * (size_t)K * sizeof(float));
+    int rc = pn_conv2d_backward(a->din[0], m->dwhat, pn_op_grad(m, op, 1), a->dout, a->in[0],
+                                op->what, &op->cs, m->work);
+    if (rc != PN_OK) return rc;
+    return pn_ws_backward(m->grads + op->p[0], m->dwhat, m->params + op->p[0], op->wmean,
+                          op->wrstd, O, K);
+}
+
+static double conv_macs(const pn_model *m, const pn_op *op)
+{
+    (void)m;
+    int ho, wo;
+    pn_conv_shape s = op->cs;
+    s.N = 1;
+    if (pn_conv_out_hw(&s, &ho, &wo) != PN_OK) return 0;
+    return (double)ho * wo * (double)s.Cout * (double)(s.Cin / s.groups) * s.KH * s.KW;
+}
+
+const pn_op_vt pn_op_conv = { "conv", NULL, conv_work, conv_fwd, conv_bwd, conv_macs, PN_OP_IS_CONV };
+
+pn_val pn_b_conv(pn_builder *b, pn_val x, const char *name, int cout, int k, int stride,
+                 int groups, unsigned flags)
+{
+    int C, H, W;
+    if (pn_b_shape(b, x, &C, &H, &W) != 0) return -1;
+    if (cout < 1 || k < 1 || stride < 1 || groups < 1)
+        return pn_b_fail(b, PN_ERR_ARG, "model: %s: bad convolution (cout %d, kernel %d, stride %d, groups %d)",
+                         name, cout, k, stride, groups);
+    if (C % groups || cout % groups)
+        return pn_b_fail(b, PN_ERR_ARG, "model: %s: %d input and %d output channels are not divisible into %d groups",
+                         name, C, cout, groups);
+    const int pad = k / 2;
+    const int Ho = (H + 2 * pad - k) / stride + 1, Wo = (W + 2 * pad - k) / stride + 1;
+    if (H + 2 * pad < k || W + 2 * pad < k || Ho < 1 || Wo < 1)
+        return pn_b_fail(b, PN_ERR_ARG, "model: %s: a %dx%d input is too small for a %dx%d convolution",
+                         name, H, W, k, k);
+    pn_op *op;
+    pn_val y = pn_b_op(b, &pn_op_conv, &x, 1, cout, Ho, Wo, name, &op);
+    if (y < 0) return -1;
+    op->cs = (pn_conv_shape){ .N = 1, .Cin = C, .H = H, .W = W, .Cout = cout, .KH = k, .KW = k,
+                              .stride = stride, .pad = pad, .groups = groups };
+    op->iattr[0] = pn_b_cfg(b)->norm == PN_NORM_LN_WS && !(flags & PN_CONV_NO_WS); /* standardized */
+    const int fan_in = C / groups * k * k;
+    int shape[4] = { cout, C / groups, k, k };
+    size_t w = pn_b_param(b, name, "weight", 4, shape, 1, PN_INIT_HE, fan_in);
+    size_t bias = PN_NONE;
+    if (flags & PN_CONV_BIAS) bias = pn_b_param(b, name, "bias", 1, &cout, 0, PN_INIT_UNIFORM, fan_in);
+    if (w == PN_NONE || ((flags & PN_CONV_BIAS) && bias == PN_NONE)) return -1;
+    op->p[0] = w; /* op stays valid until the next pn_b_op */
+    op->p[1] = bias;
+    return y;
+}
+
+/* ------------------------------------------------------------ norms */
+/* iattr[0]: 1 = norm + activation `act`, 0 = norm only (no activation).
+ * Saved: mean, rstd (statistics: BN (B/g, C), GN family (B, G)), PN's m, s (C), and for an
+ * activation other than ReLU after a plain norm, the pre-activation (B, C, HW). */
+static size_t norm_stat_floats(const pn_model *m, const pn_op *op, int B)
+{
+    if (m->cfg.norm == PN_NORM_NONE) return 0;
+    if (m->cfg.norm == PN_NORM_BN)
+        return (size_t)(B / (m->cfg.norm_batch > 0 ? m->cfg.norm_batch : B)) * (size_t)op->C;
+    return (size_t)B * (size_t)op->G;
+}
+
+static int norm_has_act(const pn_op *op) { return op->iattr[0]; }
+static int norm_fused_pn(const pn_model *m, const pn_op *op) { return is_pn(m->cfg.norm) && norm_has_act(op); }
+static int norm_saves_pre(const pn_model *m, const pn_op *op)
+{
+    return norm_has_act(op) && !is_pn(m->cfg.norm) && m->cfg.norm != PN_NORM_NONE &&
+           op->act != PN_ACT_RELU && op->act != PN_ACT_IDENTITY;
+}
+
+typedef struct { float *mean, *rstd, *pm, *ps, *pre; } norm_save;
+
+static norm_save norm_layout(const pn_model *m, const pn_op *op, int B, float *base, size_t *total)
+{
+    norm_save s = { 0 };
+    size_t off = 0, g = norm_stat_floats(m, op, B);
+#define TK(p, n) do { if (base) s.p = base + off; off += (n); } while (0)
+    if (g) { TK(mean, g); TK(rstd, g); }
+    if (norm_fused_pn(m, op)) { TK(pm, (size_t)op->C); TK(ps, (size_t)op->C); }
+    if (norm_saves_pre(m, op)) TK(pre, (size_t)B * (size_t)op->C * (size_t)op->HW);
+#undef TK
+    if (total) *total = off;
+    return s;
+}
+
+static size_t norm_saved(const pn_model *m, const pn_op *op, int B)
+{
+    size_t t;
+    norm_layout(m, op, B, NULL, &t);
+    return t;
+}
+
+static int norm_fwd(pn_model *m, pn_op *op, const pn_fwd_args *a)
+{
+    const int B = a->B;
+    const size_t n = (size_t)B * (size_t)op->C * (size_t)op->HW;
+    norm_save s = norm_layout(m, op, B, op->save, NULL);
+    const float *inp = a->in[0];
+    float *out = a->out;
+    const pn_norm_kind k = m->cfg.norm;
+    if (norm_fused_pn(m, op)) {
+        pn_pnact_params p = { pn_op_param(m, op, 0), pn_op_param(m, op, 1), pn_op_param(m, op, 2),
+                              pn_op_param(m, op, 3) };
+        return pn_gn_pnact_forward(out, s.mean, s.rstd, s.pm, s.ps, inp, p, B, op->C, op->HW, op->G,
+                                   PN_GN_EPS, op->act, PN_PROXY_EPS);
+    }
+    const int act = norm_has_act(op) ? (int)op->act : (int)PN_ACT_IDENTITY;
+    if (k == PN_NORM_NONE) {
+        if (act == PN_ACT_RELU) relu_mask(out, inp, inp, n);
+        else if (act == PN_ACT_IDENTITY) memcpy(out, inp, n * sizeof(float));
+        else return pn_act_forward(out, inp, n, (pn_act)act);
+        return PN_OK;
+    }
+    float *y = s.pre ? s.pre : out;
+    int rc;
+    if (k == PN_NORM_BN) {
+        float *rm = m->buffers + op->buf[0], *rv = m->buffers + op->buf[1];
+        if (a->training && m->bn_ovr.forward)
+            rc = m->bn_ovr.forward(m->bn_ovr.ctx, y, s.mean, s.rstd, rm, rv, inp, pn_op_param(m, op, 0),
+                                   pn_op_param(m, op, 1), B, op->C, op->HW, PN_BN_MOMENTUM, PN_BN_EPS);
+        else if (a->training)
+            rc = pn_batchnorm_forward_train(y, s.mean, s.rstd, rm, rv, inp, pn_op_param(m, op, 0),
+                                            pn_op_param(m, op, 1), B, op->C, op->HW, m->cfg.norm_batch,
+                                            PN_BN_MOMENTUM, PN_BN_EPS);
+        else
+            rc = pn_batchnorm_forward_eval(y, inp, rm, rv, pn_op_param(m, op, 0), pn_op_param(m, op, 1),
+                                           B, op->C, op->HW, PN_BN_EPS);
+    } else {
+        rc = pn_groupnorm_forward(y, s.mean, s.rstd, inp, pn_op_param(m, op, 0), pn_op_param(m, op, 1),
+                                  B, op->C, op->HW, op->G, PN_GN_EPS);
+    }
+    if (rc != PN_OK) return rc;
+    if (act == PN_ACT_RELU) relu_inplace(out, n);
+    else if (s.pre) return pn_act_forward(out, s.pre, n, (pn_act)act);
+    return PN_OK;
+}
+
+/* dinp = norm^T(dout); dout is used as scratch (the activation's derivative is applied to
+ * it in place). */
+static int norm_bwd(pn_model *m, pn_op *op, const pn_bwd_args *a)
+{
+    const int B = a->B;
+    const size_t n = (size_t)B * (size_t)op->C * (size_t)op->HW;
+    norm_save s = norm_layout(m, op, B, op->save, NULL);
+    const float *inp = a->in[0];
+    float *dinp = a->din[0], *dout = a->dout;
+    const pn_norm_kind k = m->cfg.norm;
+    if (!dinp) return pn_error(PN_ERR_ARG, "model: %s: a norm of the model input", op->name);
+    if (norm_fused_pn(m, op)) {
+        pn_pnact_params p = { pn_op_param(m, op, 0), pn_op_param(m, op, 1), pn_op_param(m, op, 2),
+                              pn_op_param(m, op, 3) };
+        pn_pnact_grads g = { pn_op_grad(m, op, 0), pn_op_grad(m, op, 1), pn_op_grad(m, op, 2),
+                             pn_op_grad(m, op, 3) };
+        return pn_gn_pnact_backward(dinp, g, dout, inp, s.mean, s.rstd, s.pm, s.ps, p, B, op->C,
+                                    op->HW, op->G, op->act);
+    }
+    const int act = norm_has_act(op) ? (int)op->act : (int)PN_ACT_IDENTITY;
+    /* ReLU: out > 0 exactly where the pre-activation is > 0 (derivative 0 at 0, as PyTorch). */
+    float *dy = k == PN_NORM_NONE ? dinp : dout;
+    int rc = PN_OK;
+    if (act == PN_ACT_RELU) relu_mask(dy, dout, a->out, n);
+    else if (act == PN_ACT_IDENTITY) { if (dy != dout) memcpy(dy, dout, n * sizeof(float)); }
+    else rc = pn_act_backward(dy, dout, k == PN_NORM_NONE ? inp : s.pre, n, (pn_act)act);
+    if (rc != PN_OK || k == PN_NORM_NONE) return rc;
+    if (k == PN_NORM_BN) {
+        if (m->bn_ovr.backward)
+            return m->bn_ovr.backward(m->bn_ovr.ctx, dinp, pn_op_grad(m, op, 0), pn_op_grad(m, op, 1), dy,
+                                      inp, s.mean, s.rstd, pn_op_param(m, op, 0), B, op->C, op->HW);
+        return pn_batchnorm_backward(dinp, pn_op_grad(m, op, 0), pn_op_grad(m, op, 1), dy, inp, s.mean,
+                                     s.rstd, pn_op_param(m, op, 0), B, op->C, op->HW, m->cfg.norm_batch);
+    }
+    return pn_groupnorm_backward(dinp, pn_op_grad(m, op, 0), pn_op_grad(m, op, 1), dy, inp, s.mean,
+                                 s.rstd, pn_op_param(m, op, 0), B, op->C, op->HW, op->G);
+}
+
+const pn_op_vt pn_op_norm = { "norm", norm_saved, NULL, norm_fwd, norm_bwd, NULL,
+                              PN_OP_CLOBBERS_DOUT | PN_OP_IS_NORM };
+
+/* Groups of the GroupNorm family for C channels (0 for BN/none). */
+static int norm_groups(const pn_model_config *c, int C)
+{
+    switch (c->norm) {
+    case PN_NORM_GN: case PN_NORM_GN_PN: return c->groups < C ? c->groups : C;
+    case PN_NORM_LN: case PN_NORM_LN_PN: case PN_NORM_LN_WS: return 1;
+    case PN_NORM_IN: return C;
+    default: return 0;
+    }
+}
+
+static pn_val add_norm(pn_builder *b, pn_val x, const char *name, int with_act, pn_act act)
+{
+    const pn_model_config *c = pn_b_cfg(b);
+    int C, H, W;
+    if (pn_b_shape(b, x, &C, &H, &W) != 0) return -1;
+    if (c->norm == PN_NORM_NONE && !with_act) return x;
+    const int G = norm_groups(c, C);
+    if (G > 0 && C % G != 0)
+        return pn_b_fail(b, PN_ERR_ARG,
+                         "model: %s: %d channels are not divisible into %d groups (--groups %d; "
+                         "GroupNorm uses min(groups, channels) groups, which must divide the channels)",
+                         name, C, G, c->groups);
+    pn_op *op;
+    pn_val y = pn_b_op(b, &pn_op_norm, &x, 1, C, H, W, name, &op);
+    if (y < 0) return -1;
+    op->C = C;
+    op->HW = H * W;
+    op->G = G;
+    op->act = with_act ? act : PN_ACT_IDENTITY;
+    op->iattr[0] = with_act;
+    size_t p[4] = { PN_NONE, PN_NONE, PN_NONE, PN_NONE }, rm = PN_NONE, rv = PN_NONE;
+    int np = 0;
+    if (c->norm == PN_NORM_NONE) {
+        /* activation only */
+    } else if (is_pn(c->norm) && with_act) {
+        p[0] = pn_b_param(b, name, "gamma", 1, &C, 0, PN_INIT_ONE, 0);
+        p[1] = pn_b_param(b, name, "beta", 1, &C, 0, PN_INIT_ZERO, 0);
+        p[2] = pn_b_param(b, name, "gamma_t", 1, &C, 1, PN_INIT_ZERO, 0);
+        p[3] = pn_b_param(b, name, "beta_t", 1, &C, 1, PN_INIT_ZERO, 0);
+        np = 4;
+    } else if (is_pn(c->norm)) {
+        p[0] = pn_b_param(b, name, "weight", 1, &C, 0, PN_INIT_ONE, 0); /* scale, no shift */
+        np = 1;
+    } else {
+        p[0] = pn_b_param(b, name, "weight", 1, &C, 0, PN_INIT_ONE, 0);
+        p[1] = pn_b_param(b, name, "bias", 1, &C, 0, PN_INIT_ZERO, 0);
+        np = 2;
+        if (c->norm == PN_NORM_BN) {
+            rm = pn_b_buffer(b, name, "running_mean", C, PN_INIT_ZERO);
+            rv = pn_b_buffer(b, name, "running_var", C, PN_INIT_ONE);
+            if (rm == PN_NONE || rv == PN_NONE) return -1;
+        }
+    }
+    for (int i = 0; i < np; i++)
+        if (p[i] == PN_NONE) return -1;
+    for (int i = 0; i < 4; i++) op->p[i] = p[i];
+    op->buf[0] = rm;
+    op->buf[1] = rv;
+    return y;
+}
+
+pn_val pn_b_norm_act(pn_builder *b, pn_val x, const char *name, pn_act act)
+{
+    return add_norm(b, x, name, 1, act);
+}
+
+pn_val pn_b_norm(pn_builder *b, pn_val x, const char *name) { return add_norm(b, x, name, 0, PN_ACT_IDENTITY); }
+
+/* ------------------------------------------------------------ residual add */
+static int add_fwd(pn_model *m, pn_op *op, const pn_fwd_args *a)
+{
+    const pn_value *v = &m->vals[op->out];
+    const size_t n = (size_t)a->B * (size_t)v->C * (size_t)v->H * (size_t)v->W;
+    if (a->out == a->in[0]) pn_add_inplace(a->out, a->in[1], n);
+    else pn_add(a->out, a->in[0], a->in[1], n);
+    return PN_OK;
+}
+
+const pn_op_vt pn_op_add = { "add", NULL, NULL, add_fwd, NULL, NULL, PN_OP_PASS_GRAD };
+
+pn_val pn_b_add(pn_builder *b, pn_val x, pn_val y)
+{
+    int C, H, W, C2, H2, W2;
+    if (pn_b_shape(b, x, &C, &H, &W) != 0 || pn_b_shape(b, y, &C2, &H2, &W2) != 0) return -1;
+    if (C != C2 || H != H2 || W != W2)
+        return pn_b_fail(b, PN_ERR_ARG, "model: residual add of (%d,%d,%d) and (%d,%d,%d)", C, H, W, C2, H2, W2);
+    pn_val in[2] = { x, y };
+    return pn_b_op(b, &pn_op_add, in, 2, C, H, W, "add", NULL);
+}
+
+/* ------------------------------------------------------------ pooling */
+/* iattr: k, stride, pad. Saved: argmax (B, C, Ho, Wo) int32 in float slots. */
+static size_t maxpool_saved(const pn_model *m, const pn_op *op, int B)
+{
+    const pn_value *v = &m->vals[op->out];
+    return (size_t)B * (size_t)v->C * (size_t)v->H * (size_t)v->W;
+}
+
+static int maxpool_fwd(pn_model *m, pn_op *op, const pn_fwd_args *a)
+{
+    const pn_value *v = &m->vals[op->in[0]];
+    return pn_maxpool_forward(a->out, (int32_t *)(void *)op->save, a->in[0], a->B, v->C, v->H, v->W,
+                              op->iattr[0], op->iattr[1], op->iattr[2]);
+}
+
+static int maxpool_bwd(pn_model *m, pn_op *op, const pn_bwd_args *a)
+{
+    const pn_value *v = &m->vals[op->in[0]];
+    if (!a->din[0]) return PN_OK;
+    return pn_maxpool_backward(a->din[0], a->dout, (const int32_t *)(const void *)op->save, a->B, v->C,
+                               v->H, v->W, op->iattr[0], op->iattr[1], op->iattr[2]);
+}
+
+const pn_op_vt pn_op_maxpool = { "maxpool", maxpool_saved, NULL, maxpool_fwd, maxpool_bwd, NULL, 0 };
+
+_Static_assert(sizeof(int32_t) == sizeof(float), "argmax is stored in float slots");
+
+pn_val pn_b_maxpool(pn_builder *b, pn_val x, int k, int stride, int pad)
+{
+    int C, H, W;
+    if (pn_b_shape(b, x, &C, &H, &W) != 0) return -1;
+    if (k < 1 || stride < 1 || pad < 0 || 2 * pad >= k + 1 || H + 2 * pad < k || W + 2 * pad < k)
+        return pn_b_fail(b, PN_ERR_ARG, "model: max pooling %dx%d stride %d pad %d of a %dx%d input", k, k,
+                         stride, pad, H, W);
+    pn_op *op;
+    pn_val y = pn_b_op(b, &pn_op_maxpool, &x, 1, C, (H + 2 * pad - k) / stride + 1,
+                       (W + 2 * pad - k) / stride + 1, "maxpool", &op);
+    if (y < 0) return -1;
+    op->iattr[0] = k;
+    op->iattr[1] = stride;
+    op->iattr[2] = pad;
+    return y;
+}
+
+static int gap_fwd(pn_model *m, pn_op *op, const pn_fwd_args *a)
+{
+    const pn_value *v = &m->vals[op->in[0]];
+    return pn_gap_forward(a->out, a->in[0], a->B, v->C, v->H * v->W);
+}
+
+static int gap_bwd(pn_model *m, pn_op *op, const pn_bwd_args *a)
+{
+    const pn_value *v = &m->vals[op->in[0]];
+    if (!a->din[0]) return PN_OK;
+    return pn_gap_backward(a->din[0], a->dout, a->B, v->C, v->H * v->W);
+}
+
+const pn_op_vt pn_op_gap = { "gap", NULL, NULL, gap_fwd, gap_bwd, NULL, 0 };
+
+pn_val pn_b_gap(pn_builder *b, pn_val x)
+{
+    int C, H, W;
+    if (pn_b_shape(b, x, &C, &H, &W) != 0) return -1;
+    return pn_b_op(b, &pn_op_gap, &x, 1, C, 1, 1, "gap", NULL);
+}
+
+/* ------------------------------------------------------------ linear */
+static int linear_fwd(pn_model *m, pn_op *op, const pn_fwd_args *a)
+{
+    return pn_linear_forward(a->out, a->in[0], m->params + op->p[0], pn_op_param(m, op, 1), a->B,
+                             op->iattr[0], op->iattr[1]);
+}
+
+static int linear_bwd(pn_model *m, pn_op *op, const pn_bwd_args *a)
+{
+    return pn_linear_backward(a->din[0], m->grads + op->p[0], pn_op_grad(m, op, 1), a->dout, a->in[0],
+                              m->params + op->p[0], a->B, op->iattr[0], op->iattr[1]);
+}
+
+static double linear_macs(const pn_model *m, const pn_op *op)
+{
+    (void)m;
+    return (double)op->iattr[0] * (double)op->iattr[1];
+}
+
+const pn_op_vt pn_op_linear = { "linear", NULL, NULL, linear_fwd, linear_bwd, linear_macs, PN_OP_IS_LINEAR };
+
+pn_val pn_b_linear(pn_builder *b, pn_val x, const char *name, int out)
+{
+    int C, H, W;
+    if (pn_b_shape(b, x, &C, &H, &W) != 0) return -1;
+    if (out < 1) return pn_b_fail(b, PN_ERR_ARG, "model: %s: %d outputs", name, out);
+    pn_op *op;
+    pn_val y = pn_b_op(b, &pn_op_linear, &x, 1, out, 1, 1, name, &op);
+    if (y < 0) return -1;
+    const int F = C * H * W;
+    op->iattr[0] = F;
+    op->iattr[1] = out;
+    int ws[2] = { out, F };
+    size_t w = pn_b_param(b, name, "weight", 2, ws, 1, PN_INIT_UNIFORM, F);
+    size_t bias = pn_b_param(b, name, "bias", 1, &out, 0, PN_INIT_UNIFORM, F);
+    if (w == PN_NONE || bias == PN_NONE) return -1;
+    op->p[0] = w;
+    op->p[1] = bias;
+    return y;
+}
