@@ -124,4 +124,12 @@ typedef struct {
 } pn_bn_override;
 int pn_model_set_bn_override(pn_model *m, const pn_bn_override *o);
 
+/* The random stream of the model's stochastic layers (EfficientNet's drop path,
+ * src/nn/arch_effnet.c) for the next training forwards: the masks are drawn from
+ * (seed, step, layer, k), k counting the training forwards since this call (the
+ * micro-batches of one update). The trainer calls it once per optimizer step, so a
+ * resumed run draws the same masks as an uninterrupted one. Without a call: seed 0,
+ * step 0. Models without stochastic layers ignore it. */
+int pn_model_set_step(pn_model *m, uint64_t seed, uint64_t step);
+
 #endif
