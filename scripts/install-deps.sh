@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian 12 packages proxynorm needs, only those that are missing.
 #   scripts/install-deps.sh           build + run (compiler, OpenBLAS, zlib, cJSON, gnuplot, data set)
-#   scripts/install-deps.sh --torch   also PyTorch and torchvision (reference tests and benchmarks only)
+#   scripts/install-deps.sh --torch   also PyTorch and torchvision (reference generators, benchmarks)
 #   scripts/install-deps.sh --mpi     also Open MPI (data-parallel training; make test installs it)
 #   (gnuplot-nox is in the base set: the power tests draw plots)
 set -eu

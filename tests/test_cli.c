@@ -3,6 +3,7 @@
  * kind of bad input (exit status and message). */
 #include <limits.h>
 #include <stdint.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -164,6 +165,20 @@ TEST(info_json)
     CHECK(rc == 0 && p && p->valuedouble < p20 / 2, "width 8 should have < half the params: %s", out_buf);
     cJSON_Delete(j);
     EXPECT_FAIL("info --model resnet21 --norm gn", 2, "unknown model");
+    /* torchvision's resnet50: 25,503,912 conv + linear parameters (tests/golden/param_counts.txt);
+     * --width defaults to 64 at 224 px */
+    rc = run("info --model resnet50 --norm bn --channels 3 --image 224 --classes 1000");
+    j = cJSON_Parse(out_buf);
+    cJSON *cl = j ? cJSON_GetObjectItem(j, "conv_linear_params") : NULL, *w = j ? cJSON_GetObjectItem(j, "width") : NULL;
+    CHECK(rc == 0 && cl && w && cl->valuedouble == 25503912.0 && w->valuedouble == 64,
+          "resnet50 info: %s %s", out_buf, err_buf);
+    cJSON_Delete(j);
+    rc = run("info --model resnet50 --norm gn+pn --channels 1 --image 28 --classes 10");
+    j = cJSON_Parse(out_buf);
+    w = j ? cJSON_GetObjectItem(j, "width") : NULL;
+    CHECK(rc == 0 && w && w->valuedouble == 16, "resnet50 at 28 px: width 16: %s %s", out_buf, err_buf);
+    cJSON_Delete(j);
+    EXPECT_FAIL("info --model resnext50_32x4d --norm gn --width 16 --groups 3", 1, "divisible");
     EXPECT_FAIL("info --norm xn", 2, "unknown norm");
     EXPECT_FAIL("info --channels 0", 2, "out of range");
     EXPECT_FAIL("info --image 28x", 2, "not an integer");
@@ -219,6 +234,18 @@ TEST(train_eval_and_log)
     CHECK(strcmp(eline, full_acc) == 0, "eval \"%s\" vs train \"%s\"", eline, full_acc);
     snprintf(a, sizeof a, "eval --checkpoint %s --data %s --limit-test 10", tp("full.safetensors"), datadir);
     CHECK(run(a) == 0 && strstr(out_buf, "test images: 10"), "eval --limit-test: %s", out_buf);
+    /* --fold: the same accuracy, the loss to float rounding (printed to 4 decimals) */
+    snprintf(a, sizeof a, "eval --checkpoint %s --data %s --batch 7 --threads 1 --fold", tp("full.safetensors"), datadir);
+    rc = run(a);
+    CHECK(rc == 0 && strstr(out_buf, "folded norm layers: 7"), "eval --fold exit %d: %s %s", rc, out_buf, err_buf);
+    {
+        char fline[256];
+        last_line(out_buf, fline, sizeof fline);
+        const char *p1 = strstr(fline, " (loss "), *p2 = strstr(full_acc, " (loss ");
+        CHECK(p1 && p2 && p1 - fline == p2 - full_acc && strncmp(fline, full_acc, (size_t)(p1 - fline)) == 0 &&
+                  fabs(atof(p1 + 7) - atof(p2 + 7)) <= 2e-4,
+              "eval --fold \"%s\" vs \"%s\"", fline, full_acc);
+    }
     /* --eval-every: one log line per 2 updates (6 updates). */
     snprintf(a, sizeof a, "train --data %s " TINY "--epochs 1 --batch 16 --eval-every 2 --no-augment --log %s",
              datadir, tp("e.jsonl"));

@@ -101,9 +101,14 @@ static const char *usage_train =
 
 static const char *usage_eval =
     "usage: proxynorm eval --checkpoint CKPT [--data DIR] [--limit-test N] [--batch B] [--threads T]\n"
+    "                      [--fold]\n"
     "\n"
     "Prints the test loss and accuracy of a checkpoint; the model is the one described\n"
-    "by the checkpoint's metadata.\n";
+    "by the checkpoint's metadata.\n"
+    "  --fold   fold the norms' per-channel affines into the neighbouring layers first\n"
+    "           (bn: into the convolution before it; gn+pn / ln+pn: PN's post-activation\n"
+    "           scale into the norm's affine, its shift into following 1x1 convolutions and\n"
+    "           the classifier); same predictions, up to float rounding in the logits\n";
 
 static const char *usage_info =
     "usage: proxynorm info --model M --norm N --channels C --image H --classes K [--width W] [--groups G]\n"
@@ -539,23 +544,29 @@ static int cmd_eval(int argc, char **argv)
 {
     const char *ckpt = NULL, *data = NULL;
     long limit = 0;
-    int batch = 100, threads = 0;
+    int batch = 100, threads = 0, fold = 0;
     arg_opt o[] = {
         { "--checkpoint", ARG_STR, &ckpt, 0, 0, 0, 0, NULL },
         { "--data", ARG_STR, &data, 0, 0, 0, 0, NULL },
         { "--limit-test", ARG_LONG, &limit, 1, 1e9, 0, 0, NULL },
         { "--batch", ARG_INT, &batch, 1, 1 << 20, 0, 0, NULL },
         { "--threads", ARG_INT, &threads, 1, 4096, 0, 0, NULL },
+        { "--fold", ARG_FLAG, &fold, 0, 0, 1, 0, NULL },
     };
     int help = 0;
     char err[256];
-    if (args_parse(o, 5, argc, argv, 2, &help, err, sizeof err)) return usage_error("eval", err);
+    if (args_parse(o, 6, argc, argv, 2, &help, err, sizeof err)) return usage_error("eval", err);
     if (help) { fputs(usage_eval, stdout); return 0; }
     if (!ckpt) return usage_error("eval", "--checkpoint is required");
     pn_set_threads(threads > 0 ? threads : default_threads());
     pn_model *m = NULL;
     int rc = pn_checkpoint_load_model(&m, ckpt);
     if (rc) return fail("cannot load the checkpoint", rc);
+    if (fold) {
+        int nf = 0;
+        if ((rc = pn_model_fold(m, &nf))) { pn_model_free(m); return fail("cannot fold the model", rc); }
+        printf("folded norm layers: %d\n", nf);
+    }
     pn_dataset te;
     if (!data) data = pn_default_data_dir();
     if ((rc = load_data(&te, data, 0, limit))) { pn_model_free(m); return rc; }

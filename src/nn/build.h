@@ -116,6 +116,11 @@ struct pn_op {
     pn_act act;
     int iattr[8];
     float fattr[4];
+    /* inference folding (pn_model_fold; owned by the op, NULL until folded): folded weight
+     * and bias of a conv / linear, and a norm's folded per-channel affine and shift */
+    float *fw, *fb, *fold;
+    int fold_mode; /* norms: 0 unfolded, 1 activation only (BN folded into the conv before),
+                    * 2 GN/LN + folded affine + ReLU (- shift unless folded forward) */
 };
 
 typedef struct {
@@ -158,6 +163,8 @@ struct pn_model {
     float **pool;
     int *gb, *gref, gcap; /* backward schedule: buffer of each value, references of each buffer */
 
+    int folded; /* pn_model_fold was applied: inference only */
+
     /* state of the last forward/loss */
     int fwd_B, fwd_training, have_loss;
     float smoothing;
@@ -173,6 +180,9 @@ static inline float *pn_op_grad(pn_model *m, const pn_op *op, int i)
 {
     return op->p[i] == PN_NONE ? NULL : m->grads + op->p[i];
 }
+
+/* The built-in op kinds (src/nn/ops.c). */
+extern const pn_op_vt pn_op_conv, pn_op_norm, pn_op_add, pn_op_maxpool, pn_op_gap, pn_op_linear;
 
 /* ------------------------------------------------------------ builder */
 const pn_model_config *pn_b_cfg(const pn_builder *b);
@@ -231,6 +241,10 @@ typedef struct {
     /* default --width for this arch at this image size (NULL: 16) */
     int (*default_width)(const char *arch, int image);
 } pn_arch;
+
+/* pn_model_create with a given architecture instead of the registry's (cfg->arch is then
+ * only a label): for tests of new ops and layouts before they are registered. */
+int pn_model_create_arch(pn_model **out, const pn_model_config *cfg, const pn_arch *arch, uint64_t seed);
 
 /* The family that builds arch (NULL if none); src/nn/arch_registry.c. */
 const pn_arch *pn_arch_find(const char *arch);

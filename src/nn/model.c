@@ -415,6 +415,11 @@ static int run_backward(pn_model *m, int B, int exec, int *used)
 /* ------------------------------------------------------------ create */
 static void free_contents(pn_model *m)
 {
+    for (int i = 0; i < m->nops; i++) {
+        free(m->ops[i].fw);
+        free(m->ops[i].fb);
+        free(m->ops[i].fold);
+    }
     free(m->ops);
     free(m->vals);
     free(m->ptab);
@@ -442,6 +447,17 @@ int pn_model_create(pn_model **out, const pn_model_config *cfg, uint64_t seed)
     const pn_arch *arch = pn_arch_find(cfg->arch);
     if (!arch)
         return pn_error(PN_ERR_ARG, "model: unknown arch '%s' (expected %s)", cfg->arch, pn_arch_help());
+    return pn_model_create_arch(out, cfg, arch, seed);
+}
+
+int pn_model_create_arch(pn_model **out, const pn_model_config *cfg, const pn_arch *arch, uint64_t seed)
+{
+    PN_CHECK_PTR(out);
+    *out = NULL;
+    PN_CHECK_PTR(cfg);
+    PN_CHECK(arch && arch->build, "model: no architecture");
+    if (memchr(cfg->arch, '\0', sizeof cfg->arch) == NULL)
+        return pn_error(PN_ERR_ARG, "model: arch is not a terminated string");
     if ((int)cfg->norm < 0 || (int)cfg->norm > PN_NORM_LN_WS)
         return pn_error(PN_ERR_ARG, "model: unknown norm %d", (int)cfg->norm);
     if (cfg->width < 1 || cfg->width > 4096)
@@ -717,13 +733,14 @@ int pn_model_forward(pn_model *m, const float *x, int B, int training, const flo
     if (c->norm == PN_NORM_BN && training && c->norm_batch > 0 && B % c->norm_batch != 0)
         return pn_error(PN_ERR_ARG, "model_forward: norm_batch %d does not divide the batch %d",
                         c->norm_batch, B);
+    PN_CHECK(!(m->folded && training), "model_forward: the model is folded (inference only)");
     m->fwd_B = 0;
     m->have_loss = 0;
     int rc = ensure_arena(m, B);
     if (rc != PN_OK) return rc;
     for (int i = 0; i < m->nops; i++) {
         pn_op *op = &m->ops[i];
-        if (!op->what) continue;
+        if (!op->what || op->fw) continue;
         const int O = op->cs.Cout, K = op->cs.Cin / op->cs.groups * op->cs.KH * op->cs.KW;
         rc = pn_ws_forward(op->what, op->wmean, op->wrstd, m->params + op->p[0], O, K, PN_WS_EPS);
         if (rc != PN_OK) return rc;
@@ -773,6 +790,7 @@ int pn_model_backward(pn_model *m, float scale)
 {
     PN_CHECK_PTR(m);
     PN_CHECK(m->fwd_B > 0 && m->have_loss, "model_backward: needs a forward and a loss first");
+    PN_CHECK(!m->folded, "model_backward: the model is folded (inference only)");
     PN_CHECK(m->fwd_training || m->cfg.norm != PN_NORM_BN,
              "model_backward: BatchNorm needs a training-mode forward");
     const int B = m->fwd_B, K = m->cfg.classes;
@@ -781,4 +799,144 @@ int pn_model_backward(pn_model *m, float scale)
     if (rc != PN_OK) return rc;
     int used;
     return run_backward(m, B, 1, &used);
+}
+
+/* ------------------------------------------------------------ inference folding */
+
+/* Ops reading value v (up to max); returns the count. */
+static int consumers_of(const pn_model *m, int v, int *out, int max)
+{
+    int n = 0;
+    for (int i = 0; i < m->nops; i++)
+        for (int k = 0; k < m->ops[i].nin; k++)
+            if (m->ops[i].in[k] == v) {
+                if (n < max) out[n] = i;
+                n++;
+                break;
+            }
+    return n;
+}
+
+static size_t conv_w_numel(const pn_op *op)
+{
+    return (size_t)op->cs.Cout * (size_t)(op->cs.Cin / op->cs.groups) * op->cs.KH * op->cs.KW;
+}
+
+/* Makes op's folded weight / bias copies (conv or linear) if not there yet. */
+static int fold_copies(pn_model *m, pn_op *op)
+{
+    const int is_conv = op->vt == &pn_op_conv;
+    const size_t nw = is_conv ? conv_w_numel(op) : (size_t)op->iattr[0] * (size_t)op->iattr[1];
+    const int O = is_conv ? op->cs.Cout : op->iattr[1];
+    if (!op->fw) {
+        op->fw = malloc(nw * sizeof(float));
+        if (!op->fw) return pn_error(PN_ERR_NOMEM, "model: out of memory");
+        memcpy(op->fw, m->params + op->p[0], nw * sizeof(float));
+    }
+    if (!op->fb) {
+        op->fb = calloc((size_t)O, sizeof(float));
+        if (!op->fb) return pn_error(PN_ERR_NOMEM, "model: out of memory");
+        if (op->p[1] != PN_NONE) memcpy(op->fb, m->params + op->p[1], (size_t)O * sizeof(float));
+    }
+    return PN_OK;
+}
+
+/* bias[o] -= sum over o's input channels c of W[o, c] * d[c]; op is a 1x1 conv or a linear
+ * layer whose input has one feature per channel. */
+static void fold_shift(pn_op *op, const float *d)
+{
+    const int is_conv = op->vt == &pn_op_conv;
+    const int O = is_conv ? op->cs.Cout : op->iattr[1];
+    const int Kin = is_conv ? op->cs.Cin / op->cs.groups : op->iattr[0];
+    const int Og = is_conv ? O / op->cs.groups : O;
+    for (int o = 0; o < O; o++) {
+        const int c0 = (o / Og) * Kin;
+        double acc = 0;
+        for (int j = 0; j < Kin; j++) acc += (double)op->fw[(size_t)o * Kin + j] * d[c0 + j];
+        op->fb[o] = (float)((double)op->fb[o] - acc);
+    }
+}
+
+int pn_model_fold(pn_model *m, int *nfolded)
+{
+    PN_CHECK_PTR(m);
+    if (nfolded) *nfolded = 0;
+    PN_CHECK(!m->folded, "model_fold: the model is folded already");
+    const pn_norm_kind k = m->cfg.norm;
+    int count = 0, cons[64];
+    for (int i = 0; i < m->nops; i++) {
+        pn_op *op = &m->ops[i];
+        if (!(op->vt->flags & PN_OP_IS_NORM)) continue;
+        const int C = op->C;
+        if (k == PN_NORM_BN) { /* with an activation or not (op->act is then the identity) */
+            const pn_value *x = &m->vals[op->in[0]];
+            if (x->producer < 0 || m->ops[x->producer].vt != &pn_op_conv || x->consumers != 1) continue;
+            pn_op *cv = &m->ops[x->producer];
+            int rc = fold_copies(m, cv);
+            if (rc != PN_OK) return rc;
+            const float *w = m->params + op->p[0], *b = m->params + op->p[1];
+            const float *rm = m->buffers + op->buf[0], *rv = m->buffers + op->buf[1];
+            const size_t per = conv_w_numel(cv) / (size_t)cv->cs.Cout;
+            for (int o = 0; o < C; o++) {
+                const double a = (double)w[o] / sqrt((double)rv[o] + (double)PN_BN_EPS);
+                for (size_t j = 0; j < per; j++) cv->fw[(size_t)o * per + j] = (float)(a * cv->fw[(size_t)o * per + j]);
+                cv->fb[o] = (float)(a * ((double)cv->fb[o] - rm[o]) + b[o]);
+            }
+            op->fold_mode = 1;
+            count++;
+        } else if ((k == PN_NORM_GN_PN || k == PN_NORM_LN_PN) && op->iattr[0] && op->act == PN_ACT_RELU) {
+            op->fold = malloc(3 * (size_t)C * sizeof(float));
+            float *pm = malloc(2 * (size_t)C * sizeof(float));
+            if (!op->fold || !pm) { free(pm); return pn_error(PN_ERR_NOMEM, "model: out of memory"); }
+            pn_pnact_params p = { m->params + op->p[0], m->params + op->p[1], m->params + op->p[2],
+                                  m->params + op->p[3] };
+            int rc = pn_pnact_stats(pm, pm + C, p, C, PN_ACT_RELU, PN_PROXY_EPS);
+            if (rc != PN_OK) { free(pm); return rc; }
+            float *fa = op->fold, *fbias = op->fold + C, *fd = op->fold + 2 * C;
+            for (int c = 0; c < C; c++) {
+                const double sc = pm[C + c];
+                fa[c] = (float)(sc * p.gamma[c]);
+                fbias[c] = (float)(sc * p.beta[c]);
+                fd[c] = (float)(sc * pm[c]);
+            }
+            free(pm);
+            /* the shift goes into the consumers when all are 1x1 convs or pools feeding linears */
+            int nc = consumers_of(m, op->out, cons, 64), ok = nc >= 1 && nc <= 64;
+            for (int j = 0; j < nc && ok; j++) {
+                const pn_op *u = &m->ops[cons[j]];
+                if (u->vt == &pn_op_conv) {
+                    ok = u->cs.KH == 1 && u->cs.KW == 1 && u->cs.pad == 0;
+                } else if (u->vt == &pn_op_gap) {
+                    int c2[64], n2 = consumers_of(m, u->out, c2, 64);
+                    ok = n2 >= 1 && n2 <= 64;
+                    for (int t = 0; t < n2 && ok; t++) ok = m->ops[c2[t]].vt == &pn_op_linear;
+                } else {
+                    ok = 0;
+                }
+            }
+            op->iattr[2] = 1; /* shift applied in the norm */
+            if (ok) {
+                for (int j = 0; j < nc; j++) {
+                    pn_op *u = &m->ops[cons[j]];
+                    if (u->vt == &pn_op_conv) {
+                        if ((rc = fold_copies(m, u)) != PN_OK) return rc;
+                        fold_shift(u, fd);
+                    } else {
+                        int c2[64], n2 = consumers_of(m, u->out, c2, 64);
+                        for (int t = 0; t < n2; t++) {
+                            if ((rc = fold_copies(m, &m->ops[c2[t]])) != PN_OK) return rc;
+                            fold_shift(&m->ops[c2[t]], fd);
+                        }
+                    }
+                }
+                op->iattr[2] = 0;
+            }
+            op->fold_mode = 2;
+            count++;
+        }
+    }
+    m->folded = 1;
+    m->fwd_B = 0;
+    if (nfolded) *nfolded = count;
+    return PN_OK;
 }

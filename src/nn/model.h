@@ -108,6 +108,23 @@ void pn_model_zero_grad(pn_model *m);
 /* Bytes of activation memory currently allocated. */
 size_t pn_model_activation_bytes(const pn_model *m);
 
+/* Inference folding (exact up to float rounding; the model becomes inference-only:
+ * training-mode forwards and the backward are refused):
+ *   bn:           a BN whose input is a convolution's output read by nothing else is folded
+ *                 into that convolution (weight * a, bias a * b0 + b per output channel, from
+ *                 the running statistics); the norm becomes the bare ReLU. The other BNs (the
+ *                 pre-activation norms after residual adds) stay per-channel affines + ReLU.
+ *   gn+pn, ln+pn: PN-Act's post-activation affine s * relu(u) - s * m (s > 0) becomes
+ *                 relu(s * u) - s * m, folded into the norm's affine (GN with weight s*gamma,
+ *                 bias s*beta: the proxy statistics disappear), and the shift -s*m is folded
+ *                 into the biases of the consumers when every consumer is a 1x1 convolution
+ *                 (no padding: exact) or a global average pool feeding linear layers; before a
+ *                 padded 3x3 convolution it stays (zero padding would make it inexact).
+ *   Other norms (and PN with an activation other than ReLU) have nothing to fold.
+ * *nfolded (may be NULL): norm layers folded. Parameters and buffers are not changed
+ * (folded copies are kept), so a checkpoint saved afterwards is the unfolded model. */
+int pn_model_fold(pn_model *m, int *nfolded);
+
 /* Replaces BatchNorm's training forward and backward (same arguments as
  * pn_batchnorm_forward_train with norm_batch = the whole batch, and
  * pn_batchnorm_backward), e.g. by synchronized BN across processes

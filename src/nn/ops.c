@@ -47,8 +47,8 @@ static int conv_fwd(pn_model *m, pn_op *op, const pn_fwd_args *a)
     op->cs.N = a->B;
     PN_CHECK(pn_conv2d_workspace(&op->cs) <= m->work_floats,
              "model: thread count changed since the arena was planned (pn_set_threads between forward and backward?)");
-    return pn_conv2d_forward(a->out, a->in[0], conv_weight(m, op), pn_op_param(m, op, 1), &op->cs,
-                             m->work);
+    return pn_conv2d_forward(a->out, a->in[0], op->fw ? op->fw : conv_weight(m, op),
+                             op->fb ? op->fb : pn_op_param(m, op, 1), &op->cs, m->work);
 }
 
 static int conv_bwd(pn_model *m, pn_op *op, const pn_bwd_args *a)
@@ -163,6 +163,26 @@ static int norm_fwd(pn_model *m, pn_op *op, const pn_fwd_args *a)
     const float *inp = a->in[0];
     float *out = a->out;
     const pn_norm_kind k = m->cfg.norm;
+    if (op->fold_mode == 1) { /* BN folded into the conv before: the activation only */
+        if (op->act == PN_ACT_RELU) relu_mask(out, inp, inp, n);
+        else if (op->act == PN_ACT_IDENTITY) memcpy(out, inp, n * sizeof(float));
+        else return pn_act_forward(out, inp, n, op->act);
+        return PN_OK;
+    }
+    if (op->fold_mode == 2) { /* GN/LN with the folded affine (s gamma, s beta), ReLU, - shift */
+        const float *fa = op->fold, *fbias = op->fold + op->C, *fd = op->fold + 2 * op->C;
+        int rc = pn_groupnorm_forward(out, s.mean, s.rstd, inp, fa, fbias, B, op->C, op->HW, op->G, PN_GN_EPS);
+        if (rc != PN_OK) return rc;
+        relu_inplace(out, n);
+        if (op->iattr[2]) { /* the shift was not folded forward */
+            for (int b = 0; b < B; b++)
+                for (int c = 0; c < op->C; c++) {
+                    float *o = out + ((size_t)b * op->C + c) * (size_t)op->HW;
+                    for (int i = 0; i < op->HW; i++) o[i] -= fd[c];
+                }
+        }
+        return PN_OK;
+    }
     if (norm_fused_pn(m, op)) {
         pn_pnact_params p = { pn_op_param(m, op, 0), pn_op_param(m, op, 1), pn_op_param(m, op, 2),
                               pn_op_param(m, op, 3) };
@@ -401,8 +421,8 @@ pn_val pn_b_gap(pn_builder *b, pn_val x)
 /* ------------------------------------------------------------ linear */
 static int linear_fwd(pn_model *m, pn_op *op, const pn_fwd_args *a)
 {
-    return pn_linear_forward(a->out, a->in[0], m->params + op->p[0], pn_op_param(m, op, 1), a->B,
-                             op->iattr[0], op->iattr[1]);
+    return pn_linear_forward(a->out, a->in[0], op->fw ? op->fw : m->params + op->p[0],
+                             op->fb ? op->fb : pn_op_param(m, op, 1), a->B, op->iattr[0], op->iattr[1]);
 }
 
 static int linear_bwd(pn_model *m, pn_op *op, const pn_bwd_args *a)

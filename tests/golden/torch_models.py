@@ -144,6 +144,65 @@ class ResNet(nn.Module):
         return self.fc(h.mean(dim=(2, 3)))
 
 
+class BBlock(nn.Module):
+    """Pre-activation bottleneck block (src/nn/arch_bottleneck.c)."""
+
+    def __init__(self, norm, cin, mid, cout, stride, groups, dtype=torch.float32):
+        super().__init__()
+        self.norm1 = norm(cin)
+        self.conv1 = conv(cin, mid, 1, 1, dtype)
+        self.norm2 = norm(mid)
+        self.conv2 = conv(mid, mid, 3, stride, dtype, groups)
+        self.norm3 = norm(mid)
+        self.conv3 = conv(mid, cout, 1, 1, dtype)
+        self.shortcut = conv(cin, cout, 1, stride, dtype) if (stride != 1 or cin != cout) else None
+
+    def forward(self, x):
+        h = self.norm1(x)
+        sc = self.shortcut(h) if self.shortcut is not None else x
+        t = self.conv3(self.norm3(self.conv2(self.norm2(self.conv1(h)))))
+        return t + sc
+
+
+class BottleneckNet(nn.Module):
+    """bottleneck_A-B-.. (groups 0) or resnext_A-B-.._GxDd of the C model: stem conv3x3
+    below 64 px, conv7x7/2 + max pool 3x3/2 pad 1 from 64 px; planes w * 2^s, out 4 planes;
+    ResNeXt bottleneck floor(planes * D / 64) * G channels in G groups."""
+
+    def __init__(self, norm, blocks, width, image, in_ch, classes, groups=0, dpg=0,
+                 dtype=torch.float32):
+        super().__init__()
+        self.big = image >= 64
+        self.stem = Holder()
+        self.stem.conv = conv(in_ch, width, 7, 2, dtype) if self.big else conv(in_ch, width, 3, 1, dtype)
+        self.blocks = blocks
+        cin = width
+        for s, nb in enumerate(blocks):
+            stage = Holder()
+            planes = width << s
+            mid = planes * dpg // 64 * groups if groups else planes
+            for b in range(nb):
+                stride = 2 if (s > 0 and b == 0) else 1
+                setattr(stage, "block%d" % b,
+                        BBlock(norm, cin, mid, 4 * planes, stride, groups or 1, dtype))
+                cin = 4 * planes
+            setattr(self, "stage%d" % (s + 1), stage)
+        self.final = Holder()
+        self.final.norm = norm(cin)
+        self.fc = nn.Linear(cin, classes, dtype=dtype)
+
+    def forward(self, x):
+        h = self.stem.conv(x)
+        if self.big:
+            h = F.max_pool2d(h, 3, stride=2, padding=1)
+        for s, nb in enumerate(self.blocks):
+            stage = getattr(self, "stage%d" % (s + 1))
+            for b in range(nb):
+                h = getattr(stage, "block%d" % b)(h)
+        h = self.final.norm(h)
+        return self.fc(h.mean(dim=(2, 3)))
+
+
 # ---------------------------------------------------------------- EfficientNet
 # torchvision's EfficientNet-B0 stage table: expand ratio, kernel, stride, in, out, repeats.
 EFFNET_STAGES = [(1, 3, 1, 32, 16, 1), (6, 3, 2, 16, 24, 2), (6, 5, 2, 24, 40, 2),
