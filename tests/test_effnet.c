@@ -6,6 +6,7 @@
  *     parameters and input from a hash both sides compute), bn and gn+pn;
  *   - whole-model finite-difference gradient checks of a tiny effnet_b0 (bn, gn+pn), with
  *     drop path active (the masks fixed by pn_model_set_step);
+ *   - inference folding (pn_model_fold): same logits and predictions, bn and gn+pn;
  *   - drop path: evaluation ignores it, the masks follow (seed, step), small-image strides,
  *     bad configurations.
  * Golden files are read from tests/golden/ (run from the repository root) or from
@@ -465,6 +466,57 @@ static void gradcheck(pn_norm_kind k)
 TEST(effnet_gradcheck_bn) { gradcheck(PN_NORM_BN); }
 TEST(effnet_gradcheck_gn_pn) { gradcheck(PN_NORM_GN_PN); }
 
+/* ------------------------------------------------------------ inference folding */
+/* pn_model_fold (proxynorm eval --fold) on effnet: with bn every BatchNorm follows a
+ * convolution read by nothing else and folds into it (stem, expand, depthwise, project,
+ * head: 1 + 16 * 3 - 1 + 1 = 49 in b0, whose first block has no expand conv); PN-Act with
+ * SiLU has nothing to fold. The folded model gives the same logits (float rounding of the
+ * folded weights: 2e-5 of the largest logit + 1e-4 relative, as tests/test_model.c) and
+ * the same predictions. */
+static void fold_check(pn_norm_kind k, int want)
+{
+    pn_model_config c = eff_cfg("effnet_b0", k, 8, 1, 16, 3);
+    pn_model *m = NULL;
+    CHECK(pn_model_create(&m, &c, 3) == PN_OK, "%s: %s", pn_norm_name(k), pn_last_error());
+    if (!m) return;
+    hashed_params(m);
+    enum { B = 4 };
+    float x[B * 256], l0[B * 3];
+    const float *lg;
+    harness_seed(91);
+    for (int r = 0; r < 3; r++) { /* BN: move the running statistics */
+        harness_fill_normal(x, B * 256, 0.2 * r, 1 + 0.3 * r);
+        CHECK(pn_model_forward(m, x, B, 1, &lg) == PN_OK, "%s", pn_last_error());
+    }
+    harness_fill_normal(x, B * 256, 0, 1);
+    CHECK(pn_model_forward(m, x, B, 0, &lg) == PN_OK, "%s", pn_last_error());
+    memcpy(l0, lg, sizeof l0);
+    int nf = -1;
+    CHECK(pn_model_fold(m, &nf) == PN_OK, "%s: fold: %s", pn_norm_name(k), pn_last_error());
+    CHECK(nf == want, "%s: %d norms folded, expected %d", pn_norm_name(k), nf, want);
+    CHECK(pn_model_forward(m, x, B, 0, &lg) == PN_OK, "%s: folded forward: %s", pn_norm_name(k), pn_last_error());
+    double lmax = 0;
+    for (int i = 0; i < B * 3; i++) lmax = fmax(lmax, fabs(l0[i]));
+    double e = harness_max_err(lg, l0, B * 3, 2e-5 * fmax(lmax, 1), 1e-4);
+    CHECK(e <= 1, "%s: folded logits differ (err/tol %.3g)", pn_norm_name(k), e);
+    for (int b = 0; b < B; b++) {
+        int a0 = 0, a1 = 0;
+        for (int j = 1; j < 3; j++) {
+            if (l0[b * 3 + j] > l0[b * 3 + a0]) a0 = j;
+            if (lg[b * 3 + j] > lg[b * 3 + a1]) a1 = j;
+        }
+        CHECK(a0 == a1, "%s: sample %d predicted %d unfolded, %d folded", pn_norm_name(k), b, a0, a1);
+    }
+    if (verbose) printf("  fold %s: %d norms folded, err/tol %.3g\n", pn_norm_name(k), nf, e);
+    pn_model_free(m);
+}
+
+TEST(effnet_fold)
+{
+    fold_check(PN_NORM_BN, 49);
+    fold_check(PN_NORM_GN_PN, 0);
+}
+
 /* ------------------------------------------------------------ drop path, shapes */
 static int head_hw(void *ctx, const pn_norm_info *ni)
 {
@@ -563,6 +615,7 @@ int main(void)
     RUN(effnet_golden_gn_pn);
     RUN(effnet_gradcheck_bn);
     RUN(effnet_gradcheck_gn_pn);
+    RUN(effnet_fold);
     RUN(effnet_droppath);
     RUN(effnet_shapes);
     RUN(effnet_bad_configs);
