@@ -915,9 +915,9 @@ done:
  * shift for +pn) feeding a residual add together with a value that another norm also
  * reads (so the add's gradient buffer is shared and the engine copies it for the norm's
  * backward, which may clobber its dout), SiLU after a plain norm (saved pre-activation)
- * and in PN-Act, a grouped conv, a conv with a bias, max pooling:
+ * and in PN-Act, a grouped conv, a conv with a bias, max pooling, a lone SiLU:
  *   a = conv3x3(x, 4); t = norm(conv3x3(NA_silu(a), 4, groups 2)); y = t + a
- *   conv1x1+bias(maxpool3x3/2(y), 8); gap; fc
+ *   silu(conv1x1+bias(maxpool3x3/2(y), 8)); gap; fc
  * (no norm after the add or after c2: a per-channel constant before BN / IN would have a
  * zero gradient, and n2.bias and c2.bias are checked too). */
 static int testnet_build(pn_builder *b, const pn_model_config *c)
@@ -929,6 +929,7 @@ static int testnet_build(pn_builder *b, const pn_model_config *c)
     pn_val y = pn_b_add(b, t, a);
     y = pn_b_maxpool(b, y, 3, 2, 1);
     y = pn_b_conv(b, y, "c2", 8, 1, 1, 1, PN_CONV_BIAS);
+    y = pn_b_act(b, y, PN_ACT_SILU);
     y = pn_b_gap(b, y);
     pn_b_linear(b, y, "fc", c->classes);
     return pn_b_status(b);

@@ -182,7 +182,8 @@ static inline float *pn_op_grad(pn_model *m, const pn_op *op, int i)
 }
 
 /* The built-in op kinds (src/nn/ops.c). */
-extern const pn_op_vt pn_op_conv, pn_op_norm, pn_op_add, pn_op_maxpool, pn_op_gap, pn_op_linear;
+extern const pn_op_vt pn_op_conv, pn_op_norm, pn_op_add, pn_op_act, pn_op_maxpool, pn_op_gap,
+    pn_op_linear;
 
 /* ------------------------------------------------------------ builder */
 const pn_model_config *pn_b_cfg(const pn_builder *b);
@@ -212,6 +213,8 @@ pn_val pn_b_norm(pn_builder *b, pn_val x, const char *name);
 /* x + y (same shape). x's storage is reused when it is a convolution's output read by
  * nothing else; x must not be used after this call. */
 pn_val pn_b_add(pn_builder *b, pn_val x, pn_val y);
+/* An activation alone (no norm), e.g. inside a squeeze-excitation branch. */
+pn_val pn_b_act(pn_builder *b, pn_val x, pn_act act);
 pn_val pn_b_maxpool(pn_builder *b, pn_val x, int k, int stride, int pad);
 /* Global average pooling: (C, H, W) -> (C, 1, 1). */
 pn_val pn_b_gap(pn_builder *b, pn_val x);

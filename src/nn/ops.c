@@ -352,6 +352,39 @@ pn_val pn_b_add(pn_builder *b, pn_val x, pn_val y)
     return pn_b_op(b, &pn_op_add, in, 2, C, H, W, "add", NULL);
 }
 
+/* ------------------------------------------------------------ activation */
+static size_t val_n(const pn_model *m, int v, int B)
+{
+    const pn_value *x = &m->vals[v];
+    return (size_t)B * (size_t)x->C * (size_t)x->H * (size_t)x->W;
+}
+
+static int act_fwd(pn_model *m, pn_op *op, const pn_fwd_args *a)
+{
+    return pn_act_forward(a->out, a->in[0], val_n(m, op->out, a->B), op->act);
+}
+
+static int act_bwd(pn_model *m, pn_op *op, const pn_bwd_args *a)
+{
+    if (!a->din[0]) return PN_OK;
+    return pn_act_backward(a->din[0], a->dout, a->in[0], val_n(m, op->out, a->B), op->act);
+}
+
+const pn_op_vt pn_op_act = { "act", NULL, NULL, act_fwd, act_bwd, NULL, 0 };
+
+pn_val pn_b_act(pn_builder *b, pn_val x, pn_act act)
+{
+    int C, H, W;
+    if (pn_b_shape(b, x, &C, &H, &W) != 0) return -1;
+    if (strcmp(pn_act_name(act), "unknown") == 0)
+        return pn_b_fail(b, PN_ERR_ARG, "model: unknown activation %d", (int)act);
+    pn_op *op;
+    pn_val y = pn_b_op(b, &pn_op_act, &x, 1, C, H, W, "act", &op);
+    if (y < 0) return -1;
+    op->act = act;
+    return y;
+}
+
 /* ------------------------------------------------------------ pooling */
 /* iattr: k, stride, pad. Saved: argmax (B, C, Ho, Wo) int32 in float slots. */
 static size_t maxpool_saved(const pn_model *m, const pn_op *op, int B)
