@@ -9,6 +9,7 @@
 #include <stdint.h>
 
 #include "proxynorm.h"
+#include "rng.h"
 
 /* ---------------------------------------------------------- convolution */
 /* inp (N,Cin,H,W); weight (Cout, Cin/groups, KH, KW); bias (Cout) or NULL;
@@ -68,5 +69,37 @@ int pn_xent_backward(float *dlogits, const float *probs, const int *labels,
 void pn_add(float *out, const float *a, const float *b, size_t n);
 /* out += a, n elements. */
 void pn_add_inplace(float *out, const float *a, size_t n);
+
+/* ------------------------------------------- squeeze-and-excitation (se.c) */
+/* x (N,C,HW) -> s = GAP(x) (N,C) -> h = s W1^T + b1 (N,Cr) -> r = act(h) ->
+ * g = sigmoid(r W2^T + b2) (N,C) -> out = x * g[:, :, None] (N,C,HW).
+ * W1 (Cr,C), b1 (Cr), W2 (C,Cr), b2 (C) (PyTorch's 1x1 conv weights, flattened).
+ * EfficientNet: act = SiLU, Cr = max(1, Cin_block / 4). No normalization inside.
+ * Forward saves s (N,C), h (N,Cr), r (N,Cr), g (N,C); out must not alias inp. */
+int pn_se_forward(float *out, float *s, float *h, float *r, float *g, const float *inp,
+                  const float *W1, const float *b1, const float *W2, const float *b2,
+                  int N, int C, int HW, int Cr, pn_act act);
+/* Floats of scratch `work` for the backward: N*C + N*Cr (0 for bad sizes). */
+size_t pn_se_workspace(int N, int C, int Cr);
+/* dinp (N,C,HW) written (may alias dout); dW1, db1, dW2, db2 accumulated. */
+int pn_se_backward(float *dinp, float *dW1, float *db1, float *dW2, float *db2,
+                   const float *dout, const float *inp, const float *s, const float *h,
+                   const float *r, const float *g, const float *W1, const float *W2,
+                   int N, int C, int HW, int Cr, pn_act act, float *work);
+
+/* -------------------------------------- stochastic depth / drop path (droppath.c) */
+/* Per-sample mask (N): training: 1/(1-p) with probability 1-p, else 0 (one uniform
+ * draw per sample from rng); evaluation (training = 0) or p = 0: all 1. p in [0, 1]. */
+#define PN_STREAM_DROPPATH 5
+/* The stream for (seed, optimizer step, block index): deterministic, so a resumed
+ * run draws the same masks as an uninterrupted one. */
+pn_rng pn_droppath_stream(uint64_t seed, uint64_t step, uint64_t block);
+int pn_droppath_mask(float *mask, int N, float drop_prob, int training, pn_rng *rng);
+/* out (N,D) = residual + branch * mask[n] (residual may be NULL: no add).
+ * out may alias branch or residual. */
+int pn_droppath_forward(float *out, const float *branch, const float *residual,
+                        const float *mask, int N, size_t D);
+/* dbranch (N,D) = dout * mask[n] (may alias dout); the residual's gradient is dout. */
+int pn_droppath_backward(float *dbranch, const float *dout, const float *mask, int N, size_t D);
 
 #endif

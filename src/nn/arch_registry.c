@@ -7,7 +7,8 @@
 
 #define PN_ARCH_LIST \
     X(resnet)        \
-    X(bottleneck)
+    X(bottleneck)    \
+    X(effnet)
 
 #define X(n) extern const pn_arch pn_arch_##n;
 PN_ARCH_LIST

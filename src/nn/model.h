@@ -161,4 +161,13 @@ typedef struct {
  * evaluation forward; none: the input itself. y needs a forward first. */
 int pn_model_norm_output(const pn_model *m, int i, pn_norm_layer_info *info, float *y);
 
+/* The random stream of the model's stochastic layers (EfficientNet's drop path,
+ * src/nn/arch_effnet.c) for the next training forwards: the masks are drawn from
+ * (seed, step, layer, k), k counting the training forwards since this call. The
+ * trainer calls it before every micro-batch with step = update * 65536 + the index of
+ * the micro-batch in the global batch, so the masks are the same for any number of
+ * processes and a resumed run draws the same masks as an uninterrupted one. Without
+ * a call: seed 0, step 0. Models without stochastic layers ignore it. */
+int pn_model_set_step(pn_model *m, uint64_t seed, uint64_t step);
+
 #endif

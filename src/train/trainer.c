@@ -266,6 +266,9 @@ int pn_trainer_step(pn_trainer *t, double *loss)
                             : pn_gather_batch(t->xbuf, t->ybuf, t->train, idx, b);
         if (rc) return rc;
         const float *logits;
+        /* drop path (EfficientNet): masks from (seed, update, micro-batch of the global
+         * batch), the same for any number of processes and after a resume */
+        pn_model_set_step(t->model, c->seed, (uint64_t)t->step * 65536u + (uint64_t)((off + k * b) / b));
         if ((rc = pn_model_forward(t->model, t->xbuf, b, 1, &logits))) return rc;
         double ls = 0.0;
         int correct = 0;

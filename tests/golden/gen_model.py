@@ -8,8 +8,9 @@ read by tests/test_model.c; and the same for the bottleneck family: model_bottle
 convolutions, 2 groups; gn+pn) and model_bottleneck64_bn.txt (bottleneck_1 on 64x64 images:
 the conv7x7/2 + max-pool stem; bn, batch 2).
 
-The network is the tiny pre-activation ResNet of the C test: resnet8 (one block per
-stage), width 4, 1 input channel, 8x8 images, 3 classes, batch 4, with the C model's
+The networks (tests/golden/torch_models.py, shared with bench/bench_train_torch.py): the
+tiny pre-activation ResNet of the C test, resnet8 (one block per stage), width 4, 1 input
+channel, 8x8 images, 3 classes, batch 4, and the bottleneck nets above, with the C model's
 parameter names. The generator draws its own random parameters (norm parameters away
 from their init so that every term of the backward matters), rounds them to 4 significant
 digits (keeps the file small; C and PyTorch read the same float32 values) and writes them
@@ -21,163 +22,19 @@ Scalars "B", "width", "image", "classes", "groups" describe the configuration.
 """
 import math
 import os
+import sys
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+import torch_models as tm  # noqa: E402  (the PyTorch models, shared with bench/)
+
 D = torch.float64
-N_PROXY = 200
-GN_EPS, PN_EPS, BN_EPS = 1e-3, 0.03, 1e-5
-
-B, WIDTH, IMAGE, CLASSES, GROUPS, IN_CH, NBLK = 4, 4, 8, 3, 4, 1, 1
+B, WIDTH, IMAGE, CLASSES, IN_CH, NBLK = 4, 4, 8, 3, 1, 1
+GROUPS = tm.GROUPS
 SMOOTHING = 0.1
-
-
-def proxy_points():
-    i = torch.arange(N_PROXY, dtype=D)
-    z = math.sqrt(2.0) * torch.erfinv(2.0 * (i + 0.5) / N_PROXY - 1.0)
-    return z.to(torch.float32).to(D)  # the C side stores them as float
-
-
-class GNPN(nn.Module):
-    """GroupNorm (no affine) followed by PN-Act ReLU (docs/proxy-norm.md)."""
-
-    def __init__(self, C):
-        super().__init__()
-        self.G = min(GROUPS, C)
-        self.gamma = nn.Parameter(torch.ones(C, dtype=D))
-        self.beta = nn.Parameter(torch.zeros(C, dtype=D))
-        self.gamma_t = nn.Parameter(torch.zeros(C, dtype=D))
-        self.beta_t = nn.Parameter(torch.zeros(C, dtype=D))
-        self.register_buffer("z", proxy_points(), persistent=False)
-
-    def forward(self, x):
-        y = F.group_norm(x, self.G, eps=GN_EPS)
-        yt = (1 + self.gamma_t)[:, None] * self.z[None, :] + self.beta_t[:, None]  # (C, N)
-        p = F.relu(self.gamma[:, None] * yt + self.beta[:, None])
-        m = p.mean(dim=1)
-        v = ((p - m[:, None]) ** 2).mean(dim=1)
-        s = 1.0 / torch.sqrt(v + PN_EPS)
-        a = self.gamma[None, :, None, None] * y + self.beta[None, :, None, None]
-        return (F.relu(a) - m[None, :, None, None]) * s[None, :, None, None]
-
-
-class BNReLU(nn.BatchNorm2d):
-    def __init__(self, C):
-        super().__init__(C, eps=BN_EPS, momentum=0.1, dtype=D)
-
-    def forward(self, x):
-        return F.relu(super().forward(x))
-
-
-def conv(cin, cout, k, stride, groups=1):
-    return nn.Conv2d(cin, cout, k, stride=stride, padding=k // 2, bias=False, groups=groups, dtype=D)
-
-
-class Holder(nn.Module):
-    pass
-
-
-class Block(nn.Module):
-    def __init__(self, norm, cin, cout, stride):
-        super().__init__()
-        self.norm1 = norm(cin)
-        self.conv1 = conv(cin, cout, 3, stride)
-        self.norm2 = norm(cout)
-        self.conv2 = conv(cout, cout, 3, 1)
-        self.shortcut = conv(cin, cout, 1, stride) if (stride != 1 or cin != cout) else None
-
-    def forward(self, x):
-        h = self.norm1(x)
-        sc = self.shortcut(h) if self.shortcut is not None else x
-        h = self.conv2(self.norm2(self.conv1(h)))
-        return h + sc
-
-
-class ResNet(nn.Module):
-    def __init__(self, norm):
-        super().__init__()
-        self.stem = Holder()
-        self.stem.conv = conv(IN_CH, WIDTH, 3, 1)
-        cin = WIDTH
-        for s in range(3):
-            stage = Holder()
-            cout = WIDTH << s
-            for b in range(NBLK):
-                setattr(stage, "block%d" % b, Block(norm, cin, cout, 2 if (s > 0 and b == 0) else 1))
-                cin = cout
-            setattr(self, "stage%d" % (s + 1), stage)
-        self.final = Holder()
-        self.final.norm = norm(cin)
-        self.fc = nn.Linear(cin, CLASSES, dtype=D)
-
-    def forward(self, x):
-        h = self.stem.conv(x)
-        for s in range(3):
-            stage = getattr(self, "stage%d" % (s + 1))
-            for b in range(NBLK):
-                h = getattr(stage, "block%d" % b)(h)
-        h = self.final.norm(h)
-        return self.fc(h.mean(dim=(2, 3)))
-
-
-class BBlock(nn.Module):
-    """Pre-activation bottleneck block (src/nn/arch_bottleneck.c)."""
-
-    def __init__(self, norm, cin, mid, cout, stride, groups):
-        super().__init__()
-        self.norm1 = norm(cin)
-        self.conv1 = conv(cin, mid, 1, 1)
-        self.norm2 = norm(mid)
-        self.conv2 = conv(mid, mid, 3, stride, groups)
-        self.norm3 = norm(mid)
-        self.conv3 = conv(mid, cout, 1, 1)
-        self.shortcut = conv(cin, cout, 1, stride) if (stride != 1 or cin != cout) else None
-
-    def forward(self, x):
-        h = self.norm1(x)
-        sc = self.shortcut(h) if self.shortcut is not None else x
-        t = self.conv3(self.norm3(self.conv2(self.norm2(self.conv1(h)))))
-        return t + sc
-
-
-class BottleneckNet(nn.Module):
-    """bottleneck_A-B-.. (groups 0) or resnext_A-B-.._GxDd of the C model: stem conv3x3
-    below 64 px, conv7x7/2 + max pool 3x3/2 pad 1 from 64 px; planes w * 2^s, out 4 planes;
-    ResNeXt bottleneck floor(planes * D / 64) * G channels in G groups."""
-
-    def __init__(self, norm, blocks, width, image, in_ch, classes, groups=0, dpg=0):
-        super().__init__()
-        self.big = image >= 64
-        self.stem = Holder()
-        self.stem.conv = conv(in_ch, width, 7, 2) if self.big else conv(in_ch, width, 3, 1)
-        self.blocks = blocks
-        cin = width
-        for s, nb in enumerate(blocks):
-            stage = Holder()
-            planes = width << s
-            mid = planes * dpg // 64 * groups if groups else planes
-            for b in range(nb):
-                stride = 2 if (s > 0 and b == 0) else 1
-                setattr(stage, "block%d" % b, BBlock(norm, cin, mid, 4 * planes, stride, groups or 1))
-                cin = 4 * planes
-            setattr(self, "stage%d" % (s + 1), stage)
-        self.final = Holder()
-        self.final.norm = norm(cin)
-        self.fc = nn.Linear(cin, classes, dtype=D)
-
-    def forward(self, x):
-        h = self.stem.conv(x)
-        if self.big:
-            h = F.max_pool2d(h, 3, stride=2, padding=1)
-        for s, nb in enumerate(self.blocks):
-            stage = getattr(self, "stage%d" % (s + 1))
-            for b in range(nb):
-                h = getattr(stage, "block%d" % b)(h)
-        h = self.final.norm(h)
-        return self.fc(h.mean(dim=(2, 3)))
 
 
 def round4(t):
@@ -202,8 +59,9 @@ def put(lines, name, t, digits=9):
 def generate(kind, fname, seed, arch=None, width=WIDTH, image=IMAGE, batch=B, make=None):
     """arch None: the resnet8 of the C test; else `make(norm)` builds the network."""
     torch.manual_seed(seed)
-    norm = GNPN if kind == "gn+pn" else BNReLU
-    model = ResNet(norm) if make is None else make(norm)
+    norm = tm.make_norm(kind, D)
+    model = (tm.ResNet(norm, blocks=NBLK, width=WIDTH, in_ch=IN_CH, classes=CLASSES, dtype=D)
+             if make is None else make(norm))
     params = dict(model.named_parameters())
     with torch.no_grad():
         for name, p in params.items():
@@ -254,8 +112,9 @@ if __name__ == "__main__":
     generate("bn", "model_bn.txt", 2)
     # the bottleneck family at a tiny size (names as in the C model)
     generate("gn+pn", "model_bottleneck_gnpn.txt", 3, "bottleneck_1-1", width=4,
-             make=lambda n: BottleneckNet(n, [1, 1], 4, IMAGE, IN_CH, CLASSES))
+             make=lambda n: tm.BottleneckNet(n, [1, 1], 4, IMAGE, IN_CH, CLASSES, dtype=D))
     generate("gn+pn", "model_resnext_gnpn.txt", 4, "resnext_1-1_2x32d", width=4,
-             make=lambda n: BottleneckNet(n, [1, 1], 4, IMAGE, IN_CH, CLASSES, groups=2, dpg=32))
+             make=lambda n: tm.BottleneckNet(n, [1, 1], 4, IMAGE, IN_CH, CLASSES, groups=2, dpg=32,
+                                             dtype=D))
     generate("bn", "model_bottleneck64_bn.txt", 5, "bottleneck_1", width=2, image=64, batch=2,
-             make=lambda n: BottleneckNet(n, [1], 2, 64, IN_CH, CLASSES))
+             make=lambda n: tm.BottleneckNet(n, [1], 2, 64, IN_CH, CLASSES, dtype=D))

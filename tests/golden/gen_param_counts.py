@@ -1,5 +1,6 @@
 #!/usr/bin/python3
-"""Parameter counts of torchvision's ResNets and ResNeXts, for tests/test_model.c.
+"""Parameter counts of torchvision's ResNets, ResNeXts and EfficientNets, for
+tests/test_model.c and tests/test_effnet.c.
 
 Run with Debian's PyTorch and torchvision (apt-get install python3-torchvision):
     /usr/bin/python3 tests/golden/gen_param_counts.py
@@ -8,8 +9,10 @@ Writes tests/golden/param_counts.txt: one line per model,
 CONV_LINEAR = weights and biases of the Conv2d and Linear modules only (what
 `proxynorm info` prints as conv_linear_params at 3x224x224, 1000 classes, width 64);
 TOTAL = every parameter (with BatchNorm's weight and bias), for reference.
-Our networks are pre-activation (norms in other places, one more final norm), so only
-the convolution + linear counts are comparable.
+Our ResNets are pre-activation (norms in other places, one more final norm), so only
+the convolution + linear counts are comparable; our EfficientNets have torchvision's
+layout (the squeeze-excitation 1x1 convolutions are counted as convolutions), so with
+--norm bn the totals match too.
 """
 import os
 
@@ -18,7 +21,7 @@ import torchvision
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 MODELS = ["resnet50", "resnet101", "resnet152", "resnext50_32x4d", "resnext101_32x8d",
-          "resnext101_64x4d"]
+          "resnext101_64x4d", "efficientnet_b0", "efficientnet_b1", "efficientnet_b2"]
 
 
 def main():
