@@ -365,6 +365,62 @@ TEST(pnact_stats_at_init)
     CHECK_NEAR(1.0 / ((double)s[1] * s[1]) - 0.03, 0.3408450569081046, 5e-3);
 }
 
+/* The proxy of the smooth activations is evaluated in float lanes (act_impl.h) with
+ * double sums: m and s against the same proxy in double with libm, over parameters that
+ * push the proxy far into both tails (u from about -40 to +40). Per point, phi carries a
+ * relative error of a few 1e-7 (u rounded to float, then the float SiLU/GELU), so m is
+ * within ~1e-6 of the spread of the p_i and s within ~1e-6 relative. */
+static void proxy_ref(double *m, double *s, double g, double b, double gt, double bt, pn_act act)
+{
+    const float *z = pn_proxy_points();
+    double p[NP], sum = 0, q = 0;
+    for (int i = 0; i < NP; i++) {
+        double u = g * ((1.0 + gt) * (double)z[i] + bt) + b;
+        p[i] = act == PN_ACT_SILU ? u / (1.0 + exp(-u)) : u * 0.5 * erfc(-u / sqrt(2.0));
+        sum += p[i];
+    }
+    *m = sum / NP;
+    for (int i = 0; i < NP; i++) q += (p[i] - *m) * (p[i] - *m);
+    *s = 1.0 / sqrt(q / NP + (double)PN_PROXY_EPS);
+}
+
+TEST(pnact_stats_smooth_acts_match_double)
+{
+    static const float G[] = { 0.05f, 1.0f, 3.0f, -2.0f, 8.0f };
+    static const float Bv[] = { -9.0f, -2.5f, 0.0f, 1.5f, 7.0f };
+    static const float GT[] = { -0.6f, 0.0f, 0.7f };
+    static const float BT[] = { -1.2f, 0.0f, 0.9f };
+    enum { NC = 5 * 5 * 3 * 3 };
+    float g[NC], b[NC], gt[NC], bt[NC], m[NC], s[NC];
+    int c = 0;
+    for (int i = 0; i < 5; i++)
+        for (int j = 0; j < 5; j++)
+            for (int k = 0; k < 3; k++)
+                for (int l = 0; l < 3; l++, c++) {
+                    g[c] = G[i];
+                    b[c] = Bv[j];
+                    gt[c] = GT[k];
+                    bt[c] = BT[l];
+                }
+    pn_pnact_params p = { g, b, gt, bt };
+    const pn_act acts[2] = { PN_ACT_SILU, PN_ACT_GELU };
+    for (int a = 0; a < 2; a++) {
+        CHECK(pn_pnact_stats(m, s, p, NC, acts[a], PN_PROXY_EPS) == PN_OK, "stats failed");
+        double worst = 0;
+        for (c = 0; c < NC; c++) {
+            double mr, sr;
+            proxy_ref(&mr, &sr, g[c], b[c], gt[c], bt[c], acts[a]);
+            const double sd = sqrt(fmax(0.0, 1.0 / (sr * sr) - PN_PROXY_EPS));
+            const double em = fabs(m[c] - mr) / (2e-6 * (fabs(mr) + sd) + 1e-12);
+            const double es = fabs(s[c] - sr) / (3e-6 * sr);
+            if (fmax(em, es) > worst) worst = fmax(em, es);
+            CHECK(em <= 1 && es <= 1, "%s gamma %g beta %g gamma_t %g beta_t %g: m %.9g (double %.9g), s %.9g (double %.9g)",
+                  pn_act_name(acts[a]), g[c], b[c], gt[c], bt[c], m[c], mr, s[c], sr);
+        }
+        printf("  %s: worst error / tol = %.3g\n", pn_act_name(acts[a]), worst);
+    }
+}
+
 /* ------------------------------------------------------------ gradient checks */
 TEST(pnact_forward_matches_reference)
 {
@@ -811,6 +867,7 @@ int main(void)
     RUN(proxy_points_thread_safe_init);
     RUN(proxy_points_properties);
     RUN(pnact_stats_at_init);
+    RUN(pnact_stats_smooth_acts_match_double);
     RUN(pnact_forward_matches_reference);
     RUN(pnact_gradcheck_reference);
     RUN(pnact_gradcheck_kernel);
