@@ -6,6 +6,7 @@
  *                                       PN-Act on (16, 256, 4x4) with 4 groups of GN
  *   build/bench/pnact_cg effnet         one training step (forward, loss, backward) of
  *                                       effnet_b0 width 8 gn+pn, 16 images 1x28x28
+ *   build/bench/pnact_cg effnet-fwd     one evaluation forward of that model, 2 images
  *
  *   valgrind --tool=callgrind --callgrind-out-file=cg.out build/bench/pnact_cg effnet
  *   callgrind_annotate cg.out | head -30
@@ -88,9 +89,8 @@ static int run_step(pn_act act)
     return rc;
 }
 
-static int run_effnet(void)
+static int run_effnet(int B, int train)
 {
-    enum { B = 16 };
     pn_model_config cfg;
     pn_model_config_default(&cfg);
     snprintf(cfg.arch, sizeof cfg.arch, "effnet_b0");
@@ -98,15 +98,15 @@ static int run_effnet(void)
     cfg.norm = PN_NORM_GN_PN;
     pn_model *m = NULL;
     if (pn_model_create(&m, &cfg, 0)) return 1;
-    static float x[B * 28 * 28];
-    int y[B];
+    static float x[16 * 28 * 28];
+    int y[16];
     for (int i = 0; i < B * 28 * 28; i++) x[i] = frand();
     for (int i = 0; i < B; i++) y[i] = i % 10;
     const float *logits;
     double loss = 0;
     int correct = 0;
-    int rc = pn_model_forward(m, x, B, 1, &logits) || pn_model_loss(m, y, 0.0f, &loss, &correct) ||
-             pn_model_backward(m, 1.0f / B);
+    int rc = pn_model_forward(m, x, B, train, &logits) || pn_model_loss(m, y, 0.0f, &loss, &correct) ||
+             (train && pn_model_backward(m, 1.0f / B));
     double sum = loss;
     const float *gr = pn_model_grads(m);
     for (size_t i = 0; i < pn_model_num_params(m); i++) sum += gr[i];
@@ -121,9 +121,10 @@ int main(int argc, char **argv)
     int rc;
     if (argc == 3 && !strcmp(argv[1], "stats") && !parse_act(argv[2], &act)) rc = run_stats(act);
     else if (argc == 3 && !strcmp(argv[1], "step") && !parse_act(argv[2], &act)) rc = run_step(act);
-    else if (argc == 2 && !strcmp(argv[1], "effnet")) rc = run_effnet();
+    else if (argc == 2 && !strcmp(argv[1], "effnet")) rc = run_effnet(16, 1);
+    else if (argc == 2 && !strcmp(argv[1], "effnet-fwd")) rc = run_effnet(2, 0);
     else {
-        fprintf(stderr, "usage: %s stats|step silu|gelu|relu, or %s effnet\n", argv[0], argv[0]);
+        fprintf(stderr, "usage: %s stats|step silu|gelu|relu, or %s effnet|effnet-fwd\n", argv[0], argv[0]);
         return 2;
     }
     if (rc) fprintf(stderr, "pnact_cg: %s\n", pn_last_error());
