@@ -121,8 +121,9 @@ static int sync_dir(const char *path)
 }
 
 /* Test hook (crash-safety test, tests/test_crash.c): PROXYNORM_TEST_SAVE_DELAY_MS=N
- * sleeps N ms after the temporary file is written and before it is synced and
- * renamed, widening the window in which a kill -9 lands inside a checkpoint write. */
+ * sleeps N ms in the middle of a checkpoint write -- the header written and flushed
+ * to the temporary file, the tensors not yet -- widening the window in which a
+ * kill -9 lands inside a write (and leaves a truncated file). */
 static void test_save_delay(void)
 {
     const char *v = getenv("PROXYNORM_TEST_SAVE_DELAY_MS");
@@ -224,15 +225,17 @@ int pn_safetensors_write(const char *path, const pn_st_tensor *tensors, int nten
     static const char spaces[8] = { ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ' };
     int bad = write_all(fp, len8, 8) || write_all(fp, json, jlen) ||
               write_all(fp, spaces, hlen - jlen);
+    if (!bad && getenv("PROXYNORM_TEST_SAVE_DELAY_MS")) {
+        bad = fflush(fp) != 0; /* the header alone is in the file while the hook sleeps */
+        if (!bad) test_save_delay();
+    }
     for (int i = 0; !bad && i < ntensors; i++) {
         const pn_st_tensor *t = &tensors[i];
         size_t numel = 1;
         for (int k = 0; k < t->ndim; k++) numel *= (size_t)t->shape[k];
         bad = write_floats(fp, t->data, numel);
     }
-    if (!bad) bad = fflush(fp) != 0;
-    if (!bad) test_save_delay();
-    if (bad || fsync(fileno(fp)) != 0) {
+    if (bad || fflush(fp) != 0 || fsync(fileno(fp)) != 0) {
         rc = pn_error(PN_ERR_IO, "%s: writing %s failed: %s", path, tmp, strerror(errno));
         goto out;
     }
