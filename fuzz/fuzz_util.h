@@ -21,7 +21,7 @@ static inline void fuzz_cleanup(void)
     char p[512];
     for (int i = 0; i < fuzz_nfiles; i++) {
         snprintf(p, sizeof p, "%s/%s", fuzz_dir, fuzz_files[i]);
-        unlink(p);
+        if (unlink(p) != 0) rmdir(p); /* a subdirectory (listed after its files) */
     }
     if (fuzz_dir[0]) rmdir(fuzz_dir);
 }
