@@ -506,6 +506,38 @@ static int meta_float(const pn_st_file *f, const char *path, const char *key, fl
     return rc;
 }
 
+/* The model a checkpoint describes is built before its tensors are compared with
+ * it, so a few bytes of metadata (width 4096, resnet9998) must not make us
+ * allocate and initialize gigabytes: the file must hold at least as many values
+ * as the largest tensors of that model (stage-3 conv2 of every block, the stem and
+ * the classifier); the exact check follows when the tensors are loaded. */
+static int check_model_size(const pn_st_file *f, const char *path, const pn_model_config *mc)
+{
+    double have = 0;
+    int count = pn_safetensors_count(f);
+    for (int i = 0; i < count; i++) {
+        int ndim = 0;
+        int64_t shape[PN_ST_MAX_DIMS];
+        if (pn_safetensors_get(f, pn_safetensors_name(f, i), &ndim, shape, NULL) != PN_OK)
+            continue;
+        double numel = 1;
+        for (int d = 0; d < ndim; d++) numel *= (double)shape[d];
+        have += numel;
+    }
+    double blocks = 1;
+    if (strncmp(mc->arch, "resnet", 6) == 0) {
+        double depth = strtod(mc->arch + 6, NULL);
+        if (isfinite(depth) && depth >= 8) blocks = floor((depth - 2) / 6);
+    }
+    double w4 = 4.0 * mc->width;
+    double need = blocks * 9 * w4 * w4 + w4 * mc->classes + 9.0 * mc->in_channels * mc->width;
+    if (have < need)
+        return pn_error(PN_ERR_FORMAT, "checkpoint %s: its metadata describe a %s of width %d "
+                        "(at least %.0f parameters) but the file holds only %.0f values", path,
+                        mc->arch, mc->width, need, have);
+    return PN_OK;
+}
+
 static int read_model_config(const pn_st_file *f, const char *path, pn_model_config *mc)
 {
     const char *v;
@@ -528,7 +560,7 @@ static int read_model_config(const pn_st_file *f, const char *path, pn_model_con
     if ((rc = meta_int(f, path, "in_channels", 1, 1 << 16, &mc->in_channels))) return rc;
     if ((rc = meta_int(f, path, "image", 1, 1 << 16, &mc->image))) return rc;
     if ((rc = meta_int(f, path, "classes", 1, 1 << 20, &mc->classes))) return rc;
-    return PN_OK;
+    return check_model_size(f, path, mc);
 }
 
 static int read_train_config(const pn_st_file *f, const char *path, pn_train_config *c, long *step)
