@@ -124,4 +124,36 @@ static inline int cu_system(const char *cmd, const char *outf, const char *errf,
     return WEXITSTATUS(st);
 }
 
+/* The test's temporary directory (set by the test), paths in it, and the
+ * captured stdout/stderr of the last cu_run. */
+static char cu_tmpdir[256];
+static char cu_out[65536], cu_err[65536];
+
+static inline const char *cu_tp(const char *name)
+{
+    static char buf[8][600];
+    static int k;
+    k = (k + 1) % 8;
+    snprintf(buf[k], sizeof buf[k], "%s/%s", cu_tmpdir, name);
+    return buf[k];
+}
+
+/* Runs "proxynorm ARGS" (cu_bin) with stdout/stderr captured in cu_out/cu_err;
+ * returns the exit status, or -1 if it did not exit normally (e.g. a crash). */
+static inline int cu_run(const char *args)
+{
+    static char cmd[16384];
+    if ((size_t)snprintf(cmd, sizeof cmd, "%s %s", cu_bin, args) >= sizeof cmd) return -1;
+    return cu_system(cmd, cu_tp("stdout"), cu_tp("stderr"), cu_out, cu_err, sizeof cu_out);
+}
+
+/* Expects exit status `code` and `msg` somewhere in stderr. */
+#define CU_EXPECT_FAIL(args, code, msg)                                                        \
+    do {                                                                                       \
+        int rc_ = cu_run(args);                                                                \
+        CHECK(rc_ == (code) && strstr(cu_err, msg) != NULL,                                    \
+              "proxynorm %s: exit %d (want %d), stderr \"%s\" (want \"%s\")", args, rc_, code, \
+              cu_err, msg);                                                                    \
+    } while (0)
+
 #endif

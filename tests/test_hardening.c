@@ -32,18 +32,8 @@
 #define SANITIZED 0
 #endif
 
-static char tmpdir[256], datadir[300], mnt[300];
+static char datadir[300], mnt[300];
 static int mounted;
-static char out_buf[65536], err_buf[65536];
-
-static const char *tp(const char *name)
-{
-    static char buf[8][600];
-    static int k;
-    k = (k + 1) % 8;
-    snprintf(buf[k], sizeof buf[k], "%s/%s", tmpdir, name);
-    return buf[k];
-}
 
 /* proxynorm ARGS (prefix: e.g. "valgrind ..." or "prlimit ..."); exit status. */
 static int run(const char *prefix, const char *args)
@@ -51,7 +41,7 @@ static int run(const char *prefix, const char *args)
     static char cmd[16384];
     snprintf(cmd, sizeof cmd, "OMP_WAIT_POLICY=passive OMP_NUM_THREADS=1 %s %s %s", prefix,
              cu_bin, args);
-    return cu_system(cmd, tp("stdout"), tp("stderr"), out_buf, err_buf, sizeof out_buf);
+    return cu_system(cmd, cu_tp("stdout"), cu_tp("stderr"), cu_out, cu_err, sizeof cu_out);
 }
 
 #define TINY "--model resnet8 --width 2 --groups 2 --batch 8 --threads 1 "
@@ -69,35 +59,35 @@ TEST(cli_under_valgrind)
 {
     char a[2048];
     snprintf(a, sizeof a, "train --data %s " TINY "--epochs 1 --limit-train 16 --save %s --log %s",
-             datadir, tp("vg.safetensors"), tp("vg.log"));
+             datadir, cu_tp("vg.safetensors"), cu_tp("vg.log"));
     int rc = run(VG, a);
-    CHECK(rc == 0 && strstr(err_buf, "==") == NULL, "train under valgrind: exit %d\n%s", rc,
-          err_buf);
-    snprintf(a, sizeof a, "eval --checkpoint %s --data %s --threads 1", tp("vg.safetensors"),
+    CHECK(rc == 0 && strstr(cu_err, "==") == NULL, "train under valgrind: exit %d\n%s", rc,
+          cu_err);
+    snprintf(a, sizeof a, "eval --checkpoint %s --data %s --threads 1", cu_tp("vg.safetensors"),
              datadir);
     rc = run(VG, a);
-    CHECK(rc == 0 && strstr(out_buf, "test accuracy") && !strstr(err_buf, "=="),
-          "eval under valgrind: exit %d\n%s", rc, err_buf);
+    CHECK(rc == 0 && strstr(cu_out, "test accuracy") && !strstr(cu_err, "=="),
+          "eval under valgrind: exit %d\n%s", rc, cu_err);
     rc = run(VG, "info --model resnet8 --norm gn+pn --channels 1 --image 8 --classes 4");
-    CHECK(rc == 0 && strstr(out_buf, "\"params\"") && !strstr(err_buf, "=="),
-          "info under valgrind: exit %d\n%s", rc, err_buf);
+    CHECK(rc == 0 && strstr(cu_out, "\"params\"") && !strstr(cu_err, "=="),
+          "info under valgrind: exit %d\n%s", rc, cu_err);
     /* Error paths: a corrupt checkpoint, a missing data set, a bad option. */
-    FILE *f = fopen(tp("bad.safetensors"), "wb");
+    FILE *f = fopen(cu_tp("bad.safetensors"), "wb");
     if (f) {
         fputs("\x10\0\0\0\0\0\0\0{\"a\":[1,2", f);
         fclose(f);
     }
-    snprintf(a, sizeof a, "eval --checkpoint %s --data %s", tp("bad.safetensors"), datadir);
+    snprintf(a, sizeof a, "eval --checkpoint %s --data %s", cu_tp("bad.safetensors"), datadir);
     rc = run(VG, a);
-    CHECK(rc == 1 && strstr(err_buf, "cannot load") && !strstr(err_buf, "=="),
-          "eval of a corrupt checkpoint under valgrind: exit %d\n%s", rc, err_buf);
-    snprintf(a, sizeof a, "train --data %s " TINY, tp("nonexistent"));
+    CHECK(rc == 1 && strstr(cu_err, "cannot load") && !strstr(cu_err, "=="),
+          "eval of a corrupt checkpoint under valgrind: exit %d\n%s", rc, cu_err);
+    snprintf(a, sizeof a, "train --data %s " TINY, cu_tp("nonexistent"));
     rc = run(VG, a);
-    CHECK(rc == 1 && !strstr(err_buf, "=="), "train without data under valgrind: exit %d\n%s",
-          rc, err_buf);
+    CHECK(rc == 1 && !strstr(cu_err, "=="), "train without data under valgrind: exit %d\n%s",
+          rc, cu_err);
     rc = run(VG, "train --lr nan");
-    CHECK(rc == 2 && !strstr(err_buf, "=="), "bad option under valgrind: exit %d\n%s", rc,
-          err_buf);
+    CHECK(rc == 2 && !strstr(cu_err, "=="), "bad option under valgrind: exit %d\n%s", rc,
+          cu_err);
 }
 
 /* ------------------------------------------------------------ disk full */
@@ -124,11 +114,11 @@ TEST(disk_full_while_saving)
     snprintf(ck, sizeof ck, "%s/ck.safetensors", mnt);
     snprintf(tmpf, sizeof tmpf, "%s.tmp", ck);
     snprintf(filler, sizeof filler, "%s/filler", mnt);
-    snprintf(bak, sizeof bak, "%s", tp("ck.backup"));
+    snprintf(bak, sizeof bak, "%s", cu_tp("ck.backup"));
     /* A checkpoint at step 2 on the small file system. */
     snprintf(a, sizeof a, "train --data %s " TINY "--epochs 3 --stop-at 2 --save %s", datadir, ck);
     int rc = run("", a);
-    CHECK(rc == 0, "first run: exit %d: %s", rc, err_buf);
+    CHECK(rc == 0, "first run: exit %d: %s", rc, cu_err);
     snprintf(a, sizeof a, "cp %s %s", ck, bak);
     CHECK(rc == 0 && system(a) == 0, "cannot copy %s", ck);
     if (harness_cur_failed) return;
@@ -142,8 +132,8 @@ TEST(disk_full_while_saving)
         if (c == 1) CHECK(truncate(filler, filled - (long)cksize / 2) == 0, "truncate");
         snprintf(a, sizeof a, "train --data %s --resume %s --save-every 1 --threads 1", datadir, ck);
         rc = run("", a);
-        CHECK(rc == 1 && strstr(err_buf, "No space left on device"),
-              "case %d: saving to a full disk: exit %d, stderr %s", c + 1, rc, err_buf);
+        CHECK(rc == 1 && strstr(cu_err, "No space left on device"),
+              "case %d: saving to a full disk: exit %d, stderr %s", c + 1, rc, cu_err);
         CHECK(cu_same_bytes(ck, bak), "case %d: the previous checkpoint changed", c + 1);
         CHECK(access(tmpf, F_OK) != 0, "case %d: %s left behind", c + 1, tmpf);
         pn_train_config cfg;
@@ -155,7 +145,7 @@ TEST(disk_full_while_saving)
     unlink(filler);
     snprintf(a, sizeof a, "train --data %s --resume %s --threads 1", datadir, ck);
     rc = run("", a);
-    CHECK(rc == 0, "resume after freeing space: exit %d: %s", rc, err_buf);
+    CHECK(rc == 0, "resume after freeing space: exit %d: %s", rc, cu_err);
     printf("  2 disk-full cases (0 bytes free, %zu bytes free for a %zu-byte checkpoint)\n",
            cksize / 2, cksize);
 }
@@ -165,11 +155,11 @@ TEST(disk_full_while_saving)
 TEST(memory_limit)
 {
     char a[2048], ck[400], bak[400];
-    snprintf(ck, sizeof ck, "%s", tp("mem.safetensors"));
-    snprintf(bak, sizeof bak, "%s", tp("mem.backup"));
+    snprintf(ck, sizeof ck, "%s", cu_tp("mem.safetensors"));
+    snprintf(bak, sizeof bak, "%s", cu_tp("mem.backup"));
     snprintf(a, sizeof a, "train --data %s " TINY "--epochs 1 --save %s", datadir, ck);
     int rc = run("", a);
-    CHECK(rc == 0, "first run: exit %d: %s", rc, err_buf);
+    CHECK(rc == 0, "first run: exit %d: %s", rc, cu_err);
     snprintf(a, sizeof a, "cp %s %s", ck, bak);
     CHECK(system(a) == 0, "cp");
     /* 512 MB of address space: enough for the program and OpenBLAS, not for a
@@ -179,8 +169,8 @@ TEST(memory_limit)
     snprintf(a, sizeof a, "train --data %s --model resnet8 --width 1024 --groups 2 --batch 8 "
              "--threads 1 --epochs 1 --save %s", datadir, ck);
     rc = run("timeout 120 prlimit --as=536870912", a);
-    CHECK(rc == 1 && strstr(err_buf, "out of memory"), "under a memory limit: exit %d, stderr %s",
-          rc, err_buf);
+    CHECK(rc == 1 && strstr(cu_err, "out of memory"), "under a memory limit: exit %d, stderr %s",
+          rc, cu_err);
     CHECK(cu_same_bytes(ck, bak), "the previous checkpoint changed");
 }
 
@@ -190,21 +180,21 @@ TEST(huge_learning_rate_stops_at_first_nan)
 {
     char a[2048];
     snprintf(a, sizeof a, "train --data %s " TINY "--epochs 5 --lr 1e6 --warmup 0 --save %s "
-             "--save-every 1", datadir, tp("lr.safetensors"));
+             "--save-every 1", datadir, cu_tp("lr.safetensors"));
     int rc = run("", a);
-    CHECK(rc == 3, "--lr 1e6: exit %d, want 3: %s", rc, err_buf);
-    const char *s = strstr(err_buf, "at step ");
-    CHECK(strstr(err_buf, "diverged") && s, "message: %s", err_buf);
+    CHECK(rc == 3, "--lr 1e6: exit %d, want 3: %s", rc, cu_err);
+    const char *s = strstr(cu_err, "at step ");
+    CHECK(strstr(cu_err, "diverged") && s, "message: %s", cu_err);
     if (!s) return;
     long bad = atol(s + 8);
     /* Saved after every update: the checkpoint on disk is the last finite one. */
     pn_train_config c;
     long saved = -1;
     if (bad > 1) {
-        CHECK(pn_checkpoint_read_config(tp("lr.safetensors"), &c, &saved) == PN_OK &&
+        CHECK(pn_checkpoint_read_config(cu_tp("lr.safetensors"), &c, &saved) == PN_OK &&
               saved == bad - 1, "non-finite at step %ld, checkpoint at step %ld", bad, saved);
     } else {
-        CHECK(access(tp("lr.safetensors"), F_OK) != 0, "checkpoint written after a NaN");
+        CHECK(access(cu_tp("lr.safetensors"), F_OK) != 0, "checkpoint written after a NaN");
     }
     printf("  --lr 1e6: stopped at step %ld\n", bad);
 }
@@ -236,7 +226,7 @@ TEST(giant_model_metadata_refused)
 {
     static const char *const cases[][2] = { { "resnet8", "4096" }, { "resnet99999998", "1" } };
     for (int i = 0; i < 2; i++) {
-        const char *p = tp("bomb.safetensors");
+        const char *p = cu_tp("bomb.safetensors");
         CHECK(write_bomb(p, cases[i][0], cases[i][1]) == PN_OK, "write: %s", pn_last_error());
         pn_model *m = NULL;
         int rc = pn_checkpoint_load_model(&m, p);
@@ -250,15 +240,15 @@ TEST(giant_model_metadata_refused)
         char a[1024];
         snprintf(a, sizeof a, "eval --checkpoint %s --data %s", p, datadir);
         rc = run("timeout 60", a);
-        CHECK(rc == 1 && strstr(err_buf, "holds only"), "eval: exit %d: %s", rc, err_buf);
+        CHECK(rc == 1 && strstr(cu_err, "holds only"), "eval: exit %d: %s", rc, cu_err);
     }
     /* A genuine checkpoint still loads. */
     char a[1024];
     snprintf(a, sizeof a, "train --data %s " TINY "--epochs 1 --save %s", datadir,
-             tp("real.safetensors"));
-    CHECK(run("", a) == 0, "train: %s", err_buf);
+             cu_tp("real.safetensors"));
+    CHECK(run("", a) == 0, "train: %s", cu_err);
     pn_model *m = NULL;
-    CHECK(pn_checkpoint_load_model(&m, tp("real.safetensors")) == PN_OK, "%s", pn_last_error());
+    CHECK(pn_checkpoint_load_model(&m, cu_tp("real.safetensors")) == PN_OK, "%s", pn_last_error());
     pn_model_free(m);
 }
 
@@ -268,7 +258,7 @@ TEST(giant_model_metadata_refused)
 TEST(truncated_checkpoints_refused)
 {
     size_t n = 0;
-    unsigned char *b = cu_read_all(tp("real.safetensors"), &n);
+    unsigned char *b = cu_read_all(cu_tp("real.safetensors"), &n);
     CHECK(b && n > 64, "no checkpoint (giant_model_metadata_refused makes it)");
     if (!b) return;
     uint64_t hlen = 0;
@@ -286,7 +276,7 @@ TEST(truncated_checkpoints_refused)
     }
     pn_st_file *fm = NULL, *fd = NULL;
     CHECK(pn_safetensors_read_mem(&fm, b, n, NULL) == PN_OK &&
-          pn_safetensors_read(&fd, tp("real.safetensors")) == PN_OK &&
+          pn_safetensors_read(&fd, cu_tp("real.safetensors")) == PN_OK &&
           pn_safetensors_count(fm) == pn_safetensors_count(fd), "memory vs file");
     for (int i = 0; fm && fd && i < pn_safetensors_count(fm); i++) {
         const float *x, *y;
@@ -312,10 +302,10 @@ int main(void)
                cu_bin);
         return 1;
     }
-    strcpy(tmpdir, "/tmp/pn_test_hardening_XXXXXX");
-    if (!mkdtemp(tmpdir)) { perror("mkdtemp"); return 1; }
-    snprintf(datadir, sizeof datadir, "%s/data", tmpdir);
-    snprintf(mnt, sizeof mnt, "%s/mnt", tmpdir);
+    strcpy(cu_tmpdir, "/tmp/pn_test_hardening_XXXXXX");
+    if (!mkdtemp(cu_tmpdir)) { perror("mkdtemp"); return 1; }
+    snprintf(datadir, sizeof datadir, "%s/data", cu_tmpdir);
+    snprintf(mnt, sizeof mnt, "%s/mnt", cu_tmpdir);
     mkdir(datadir, 0755);
     mkdir(mnt, 0755);
     if (write_idx(datadir, "train", 32, 8, 1) || write_idx(datadir, "t10k", 16, 8, 2)) {
@@ -351,7 +341,7 @@ int main(void)
     RUN(truncated_checkpoints_refused);
 
     char cmd[400];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", tmpdir);
-    if (!mounted && system(cmd) != 0) printf("could not remove %s\n", tmpdir);
+    snprintf(cmd, sizeof cmd, "rm -rf %s", cu_tmpdir);
+    if (!mounted && system(cmd) != 0) printf("could not remove %s\n", cu_tmpdir);
     return harness_summary();
 }
