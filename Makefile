@@ -64,7 +64,7 @@ $(BUILD)/libproxynorm.so: $(LIB_OBJ)
 $(BUILD)/proxynorm: $(CLI_OBJ) $(BUILD)/libproxynorm.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-$(BUILD)/tests/%: tests/%.c tests/harness.h $(BUILD)/libproxynorm.a $(CONFIG_STAMP)
+$(BUILD)/tests/%: tests/%.c $(wildcard tests/*.h) $(BUILD)/libproxynorm.a $(CONFIG_STAMP)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -Itests -o $@ $< $(BUILD)/libproxynorm.a $(LDFLAGS) $(LDLIBS)
 
