@@ -224,8 +224,9 @@ static int write_bomb(const char *path, const char *arch, const char *width)
  * allocating and initializing gigabytes -- before the tensors were compared. */
 TEST(giant_model_metadata_refused)
 {
-    static const char *const cases[][2] = { { "resnet8", "4096" }, { "resnet99999998", "1" } };
-    for (int i = 0; i < 2; i++) {
+    static const char *const cases[][2] = { { "resnet8", "4096" }, { "resnet99999998", "1" },
+                                            { "bottleneck_1", "4096" }, { "effnet_b0", "4096" } };
+    for (int i = 0; i < 4; i++) {
         const char *p = cu_tp("bomb.safetensors");
         CHECK(write_bomb(p, cases[i][0], cases[i][1]) == PN_OK, "write: %s", pn_last_error());
         pn_model *m = NULL;
@@ -250,6 +251,18 @@ TEST(giant_model_metadata_refused)
     pn_model *m = NULL;
     CHECK(pn_checkpoint_load_model(&m, cu_tp("real.safetensors")) == PN_OK, "%s", pn_last_error());
     pn_model_free(m);
+    /* ... and so do small checkpoints of the other families (the size bound is a true lower
+     * bound for each: a one-stage bottleneck net has far fewer values than a resnet's). */
+    static const char *const small[] = { "bottleneck_1", "resnext_1_2x32d", "effnet_b0" };
+    for (int i = 0; i < 3; i++) {
+        snprintf(a, sizeof a, "train --data %s --model %s --width 4 --groups 2 --batch 8 --threads 1 "
+                 "--epochs 1 --save %s", datadir, small[i], cu_tp("small.safetensors"));
+        CHECK(run("", a) == 0, "train %s: %s", small[i], cu_err);
+        m = NULL;
+        CHECK(pn_checkpoint_load_model(&m, cu_tp("small.safetensors")) == PN_OK, "%s: %s", small[i],
+              pn_last_error());
+        pn_model_free(m);
+    }
 }
 
 /* Every prefix of a real checkpoint is refused with PN_ERR_FORMAT (every length

@@ -524,13 +524,22 @@ static int check_model_size(const pn_st_file *f, const char *path, const pn_mode
         for (int d = 0; d < ndim; d++) numel *= (double)shape[d];
         have += numel;
     }
-    double blocks = 1;
+    /* A lower bound of the parameter count of the model the metadata describe, for
+     * width w: every architecture has a stem of >= 9*in*w weights and a classifier of
+     * >= w*classes. resnetD: n = (D-2)/6 stage-3 blocks, each with a 3x3 convolution
+     * 4w -> 4w (the bottleneck resnet50/101/152 have at least as many values in their
+     * stages 3-4). Other families (bottleneck_/resnext_ layouts, effnet): at least one
+     * 1x1 convolution w -> 4w (the first block's projection; EfficientNet's head is
+     * larger). The depth itself is capped by each architecture's parser. */
+    const double w = mc->width;
+    double need = 9.0 * mc->in_channels * w + w * mc->classes;
     if (strncmp(mc->arch, "resnet", 6) == 0) {
-        double depth = strtod(mc->arch + 6, NULL);
+        double depth = strtod(mc->arch + 6, NULL), blocks = 1;
         if (isfinite(depth) && depth >= 8) blocks = floor((depth - 2) / 6);
+        need += blocks * 9 * (4 * w) * (4 * w);
+    } else {
+        need += 4 * w * w;
     }
-    double w4 = 4.0 * mc->width;
-    double need = blocks * 9 * w4 * w4 + w4 * mc->classes + 9.0 * mc->in_channels * mc->width;
     if (have < need)
         return pn_error(PN_ERR_FORMAT, "checkpoint %s: its metadata describe a %s of width %d "
                         "(at least %.0f parameters) but the file holds only %.0f values", path,
