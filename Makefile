@@ -5,6 +5,7 @@
 #   make bench-norm normalization kernels against PyTorch (bench/)
 #   make bench-train full training steps of resnet20 against PyTorch (bench/)
 #   make bench-mpi  data-parallel throughput and bytes per update, 1 and 2 MPI ranks
+#   make fuzz       libFuzzer harnesses of every input parser, FUZZ_SECONDS each [30] (fuzz/)
 
 CC      ?= cc
 BUILD   ?= build
@@ -29,7 +30,7 @@ endif
 CONFIG_STAMP = $(BUILD)/.config-mpi$(MPI)
 
 # Add a flag only when the compiler accepts it.
-cc-option = $(shell $(CC) $(1) -x c -c /dev/null -o /dev/null 2>/dev/null && echo $(1))
+cc-option = $(shell $(CC) -Werror $(1) -x c -c /dev/null -o /dev/null 2>/dev/null && echo $(1))
 CFLAGS += $(call cc-option,-Wno-stringop-truncation)
 
 LIB_SRC  := $(sort $(wildcard src/kernels/*.c src/nn/*.c src/train/*.c src/data/*.c src/io/*.c src/diag/*.c src/dist/*.c))
@@ -40,7 +41,7 @@ CLI_OBJ  := $(CLI_SRC:%.c=$(BUILD)/%.o)
 TEST_BIN := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 HEADERS  := $(wildcard include/*.h src/*/*.h)
 
-.PHONY: all deps deps-test demo test test-fast test-sanitize sanitize-build check bench-norm bench-train bench-mpi clean
+.PHONY: all deps deps-test demo test test-fast test-sanitize sanitize-build fuzz fuzz-build check bench-norm bench-train bench-mpi clean
 all: $(BUILD)/libproxynorm.a $(BUILD)/libproxynorm.so $(if $(CLI_SRC),$(BUILD)/proxynorm) \
      $(BUILD)/examples/quickstart
 
@@ -63,19 +64,21 @@ $(BUILD)/libproxynorm.so: $(LIB_OBJ)
 $(BUILD)/proxynorm: $(CLI_OBJ) $(BUILD)/libproxynorm.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-$(BUILD)/tests/%: tests/%.c tests/harness.h $(BUILD)/libproxynorm.a $(CONFIG_STAMP)
+$(BUILD)/tests/%: tests/%.c $(wildcard tests/*.h) $(BUILD)/libproxynorm.a $(CONFIG_STAMP)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -Itests -o $@ $< $(BUILD)/libproxynorm.a $(LDFLAGS) $(LDLIBS)
 
 deps:
 	@scripts/install-deps.sh
 
-# The tests also run the distributed training under mpirun.
+# The tests also run the distributed training under mpirun, the fuzzers (clang,
+# libFuzzer) and the command line under valgrind.
 deps-test:
-	@scripts/install-deps.sh --mpi
+	@scripts/install-deps.sh --mpi --test
 
 # make test: the suite built normally and built with AddressSanitizer and
-# UndefinedBehaviorSanitizer, one summary. make test-fast: the normal build only.
+# UndefinedBehaviorSanitizer, and every fuzzer for FUZZ_SECONDS, one summary.
+# make test-fast: the normal build only.
 SAN_FLAGS = -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
 SAN_BIN   = $(TEST_BIN:$(BUILD)/%=build-san/%)
 # Passive OpenMP waiting: spinning threads starve each other when the 2 cores are shared.
@@ -83,7 +86,8 @@ TEST_ENV  = ASAN_OPTIONS=detect_leaks=1 OMP_NUM_THREADS=2 OMP_WAIT_POLICY=passiv
 test: deps-test
 	@$(MAKE) --no-print-directory all $(TEST_BIN)
 	@$(MAKE) --no-print-directory sanitize-build
-	@$(TEST_ENV) tests/run.sh $(TEST_BIN) $(SAN_BIN)
+	@$(MAKE) --no-print-directory fuzz-build
+	@$(TEST_ENV) FUZZ_SECONDS=$(FUZZ_SECONDS) tests/run.sh $(TEST_BIN) $(SAN_BIN) $(FUZZ_TEST)
 
 test-fast: deps-test
 	@$(MAKE) --no-print-directory all $(TEST_BIN)
@@ -96,6 +100,40 @@ test-sanitize: deps-test
 sanitize-build:
 	@$(MAKE) --no-print-directory BUILD=build-san OPT="$(SAN_FLAGS)" LDFLAGS="-fopenmp $(SAN_FLAGS)" \
 		build-san/libproxynorm.a $(SAN_BIN) $(if $(CLI_SRC),build-san/proxynorm)
+
+# Fuzzing (fuzz/README.md): clang's libFuzzer with ASan and UBSan, the library
+# built into build-fuzz/ without MPI. Each harness runs as a test program
+# (build-fuzz/tests/fuzz_X, a wrapper around fuzz/run-one.sh).
+FUZZ_SECONDS ?= 30
+FUZZ_CC      ?= clang-14
+FUZZ_FLAGS    = -O1 -g -fno-omit-frame-pointer -Wno-pass-failed -fsanitize=fuzzer-no-link,address,undefined \
+                -fno-sanitize-recover=undefined
+FUZZ_NAMES   := $(patsubst fuzz/%.c,%,$(sort $(wildcard fuzz/fuzz_*.c)))
+FUZZ_TEST     = $(FUZZ_NAMES:%=build-fuzz/tests/%)
+
+fuzz-build:
+	@$(MAKE) --no-print-directory BUILD=build-fuzz CC=$(FUZZ_CC) MPI=0 OPT="$(FUZZ_FLAGS)" \
+		LDFLAGS="-fopenmp $(FUZZ_FLAGS)" $(FUZZ_TEST)
+
+fuzz: deps-test
+	@$(MAKE) --no-print-directory fuzz-build
+	@FUZZ_SECONDS=$(FUZZ_SECONDS) tests/run.sh $(FUZZ_TEST)
+
+$(BUILD)/fuzz/%: fuzz/%.c fuzz/fuzz_util.h $(BUILD)/libproxynorm.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -fsanitize=fuzzer -o $@ $< $(filter %.o,$^) $(BUILD)/libproxynorm.a $(LDFLAGS) $(LDLIBS)
+
+# The command line's parsing, with main renamed so that the harness can call it.
+$(BUILD)/fuzz/fuzz_cli: $(BUILD)/fuzz/cli_main.o $(filter-out %/main.o,$(CLI_OBJ))
+$(BUILD)/fuzz/cli_main.o: src/cli/main.c $(HEADERS) $(CONFIG_STAMP)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Dmain=pn_cli_main -c $< -o $@
+
+.SECONDARY: $(FUZZ_NAMES:%=build-fuzz/fuzz/%)
+$(BUILD)/tests/fuzz_%: $(BUILD)/fuzz/fuzz_% fuzz/run-one.sh
+	@mkdir -p $(dir $@)
+	@printf '#!/bin/sh\nexec fuzz/run-one.sh %s "$${FUZZ_SECONDS:-30}"\n' $< >$@
+	@chmod +x $@
 
 check: test
 
@@ -129,4 +167,4 @@ $(BUILD)/bench/%: bench/%.c $(BUILD)/libproxynorm.a
 	$(CC) $(CFLAGS) -o $@ $< $(BUILD)/libproxynorm.a $(LDFLAGS) $(LDLIBS)
 
 clean:
-	rm -rf $(BUILD) build-san
+	rm -rf $(BUILD) build-san build-fuzz

@@ -3,6 +3,7 @@
 #   scripts/install-deps.sh           build + run (compiler, OpenBLAS, zlib, cJSON, gnuplot, data set)
 #   scripts/install-deps.sh --torch   also PyTorch and torchvision (reference generators, benchmarks)
 #   scripts/install-deps.sh --mpi     also Open MPI (data-parallel training; make test installs it)
+#   scripts/install-deps.sh --test    also clang + libFuzzer (make fuzz) and valgrind (make test)
 #   (gnuplot-nox is in the base set: the power tests draw plots)
 set -eu
 pkgs="build-essential libopenblas-openmp-dev zlib1g-dev libcjson-dev gnuplot-nox dataset-fashion-mnist"
@@ -11,6 +12,7 @@ for a in "$@"; do
         --torch) pkgs="$pkgs python3-torch python3-torchvision" ;;
         --plot) ;;
         --mpi) pkgs="$pkgs libopenmpi-dev openmpi-bin" ;;
+        --test) pkgs="$pkgs clang-14 libclang-rt-14-dev libomp-14-dev valgrind" ;;
         *) echo "install-deps: unknown option $a" >&2; exit 2 ;;
     esac
 done

@@ -15,58 +15,13 @@
 #include <cjson/cJSON.h>
 
 #include "harness.h"
+#include "cli_util.h"
 #include "synth_idx.h"
 #include "io/safetensors.h"
 #include "nn/model.h"
 #include "proxynorm.h"
 
-static char bin[PATH_MAX];
-static char tmpdir[256];
 static char datadir[300];
-static char out_buf[65536], err_buf[65536];
-
-static const char *tp(const char *name)
-{
-    static char buf[8][600];
-    static int k;
-    k = (k + 1) % 8;
-    snprintf(buf[k], sizeof buf[k], "%s/%s", tmpdir, name);
-    return buf[k];
-}
-
-static void slurp(const char *path, char *buf, size_t n)
-{
-    buf[0] = '\0';
-    FILE *f = fopen(path, "rb");
-    if (!f) return;
-    size_t k = fread(buf, 1, n - 1, f);
-    buf[k] = '\0';
-    fclose(f);
-}
-
-/* Runs "proxynorm ARGS" with stdout/stderr captured in out_buf/err_buf; returns
- * the exit status (or -1 if it did not exit normally, e.g. a crash). */
-static int run(const char *args)
-{
-    static char cmd[16384];
-    if ((size_t)snprintf(cmd, sizeof cmd, "%s %s >%s 2>%s </dev/null", bin, args, tp("stdout"),
-                         tp("stderr")) >= sizeof cmd)
-        return -1;
-    int st = system(cmd);
-    slurp(tp("stdout"), out_buf, sizeof out_buf);
-    slurp(tp("stderr"), err_buf, sizeof err_buf);
-    if (st == -1 || !WIFEXITED(st)) return -1;
-    return WEXITSTATUS(st);
-}
-
-/* Expects exit status `code` and `msg` somewhere in stderr. */
-#define EXPECT_FAIL(args, code, msg)                                                           \
-    do {                                                                                       \
-        int rc_ = run(args);                                                                   \
-        CHECK(rc_ == (code) && strstr(err_buf, msg) != NULL,                                   \
-              "proxynorm %s: exit %d (want %d), stderr \"%s\" (want \"%s\")", args, rc_, code, \
-              err_buf, msg);                                                                   \
-    } while (0)
 
 /* ------------------------------------------------------ synthetic data */
 
@@ -96,53 +51,30 @@ static long ckpt_step(const char *path)
     return s;
 }
 
-/* 1 if every tensor of a is in b with the same bytes (and the counts agree). */
-static int same_tensors(const char *a, const char *b)
-{
-    pn_st_file *fa = NULL, *fb = NULL;
-    int same = pn_safetensors_read(&fa, a) == PN_OK && pn_safetensors_read(&fb, b) == PN_OK &&
-               pn_safetensors_count(fa) == pn_safetensors_count(fb);
-    for (int i = 0; same && i < pn_safetensors_count(fa); i++) {
-        const char *name = pn_safetensors_name(fa, i);
-        int na, nb;
-        int64_t sa[PN_ST_MAX_DIMS], sb[PN_ST_MAX_DIMS];
-        const float *da, *db;
-        same = pn_safetensors_get(fa, name, &na, sa, &da) == PN_OK &&
-               pn_safetensors_get(fb, name, &nb, sb, &db) == PN_OK && na == nb;
-        size_t n = 1;
-        for (int d = 0; same && d < na; d++) { same = sa[d] == sb[d]; n *= (size_t)sa[d]; }
-        if (same) same = memcmp(da, db, n * sizeof(float)) == 0;
-        if (!same) printf("  tensor %s differs\n", name);
-    }
-    if (fa) pn_safetensors_close(fa);
-    if (fb) pn_safetensors_close(fb);
-    return same;
-}
-
 /* ---------------------------------------------------------------- tests */
 
 TEST(help_and_version)
 {
-    CHECK(run("--help") == 0 && strstr(out_buf, "usage: proxynorm") && strstr(out_buf, "train"),
-          "--help: %s", out_buf);
-    CHECK(run("train --help") == 0 && strstr(out_buf, "--micro-batch") && strstr(out_buf, "--resume"),
-          "train --help: %s", out_buf);
-    CHECK(run("eval --help") == 0 && strstr(out_buf, "--checkpoint"), "eval --help");
-    CHECK(run("info --help") == 0 && strstr(out_buf, "--channels"), "info --help");
-    CHECK(run("--version") == 0 && strstr(out_buf, PN_VERSION), "--version: %s", out_buf);
-    CHECK(run("") == 2 && strstr(err_buf, "usage"), "no command: %s", err_buf);
-    EXPECT_FAIL("fly", 2, "unknown command");
+    CHECK(cu_run("--help") == 0 && strstr(cu_out, "usage: proxynorm") && strstr(cu_out, "train"),
+          "--help: %s", cu_out);
+    CHECK(cu_run("train --help") == 0 && strstr(cu_out, "--micro-batch") && strstr(cu_out, "--resume"),
+          "train --help: %s", cu_out);
+    CHECK(cu_run("eval --help") == 0 && strstr(cu_out, "--checkpoint"), "eval --help");
+    CHECK(cu_run("info --help") == 0 && strstr(cu_out, "--channels"), "info --help");
+    CHECK(cu_run("--version") == 0 && strstr(cu_out, PN_VERSION), "--version: %s", cu_out);
+    CHECK(cu_run("") == 2 && strstr(cu_err, "usage"), "no command: %s", cu_err);
+    CU_EXPECT_FAIL("fly", 2, "unknown command");
 }
 
 TEST(info_json)
 {
-    int rc = run("info --model resnet20 --norm gn+pn --channels 1 --image 28 --classes 10");
-    CHECK(rc == 0, "info exit %d: %s", rc, err_buf);
-    cJSON *j = cJSON_Parse(out_buf);
-    CHECK(j != NULL, "not JSON: %s", out_buf);
+    int rc = cu_run("info --model resnet20 --norm gn+pn --channels 1 --image 28 --classes 10");
+    CHECK(rc == 0, "info exit %d: %s", rc, cu_err);
+    cJSON *j = cJSON_Parse(cu_out);
+    CHECK(j != NULL, "not JSON: %s", cu_out);
     if (!j) return;
     cJSON *p = cJSON_GetObjectItem(j, "params"), *m = cJSON_GetObjectItem(j, "macs");
-    CHECK(cJSON_IsNumber(p) && cJSON_IsNumber(m), "keys missing: %s", out_buf);
+    CHECK(cJSON_IsNumber(p) && cJSON_IsNumber(m), "keys missing: %s", cu_out);
     pn_model_config c;
     pn_model_config_default(&c);
     strcpy(c.arch, "resnet20");
@@ -154,34 +86,34 @@ TEST(info_json)
         CHECK(p->valuedouble == (double)pn_model_num_params(mod), "params %g vs %zu", p->valuedouble,
               pn_model_num_params(mod));
         CHECK(m->valuedouble == pn_model_macs(mod), "macs %g vs %g", m->valuedouble, pn_model_macs(mod));
-        CHECK(p->valuedouble > 1e5 && m->valuedouble > 1e6, "implausible %s", out_buf);
+        CHECK(p->valuedouble > 1e5 && m->valuedouble > 1e6, "implausible %s", cu_out);
     }
     pn_model_free(mod);
     double p20 = p ? p->valuedouble : 0;
     cJSON_Delete(j);
-    rc = run("info --model resnet20 --norm gn+pn --channels 1 --image 28 --classes 10 --width 8");
-    j = cJSON_Parse(out_buf);
+    rc = cu_run("info --model resnet20 --norm gn+pn --channels 1 --image 28 --classes 10 --width 8");
+    j = cJSON_Parse(cu_out);
     p = j ? cJSON_GetObjectItem(j, "params") : NULL;
-    CHECK(rc == 0 && p && p->valuedouble < p20 / 2, "width 8 should have < half the params: %s", out_buf);
+    CHECK(rc == 0 && p && p->valuedouble < p20 / 2, "width 8 should have < half the params: %s", cu_out);
     cJSON_Delete(j);
-    EXPECT_FAIL("info --model resnet21 --norm gn", 2, "unknown model");
+    CU_EXPECT_FAIL("info --model resnet21 --norm gn", 2, "unknown model");
     /* torchvision's resnet50: 25,503,912 conv + linear parameters (tests/golden/param_counts.txt);
      * --width defaults to 64 at 224 px */
-    rc = run("info --model resnet50 --norm bn --channels 3 --image 224 --classes 1000");
-    j = cJSON_Parse(out_buf);
+    rc = cu_run("info --model resnet50 --norm bn --channels 3 --image 224 --classes 1000");
+    j = cJSON_Parse(cu_out);
     cJSON *cl = j ? cJSON_GetObjectItem(j, "conv_linear_params") : NULL, *w = j ? cJSON_GetObjectItem(j, "width") : NULL;
     CHECK(rc == 0 && cl && w && cl->valuedouble == 25503912.0 && w->valuedouble == 64,
-          "resnet50 info: %s %s", out_buf, err_buf);
+          "resnet50 info: %s %s", cu_out, cu_err);
     cJSON_Delete(j);
-    rc = run("info --model resnet50 --norm gn+pn --channels 1 --image 28 --classes 10");
-    j = cJSON_Parse(out_buf);
+    rc = cu_run("info --model resnet50 --norm gn+pn --channels 1 --image 28 --classes 10");
+    j = cJSON_Parse(cu_out);
     w = j ? cJSON_GetObjectItem(j, "width") : NULL;
-    CHECK(rc == 0 && w && w->valuedouble == 16, "resnet50 at 28 px: width 16: %s %s", out_buf, err_buf);
+    CHECK(rc == 0 && w && w->valuedouble == 16, "resnet50 at 28 px: width 16: %s %s", cu_out, cu_err);
     cJSON_Delete(j);
-    EXPECT_FAIL("info --model resnext50_32x4d --norm gn --width 16 --groups 3", 1, "divisible");
-    EXPECT_FAIL("info --norm xn", 2, "unknown norm");
-    EXPECT_FAIL("info --channels 0", 2, "out of range");
-    EXPECT_FAIL("info --image 28x", 2, "not an integer");
+    CU_EXPECT_FAIL("info --model resnext50_32x4d --norm gn --width 16 --groups 3", 1, "divisible");
+    CU_EXPECT_FAIL("info --norm xn", 2, "unknown norm");
+    CU_EXPECT_FAIL("info --channels 0", 2, "out of range");
+    CU_EXPECT_FAIL("info --image 28x", 2, "not an integer");
 }
 
 static char full_log_last[1024], full_acc[256];
@@ -192,16 +124,16 @@ TEST(train_eval_and_log)
     /* 96 images, batch 16 -> 6 steps/epoch, 2 epochs; micro-batches of 4. */
     snprintf(a, sizeof a,
              "train --data %s " TINY "--epochs 2 --batch 16 --micro-batch 4 --seed 3 --log %s --save %s",
-             datadir, tp("full.jsonl"), tp("full.safetensors"));
-    int rc = run(a);
-    CHECK(rc == 0, "train exit %d: %s", rc, err_buf);
-    CHECK(strstr(out_buf, "test accuracy: ") != NULL, "no final line: %s", out_buf);
-    snprintf(full_acc, sizeof full_acc, "%s", last_line(out_buf, line, sizeof line));
+             datadir, cu_tp("full.jsonl"), cu_tp("full.safetensors"));
+    int rc = cu_run(a);
+    CHECK(rc == 0, "train exit %d: %s", rc, cu_err);
+    CHECK(strstr(cu_out, "test accuracy: ") != NULL, "no final line: %s", cu_out);
+    snprintf(full_acc, sizeof full_acc, "%s", last_line(cu_out, line, sizeof line));
     /* Not a terminal: plain progress lines, no carriage returns. */
-    CHECK(strstr(err_buf, "epoch 1/2") && strstr(err_buf, "step 6/12") && !strchr(err_buf, '\r'),
-          "progress: %s", err_buf);
+    CHECK(strstr(cu_err, "epoch 1/2") && strstr(cu_err, "step 6/12") && !strchr(cu_err, '\r'),
+          "progress: %s", cu_err);
     char logtxt[8192];
-    slurp(tp("full.jsonl"), logtxt, sizeof logtxt);
+    cu_slurp(cu_tp("full.jsonl"), logtxt, sizeof logtxt);
     int lines = 0;
     for (char *s = logtxt; (s = strchr(s, '\n')); s++) lines++;
     CHECK(lines == 2, "log lines %d: %s", lines, logtxt);
@@ -215,32 +147,32 @@ TEST(train_eval_and_log)
             CHECK(cJSON_IsNumber(cJSON_GetObjectItem(j, keys[i])), "log lacks %s", keys[i]);
         cJSON *acc = cJSON_GetObjectItem(j, "test_acc");
         double pct = 0;
-        const char *s = strstr(out_buf, "test accuracy: ");
+        const char *s = strstr(cu_out, "test accuracy: ");
         if (s) pct = atof(s + 15);
         if (acc) CHECK_NEAR(100 * acc->valuedouble, pct, 0.006);
         /* Learnable data: better than chance (25%). */
         CHECK(pct > 40, "accuracy %.2f%% after 12 steps on easy data", pct);
         cJSON_Delete(j);
     }
-    CHECK(ckpt_step(tp("full.safetensors")) == 12, "checkpoint step %ld", ckpt_step(tp("full.safetensors")));
+    CHECK(ckpt_step(cu_tp("full.safetensors")) == 12, "checkpoint step %ld", ckpt_step(cu_tp("full.safetensors")));
 
     /* eval reads the model from the checkpoint and gets the same accuracy. */
-    snprintf(a, sizeof a, "eval --checkpoint %s --data %s --batch 7 --threads 1", tp("full.safetensors"), datadir);
-    rc = run(a);
-    CHECK(rc == 0 && strstr(out_buf, "test accuracy: "), "eval exit %d: %s %s", rc, out_buf, err_buf);
+    snprintf(a, sizeof a, "eval --checkpoint %s --data %s --batch 7 --threads 1", cu_tp("full.safetensors"), datadir);
+    rc = cu_run(a);
+    CHECK(rc == 0 && strstr(cu_out, "test accuracy: "), "eval exit %d: %s %s", rc, cu_out, cu_err);
     char eline[256];
-    last_line(out_buf, eline, sizeof eline);
+    last_line(cu_out, eline, sizeof eline);
     /* Same accuracy; loss equal to the printed precision (GN is batch-independent). */
     CHECK(strcmp(eline, full_acc) == 0, "eval \"%s\" vs train \"%s\"", eline, full_acc);
-    snprintf(a, sizeof a, "eval --checkpoint %s --data %s --limit-test 10", tp("full.safetensors"), datadir);
-    CHECK(run(a) == 0 && strstr(out_buf, "test images: 10"), "eval --limit-test: %s", out_buf);
+    snprintf(a, sizeof a, "eval --checkpoint %s --data %s --limit-test 10", cu_tp("full.safetensors"), datadir);
+    CHECK(cu_run(a) == 0 && strstr(cu_out, "test images: 10"), "eval --limit-test: %s", cu_out);
     /* --fold: the same accuracy, the loss to float rounding (printed to 4 decimals) */
-    snprintf(a, sizeof a, "eval --checkpoint %s --data %s --batch 7 --threads 1 --fold", tp("full.safetensors"), datadir);
-    rc = run(a);
-    CHECK(rc == 0 && strstr(out_buf, "folded norm layers: 7"), "eval --fold exit %d: %s %s", rc, out_buf, err_buf);
+    snprintf(a, sizeof a, "eval --checkpoint %s --data %s --batch 7 --threads 1 --fold", cu_tp("full.safetensors"), datadir);
+    rc = cu_run(a);
+    CHECK(rc == 0 && strstr(cu_out, "folded norm layers: 7"), "eval --fold exit %d: %s %s", rc, cu_out, cu_err);
     {
         char fline[256];
-        last_line(out_buf, fline, sizeof fline);
+        last_line(cu_out, fline, sizeof fline);
         const char *p1 = strstr(fline, " (loss "), *p2 = strstr(full_acc, " (loss ");
         CHECK(p1 && p2 && p1 - fline == p2 - full_acc && strncmp(fline, full_acc, (size_t)(p1 - fline)) == 0 &&
                   fabs(atof(p1 + 7) - atof(p2 + 7)) <= 2e-4,
@@ -248,16 +180,16 @@ TEST(train_eval_and_log)
     }
     /* --eval-every: one log line per 2 updates (6 updates). */
     snprintf(a, sizeof a, "train --data %s " TINY "--epochs 1 --batch 16 --eval-every 2 --no-augment --log %s",
-             datadir, tp("e.jsonl"));
-    rc = run(a);
-    slurp(tp("e.jsonl"), logtxt, sizeof logtxt);
+             datadir, cu_tp("e.jsonl"));
+    rc = cu_run(a);
+    cu_slurp(cu_tp("e.jsonl"), logtxt, sizeof logtxt);
     lines = 0;
     for (char *s = logtxt; (s = strchr(s, '\n')); s++) lines++;
     CHECK(rc == 0 && lines == 3 && strstr(logtxt, "\"step\": 4,"), "eval-every 2: exit %d, log %s", rc, logtxt);
     /* The default data directory comes from $PROXYNORM_DATA. */
-    snprintf(a, sizeof a, "eval --checkpoint %s --threads 1", tp("full.safetensors"));
+    snprintf(a, sizeof a, "eval --checkpoint %s --threads 1", cu_tp("full.safetensors"));
     setenv("PROXYNORM_DATA", datadir, 1);
-    CHECK(run(a) == 0 && strstr(out_buf, "test images: 40"), "PROXYNORM_DATA: %s %s", out_buf, err_buf);
+    CHECK(cu_run(a) == 0 && strstr(cu_out, "test images: 40"), "PROXYNORM_DATA: %s %s", cu_out, cu_err);
     unsetenv("PROXYNORM_DATA");
 }
 
@@ -275,29 +207,29 @@ TEST(resume_matches_uninterrupted_run)
      * exact for a given thread count. */
     const char *opts = "--epochs 2 --batch 16 --micro-batch 4 --seed 3 ";
     snprintf(a, sizeof a, "train --data %s " TINY "%s --threads 2 --log %s --save %s", datadir, opts,
-             tp("s2.jsonl"), tp("s2.safetensors"));
-    int rc = run(a);
-    CHECK(rc == 0, "straight run exit %d: %s", rc, err_buf);
+             cu_tp("s2.jsonl"), cu_tp("s2.safetensors"));
+    int rc = cu_run(a);
+    CHECK(rc == 0, "straight run exit %d: %s", rc, cu_err);
     char straight_acc[256];
-    last_line(out_buf, straight_acc, sizeof straight_acc);
+    last_line(cu_out, straight_acc, sizeof straight_acc);
     snprintf(a, sizeof a, "train --data %s " TINY "%s --threads 2 --log %s --save %s --stop-at 4",
-             datadir, opts, tp("r.jsonl"), tp("r.safetensors"));
-    rc = run(a);
-    CHECK(rc == 0 && strstr(out_buf, "stopped at step 4 of 12"), "stop-at exit %d: %s %s", rc, out_buf, err_buf);
-    CHECK(ckpt_step(tp("r.safetensors")) == 4, "checkpoint at step %ld", ckpt_step(tp("r.safetensors")));
+             datadir, opts, cu_tp("r.jsonl"), cu_tp("r.safetensors"));
+    rc = cu_run(a);
+    CHECK(rc == 0 && strstr(cu_out, "stopped at step 4 of 12"), "stop-at exit %d: %s %s", rc, cu_out, cu_err);
+    CHECK(ckpt_step(cu_tp("r.safetensors")) == 4, "checkpoint at step %ld", ckpt_step(cu_tp("r.safetensors")));
     snprintf(a, sizeof a, "train --data %s --threads 2 --log %s --save %s --resume %s", datadir,
-             tp("r.jsonl"), tp("r.safetensors"), tp("r.safetensors"));
-    rc = run(a);
-    CHECK(rc == 0, "resume exit %d: %s", rc, err_buf);
-    CHECK(strstr(err_buf, "resuming") != NULL, "no resume message: %s", err_buf);
+             cu_tp("r.jsonl"), cu_tp("r.safetensors"), cu_tp("r.safetensors"));
+    rc = cu_run(a);
+    CHECK(rc == 0, "resume exit %d: %s", rc, cu_err);
+    CHECK(strstr(cu_err, "resuming") != NULL, "no resume message: %s", cu_err);
     char resumed_acc[256];
-    last_line(out_buf, resumed_acc, sizeof resumed_acc);
+    last_line(cu_out, resumed_acc, sizeof resumed_acc);
     CHECK(strcmp(straight_acc, resumed_acc) == 0, "final \"%s\" vs \"%s\"", straight_acc, resumed_acc);
-    CHECK(same_tensors(tp("s2.safetensors"), tp("r.safetensors")),
+    CHECK(cu_same_tensors(cu_tp("s2.safetensors"), cu_tp("r.safetensors")),
           "final checkpoints differ (parameters, buffers or momentum)");
     char la[8192], lb[8192], xa[1024], xb[1024];
-    slurp(tp("s2.jsonl"), la, sizeof la);
-    slurp(tp("r.jsonl"), lb, sizeof lb);
+    cu_slurp(cu_tp("s2.jsonl"), la, sizeof la);
+    cu_slurp(cu_tp("r.jsonl"), lb, sizeof lb);
     last_line(la, xa, sizeof xa);
     last_line(lb, xb, sizeof xb);
     strip_timing(xa);
@@ -305,13 +237,13 @@ TEST(resume_matches_uninterrupted_run)
     CHECK(strcmp(xa, xb) == 0, "last log lines differ:\n  %s\n  %s", xa, xb);
     (void)line;
     /* A resumed run keeps the checkpoint's configuration. */
-    snprintf(a, sizeof a, "train --data %s --resume %s --lr 0.3", datadir, tp("s2.safetensors"));
-    EXPECT_FAIL(a, 2, "--lr differs from the checkpoint");
+    snprintf(a, sizeof a, "train --data %s --resume %s --lr 0.3", datadir, cu_tp("s2.safetensors"));
+    CU_EXPECT_FAIL(a, 2, "--lr differs from the checkpoint");
     /* Resuming a finished run just reports its accuracy. */
-    snprintf(a, sizeof a, "train --data %s --threads 2 --resume %s", datadir, tp("s2.safetensors"));
-    rc = run(a);
-    last_line(out_buf, resumed_acc, sizeof resumed_acc);
-    CHECK(rc == 0 && strcmp(straight_acc, resumed_acc) == 0, "finished resume: %d %s", rc, out_buf);
+    snprintf(a, sizeof a, "train --data %s --threads 2 --resume %s", datadir, cu_tp("s2.safetensors"));
+    rc = cu_run(a);
+    last_line(cu_out, resumed_acc, sizeof resumed_acc);
+    CHECK(rc == 0 && strcmp(straight_acc, resumed_acc) == 0, "finished resume: %d %s", rc, cu_out);
 }
 
 TEST(nan_stops_with_exit_3)
@@ -319,20 +251,20 @@ TEST(nan_stops_with_exit_3)
     char a[2048];
     snprintf(a, sizeof a,
              "train --data %s " TINY "--epochs 20 --batch 16 --lr 1e30 --warmup 0 --save %s --save-every 1",
-             datadir, tp("nan.safetensors"));
+             datadir, cu_tp("nan.safetensors"));
     /* TINY sets --lr 0.05 first; the later --lr 1e30 wins. */
-    int rc = run(a);
-    CHECK(rc == 3, "exit %d: %s", rc, err_buf);
-    const char *s = strstr(err_buf, "at step ");
-    CHECK(strstr(err_buf, "diverged") && s, "message: %s", err_buf);
+    int rc = cu_run(a);
+    CHECK(rc == 3, "exit %d: %s", rc, cu_err);
+    const char *s = strstr(cu_err, "at step ");
+    CHECK(strstr(cu_err, "diverged") && s, "message: %s", cu_err);
     if (s) {
         long bad = atol(s + 8);
-        long saved = ckpt_step(tp("nan.safetensors"));
+        long saved = ckpt_step(cu_tp("nan.safetensors"));
         CHECK((bad >= 2 && saved == bad - 1) || (bad == 1 && saved == -1),
               "NaN at step %ld, checkpoint at step %ld", bad, saved);
         if (saved > 0) {
-            snprintf(a, sizeof a, "eval --checkpoint %s --data %s --threads 1", tp("nan.safetensors"), datadir);
-            CHECK(run(a) == 0, "the last good checkpoint does not evaluate: %s", err_buf);
+            snprintf(a, sizeof a, "eval --checkpoint %s --data %s --threads 1", cu_tp("nan.safetensors"), datadir);
+            CHECK(cu_run(a) == 0, "the last good checkpoint does not evaluate: %s", cu_err);
         }
     }
 }
@@ -341,7 +273,7 @@ TEST(nan_stops_with_exit_3)
 TEST(cifar_binary_data)
 {
     char dir[400], p[600], a[2048];
-    snprintf(dir, sizeof dir, "%s/cifar", tmpdir);
+    snprintf(dir, sizeof dir, "%s/cifar", cu_tmpdir);
     mkdir(dir, 0755);
     harness_seed(77);
     unsigned char rec[1 + 3072];
@@ -359,12 +291,12 @@ TEST(cifar_binary_data)
         fclose(fp);
     }
     snprintf(a, sizeof a, "train --data %s " TINY "--epochs 1 --batch 8 --micro-batch 4 --save %s", dir,
-             tp("cifar.safetensors"));
-    int rc = run(a);
-    CHECK(rc == 0 && strstr(err_buf, "cifar10: 40 train / 8 test") && strstr(out_buf, "test accuracy: "),
-          "cifar train exit %d: %s %s", rc, out_buf, err_buf);
+             cu_tp("cifar.safetensors"));
+    int rc = cu_run(a);
+    CHECK(rc == 0 && strstr(cu_err, "cifar10: 40 train / 8 test") && strstr(cu_out, "test accuracy: "),
+          "cifar train exit %d: %s %s", rc, cu_out, cu_err);
     pn_st_file *f = NULL;
-    CHECK(pn_safetensors_read(&f, tp("cifar.safetensors")) == PN_OK, "%s", pn_last_error());
+    CHECK(pn_safetensors_read(&f, cu_tp("cifar.safetensors")) == PN_OK, "%s", pn_last_error());
     if (f) {
         const char *ch = pn_safetensors_meta(f, "in_channels"), *im = pn_safetensors_meta(f, "image"),
                    *pad = pn_safetensors_meta(f, "augment_pad");
@@ -372,18 +304,18 @@ TEST(cifar_binary_data)
               "metadata in_channels %s image %s augment_pad %s", ch, im, pad);
         pn_safetensors_close(f);
     }
-    snprintf(a, sizeof a, "eval --checkpoint %s --data %s", tp("cifar.safetensors"), dir);
-    CHECK(run(a) == 0 && strstr(out_buf, "test images: 8"), "cifar eval: %s %s", out_buf, err_buf);
+    snprintf(a, sizeof a, "eval --checkpoint %s --data %s", cu_tp("cifar.safetensors"), dir);
+    CHECK(cu_run(a) == 0 && strstr(cu_out, "test images: 8"), "cifar eval: %s %s", cu_out, cu_err);
     /* A grey-scale 8x8 model cannot evaluate colour 32x32 images. */
-    snprintf(a, sizeof a, "eval --checkpoint %s --data %s", tp("full.safetensors"), dir);
-    EXPECT_FAIL(a, 1, "expects");
+    snprintf(a, sizeof a, "eval --checkpoint %s --data %s", cu_tp("full.safetensors"), dir);
+    CU_EXPECT_FAIL(a, 1, "expects");
 }
 
 TEST(sigint_saves_and_exits_130)
 {
     char a[8192];
     snprintf(a, sizeof a, "exec %s train --data %s " TINY "--epochs 100000 --batch 16 --save %s --save-every 1 >%s 2>%s",
-             bin, datadir, tp("int.safetensors"), tp("int.out"), tp("int.err"));
+             cu_bin, datadir, cu_tp("int.safetensors"), cu_tp("int.out"), cu_tp("int.err"));
     pid_t pid = fork();
     if (pid == 0) {
         execl("/bin/sh", "sh", "-c", a, (char *)NULL);
@@ -393,19 +325,19 @@ TEST(sigint_saves_and_exits_130)
     if (pid <= 0) return;
     /* Wait (at most ~20 s) for the first checkpoint: the handler is installed by then. */
     struct stat st;
-    for (int i = 0; i < 2000 && stat(tp("int.safetensors"), &st) != 0; i++) usleep(10000);
+    for (int i = 0; i < 2000 && stat(cu_tp("int.safetensors"), &st) != 0; i++) usleep(10000);
     kill(pid, SIGINT);
     int ws = 0;
     waitpid(pid, &ws, 0);
-    slurp(tp("int.out"), out_buf, sizeof out_buf);
-    slurp(tp("int.err"), err_buf, sizeof err_buf);
-    CHECK(WIFEXITED(ws) && WEXITSTATUS(ws) == 130, "status 0x%x, stderr %s", ws, err_buf);
-    const char *s = strstr(out_buf, "interrupted at step ");
-    CHECK(s != NULL, "stdout: %s", out_buf);
+    cu_slurp(cu_tp("int.out"), cu_out, sizeof cu_out);
+    cu_slurp(cu_tp("int.err"), cu_err, sizeof cu_err);
+    CHECK(WIFEXITED(ws) && WEXITSTATUS(ws) == 130, "status 0x%x, stderr %s", ws, cu_err);
+    const char *s = strstr(cu_out, "interrupted at step ");
+    CHECK(s != NULL, "stdout: %s", cu_out);
     if (s) {
         long at = atol(s + 20);
-        CHECK(at >= 1 && ckpt_step(tp("int.safetensors")) == at, "interrupted at %ld, checkpoint at %ld", at,
-              ckpt_step(tp("int.safetensors")));
+        CHECK(at >= 1 && ckpt_step(cu_tp("int.safetensors")) == at, "interrupted at %ld, checkpoint at %ld", at,
+              ckpt_step(cu_tp("int.safetensors")));
     }
 }
 
@@ -416,7 +348,7 @@ TEST(bad_input)
 #define BAD(code, msg, ...)                                 \
     do {                                                    \
         snprintf(a, sizeof a, __VA_ARGS__);                 \
-        EXPECT_FAIL(a, code, msg);                          \
+        CU_EXPECT_FAIL(a, code, msg);                          \
     } while (0)
     BAD(2, "unknown option \"--foo\"", "train --data %s --foo 1", d);
     BAD(2, "unexpected argument", "train --data %s extra", d);
@@ -450,36 +382,36 @@ TEST(bad_input)
     BAD(2, "--checkpoint is required", "eval --data %s", d);
     BAD(2, "unknown option \"--lr\"", "eval --data %s --checkpoint x --lr 1", d);
     BAD(2, "--batch: 0 is out of range", "eval --data %s --checkpoint x --batch 0", d);
-    BAD(1, "cannot load the checkpoint", "eval --data %s --checkpoint %s", d, tp("missing.safetensors"));
+    BAD(1, "cannot load the checkpoint", "eval --data %s --checkpoint %s", d, cu_tp("missing.safetensors"));
     /* Corrupt checkpoints: garbage, truncated, a JSON header that is not ours. */
-    FILE *f = fopen(tp("garbage.safetensors"), "wb");
+    FILE *f = fopen(cu_tp("garbage.safetensors"), "wb");
     if (f) { fputs("this is not a safetensors file at all", f); fclose(f); }
-    BAD(1, "cannot load the checkpoint", "eval --data %s --checkpoint %s", d, tp("garbage.safetensors"));
-    BAD(1, "cannot resume", "train --data %s --resume %s", d, tp("garbage.safetensors"));
+    BAD(1, "cannot load the checkpoint", "eval --data %s --checkpoint %s", d, cu_tp("garbage.safetensors"));
+    BAD(1, "cannot resume", "train --data %s --resume %s", d, cu_tp("garbage.safetensors"));
     {
         char buf[65536];
-        FILE *in = fopen(tp("full.safetensors"), "rb");
+        FILE *in = fopen(cu_tp("full.safetensors"), "rb");
         size_t k = in ? fread(buf, 1, sizeof buf, in) : 0;
         if (in) fclose(in);
-        f = fopen(tp("trunc.safetensors"), "wb");
+        f = fopen(cu_tp("trunc.safetensors"), "wb");
         if (f) { fwrite(buf, 1, k > 2000 ? k - 1000 : k / 2, f); fclose(f); }
         /* Flip bytes in the middle of the JSON header. */
         if (k > 100) {
             memcpy(buf + 40, "}}}}", 4);
-            f = fopen(tp("badjson.safetensors"), "wb");
+            f = fopen(cu_tp("badjson.safetensors"), "wb");
             if (f) { fwrite(buf, 1, k, f); fclose(f); }
         }
     }
-    BAD(1, "cannot load the checkpoint", "eval --data %s --checkpoint %s", d, tp("trunc.safetensors"));
-    BAD(1, "cannot load the checkpoint", "eval --data %s --checkpoint %s", d, tp("badjson.safetensors"));
-    BAD(1, "cannot resume", "train --data %s --resume %s", d, tp("trunc.safetensors"));
+    BAD(1, "cannot load the checkpoint", "eval --data %s --checkpoint %s", d, cu_tp("trunc.safetensors"));
+    BAD(1, "cannot load the checkpoint", "eval --data %s --checkpoint %s", d, cu_tp("badjson.safetensors"));
+    BAD(1, "cannot resume", "train --data %s --resume %s", d, cu_tp("trunc.safetensors"));
     /* A checkpoint whose model does not match the data (8x8 model, 10x10 images). */
     char d10[400];
-    snprintf(d10, sizeof d10, "%s/ten", tmpdir);
+    snprintf(d10, sizeof d10, "%s/ten", cu_tmpdir);
     mkdir(d10, 0755);
     if (write_idx(d10, "train", 32, 10, 5) == 0 && write_idx(d10, "t10k", 8, 10, 6) == 0) {
-        BAD(1, "expects", "eval --data %s --checkpoint %s", d10, tp("full.safetensors"));
-        BAD(1, "expects", "train --data %s --resume %s", d10, tp("full.safetensors"));
+        BAD(1, "expects", "eval --data %s --checkpoint %s", d10, cu_tp("full.safetensors"));
+        BAD(1, "expects", "train --data %s --resume %s", d10, cu_tp("full.safetensors"));
     }
 #undef BAD
 }
@@ -490,8 +422,8 @@ static int find_bin(const char *argv0)
 {
     const char *env = getenv("PROXYNORM_BIN");
     if (env && *env) {
-        snprintf(bin, sizeof bin, "%s", env);
-        return access(bin, X_OK);
+        snprintf(cu_bin, sizeof cu_bin, "%s", env);
+        return access(cu_bin, X_OK);
     }
     char self[PATH_MAX];
     ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
@@ -507,21 +439,21 @@ static int find_bin(const char *argv0)
     slash = strrchr(self, '/');
     if (!slash) return -1;
     *slash = '\0'; /* .../build */
-    if ((size_t)snprintf(bin, sizeof bin, "%.*s/proxynorm", (int)(sizeof bin - 16), self) >= sizeof bin)
+    if ((size_t)snprintf(cu_bin, sizeof cu_bin, "%.*s/proxynorm", (int)(sizeof cu_bin - 16), self) >= sizeof cu_bin)
         return -1;
-    return access(bin, X_OK);
+    return access(cu_bin, X_OK);
 }
 
 int main(int argc, char **argv)
 {
     (void)argc;
     if (find_bin(argv[0]) != 0) {
-        printf("FAIL setup: %s not found (the Makefile builds it before the tests)\nRESULT 0 1\n", bin);
+        printf("FAIL setup: %s not found (the Makefile builds it before the tests)\nRESULT 0 1\n", cu_bin);
         return 1;
     }
-    strcpy(tmpdir, "/tmp/pn_test_cli_XXXXXX");
-    if (!mkdtemp(tmpdir)) { perror("mkdtemp"); return 1; }
-    snprintf(datadir, sizeof datadir, "%s/data", tmpdir);
+    strcpy(cu_tmpdir, "/tmp/pn_test_cli_XXXXXX");
+    if (!mkdtemp(cu_tmpdir)) { perror("mkdtemp"); return 1; }
+    snprintf(datadir, sizeof datadir, "%s/data", cu_tmpdir);
     mkdir(datadir, 0755);
     if (write_idx(datadir, "train", 96, 8, 1) || write_idx(datadir, "t10k", 40, 8, 2)) {
         printf("FAIL setup: cannot write data\nRESULT 0 1\n");
@@ -537,7 +469,7 @@ int main(int argc, char **argv)
     RUN(sigint_saves_and_exits_130);
     RUN(bad_input);
     char cmd[600];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", tmpdir);
-    if (system(cmd) != 0) printf("could not remove %s\n", tmpdir);
+    snprintf(cmd, sizeof cmd, "rm -rf %s", cu_tmpdir);
+    if (system(cmd) != 0) printf("could not remove %s\n", cu_tmpdir);
     return harness_summary();
 }

@@ -14,66 +14,10 @@
 
 #include "golden.h"
 #include "harness.h"
+#include "fdcheck.h"
 #include "kernels/common.h"
 #include "kernels/layers.h"
 
-static int verbose;
-
-static float *fnew(size_t n) { return calloc(n ? n : 1, sizeof(float)); }
-static float *frandn(size_t n, double std)
-{
-    float *x = fnew(n);
-    harness_fill_normal(x, n, 0.0, std);
-    return x;
-}
-static void ffill(float *x, size_t n, float v)
-{
-    for (size_t i = 0; i < n; i++) x[i] = v;
-}
-static double dot(const float *a, const float *r, size_t n)
-{
-    double s = 0;
-    for (size_t i = 0; i < n; i++) s += (double)a[i] * r[i];
-    return s;
-}
-static int all_finite(const float *x, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        if (!isfinite(x[i])) return 0;
-    return 1;
-}
-
-/* ------------------------------------------------ finite differences */
-/* Central differences of loss() with respect to every element of p (n), compared
- * with analytic (n): |a - fd| <= atol + rtol*|fd|. The step actually taken is
- * (float)(v+h) - (float)(v-h), so the representation of the perturbed value adds
- * no error. Returns the worst error ratio (<= 1 passes). */
-typedef double (*loss_fn)(void *ctx);
-static double fd_check(const char *what, float *p, size_t n, const float *analytic, double h,
-                       double atol, double rtol, loss_fn loss, void *ctx)
-{
-    double worst = 0, worst_abs = 0;
-    for (size_t i = 0; i < n; i++) {
-        const float v = p[i];
-        const float vp = (float)(v + h), vm = (float)(v - h);
-        p[i] = vp;
-        const double lp = loss(ctx);
-        p[i] = vm;
-        const double lm = loss(ctx);
-        p[i] = v;
-        const double fd = (lp - lm) / ((double)vp - (double)vm);
-        const double err = fabs((double)analytic[i] - fd);
-        const double ratio = err / (atol + rtol * fabs(fd));
-        if (!(ratio <= 1.0)) {
-            CHECK(0, "%s[%zu]: analytic %.9g, finite difference %.9g", what, i, analytic[i], fd);
-            return INFINITY;
-        }
-        if (ratio > worst) worst = ratio;
-        if (err > worst_abs) worst_abs = err;
-    }
-    if (verbose) printf("  fd %-28s n %4zu max |err| %.3g (ratio %.3g)\n", what, n, worst_abs, worst);
-    return worst;
-}
 
 /* -------------------------------------------------------- conv cases */
 typedef struct {

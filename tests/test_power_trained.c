@@ -16,13 +16,12 @@
 #include <unistd.h>
 
 #include "harness.h"
+#include "cli_util.h"
 #include "synth_idx.h"
 #include "diag/power.h"
 #include "io/safetensors.h"
 #include "nn/model.h"
 
-static char tmpdir[64];
-static char bin[PATH_MAX];
 
 /* ------------------------------------------------------------ accumulator */
 
@@ -337,73 +336,12 @@ TEST(test_power_model_bn_sq_mean)
 
 /* ------------------------------------------------------------ command line */
 
-static char err_buf[65536], out_buf[65536];
 
-static const char *tp(const char *name)
-{
-    static char buf[8][200];
-    static int k;
-    k = (k + 1) % 8;
-    snprintf(buf[k], sizeof buf[k], "%s/%s", tmpdir, name);
-    return buf[k];
-}
-
-static void slurp(const char *path, char *buf, size_t n)
-{
-    buf[0] = '\0';
-    FILE *f = fopen(path, "rb");
-    if (!f) return;
-    size_t k = fread(buf, 1, n - 1, f);
-    buf[k] = '\0';
-    fclose(f);
-}
-
-static int run(const char *args)
-{
-    static char cmd[8192];
-    snprintf(cmd, sizeof cmd, "%s %s >%s 2>%s </dev/null", bin, args, tp("stdout"), tp("stderr"));
-    int st = system(cmd);
-    slurp(tp("stdout"), out_buf, sizeof out_buf);
-    slurp(tp("stderr"), err_buf, sizeof err_buf);
-    if (st == -1 || !WIFEXITED(st)) return -1;
-    return WEXITSTATUS(st);
-}
-
-#define EXPECT_FAIL(args, code, msg)                                                           \
-    do {                                                                                       \
-        int rc_ = run(args);                                                                   \
-        CHECK(rc_ == (code) && strstr(err_buf, msg) != NULL,                                   \
-              "proxynorm %s: exit %d (want %d), stderr \"%s\" (want \"%s\")", args, rc_, code, \
-              err_buf, msg);                                                                   \
-    } while (0)
-
-/* 1 if every tensor of a is in b with the same bytes. */
-static int same_tensors(const char *a, const char *b)
-{
-    pn_st_file *fa = NULL, *fb = NULL;
-    int same = pn_safetensors_read(&fa, a) == PN_OK && pn_safetensors_read(&fb, b) == PN_OK &&
-               pn_safetensors_count(fa) == pn_safetensors_count(fb);
-    for (int i = 0; same && i < pn_safetensors_count(fa); i++) {
-        const char *name = pn_safetensors_name(fa, i);
-        int na, nb;
-        int64_t sa[PN_ST_MAX_DIMS], sb[PN_ST_MAX_DIMS];
-        const float *da, *db;
-        same = pn_safetensors_get(fa, name, &na, sa, &da) == PN_OK &&
-               pn_safetensors_get(fb, name, &nb, sb, &db) == PN_OK && na == nb;
-        size_t n = 1;
-        for (int d = 0; same && d < na; d++) { same = sa[d] == sb[d]; n *= (size_t)sa[d]; }
-        if (same) same = memcmp(da, db, n * sizeof(float)) == 0;
-        if (!same) printf("  tensor %s differs\n", name);
-    }
-    if (fa) pn_safetensors_close(fa);
-    if (fb) pn_safetensors_close(fb);
-    return same;
-}
 
 /* The log without the timing fields. */
 static void log_losses(const char *path, char *buf, size_t n)
 {
-    slurp(path, buf, n);
+    cu_slurp(path, buf, n);
     char *p = buf;
     while ((p = strstr(p, "\"img_per_s\"")) != NULL) {
         char *e = strchr(p, '\n');
@@ -425,19 +363,19 @@ TEST(test_cli_power_every)
     for (int k = 0; k < 2; k++) {
         char args[1024];
         snprintf(args, sizeof args, TRAIN "--norm %s --data %s --save %s --log %s", norms[k],
-                 tp("data"), tp("plain.safetensors"), tp("plain.jsonl"));
-        CHECK(run(args) == 0, "plain run: %s", err_buf);
+                 cu_tp("data"), cu_tp("plain.safetensors"), cu_tp("plain.jsonl"));
+        CHECK(cu_run(args) == 0, "plain run: %s", cu_err);
         snprintf(args, sizeof args,
                  TRAIN "--norm %s --data %s --save %s --log %s --power-every 3 --power-csv %s",
-                 norms[k], tp("data"), tp("probe.safetensors"), tp("probe.jsonl"), tp("probe.csv"));
-        CHECK(run(args) == 0, "run with --power-every: %s", err_buf);
-        CHECK(same_tensors(tp("plain.safetensors"), tp("probe.safetensors")), "%s: --power-every changed the training",
+                 norms[k], cu_tp("data"), cu_tp("probe.safetensors"), cu_tp("probe.jsonl"), cu_tp("probe.csv"));
+        CHECK(cu_run(args) == 0, "run with --power-every: %s", cu_err);
+        CHECK(cu_same_tensors(cu_tp("plain.safetensors"), cu_tp("probe.safetensors")), "%s: --power-every changed the training",
               norms[k]);
-        log_losses(tp("plain.jsonl"), a, sizeof a);
-        log_losses(tp("probe.jsonl"), b, sizeof b);
+        log_losses(cu_tp("plain.jsonl"), a, sizeof a);
+        log_losses(cu_tp("probe.jsonl"), b, sizeof b);
         CHECK(a[0] && strcmp(a, b) == 0, "%s: logs differ:\n%s\n%s", norms[k], a, b);
         /* 96 images / 16 = 6 steps per epoch, 12 steps: rows at 0, 3, 6, 9, 12, 7 layers each */
-        FILE *f = fopen(tp("probe.csv"), "r");
+        FILE *f = fopen(cu_tp("probe.csv"), "r");
         CHECK(f != NULL, "no power CSV");
         if (!f) continue;
         char line[512];
@@ -465,25 +403,25 @@ TEST(test_cli_power_every)
     char args[1024];
     snprintf(args, sizeof args,
              TRAIN "--norm bn --data %s --save %s --power-every 3 --power-csv %s --stop-at 6",
-             tp("data"), tp("half.safetensors"), tp("half.csv"));
-    CHECK(run(args) == 0, "stopped run: %s", err_buf);
+             cu_tp("data"), cu_tp("half.safetensors"), cu_tp("half.csv"));
+    CHECK(cu_run(args) == 0, "stopped run: %s", cu_err);
     snprintf(args, sizeof args, "train --resume %s --data %s --limit-test 24 --threads 1 "
-                                "--power-every 3 --power-csv %s", tp("half.safetensors"), tp("data"),
-             tp("half.csv"));
-    CHECK(run(args) == 0, "resumed run: %s", err_buf);
-    slurp(tp("half.csv"), a, sizeof a);
-    slurp(tp("probe.csv"), b, sizeof b);
+                                "--power-every 3 --power-csv %s", cu_tp("half.safetensors"), cu_tp("data"),
+             cu_tp("half.csv"));
+    CHECK(cu_run(args) == 0, "resumed run: %s", cu_err);
+    cu_slurp(cu_tp("half.csv"), a, sizeof a);
+    cu_slurp(cu_tp("probe.csv"), b, sizeof b);
     CHECK(a[0] && strcmp(a, b) == 0, "resumed power CSV differs from the uninterrupted one");
-    snprintf(args, sizeof args, TRAIN "--data %s --power-csv %s", tp("data"), tp("x.csv"));
-    EXPECT_FAIL(args, 2, "--power-csv needs --power-every");
-    snprintf(args, sizeof args, TRAIN "--data %s --power-every 0", tp("data"));
-    EXPECT_FAIL(args, 2, "--power-every");
+    snprintf(args, sizeof args, TRAIN "--data %s --power-csv %s", cu_tp("data"), cu_tp("x.csv"));
+    CU_EXPECT_FAIL(args, 2, "--power-csv needs --power-every");
+    snprintf(args, sizeof args, TRAIN "--data %s --power-every 0", cu_tp("data"));
+    CU_EXPECT_FAIL(args, 2, "--power-every");
 }
 
 static int file_has(const char *path, const char *needle)
 {
     static char buf[1 << 16];
-    slurp(path, buf, sizeof buf);
+    cu_slurp(path, buf, sizeof buf);
     return strstr(buf, needle) != NULL;
 }
 
@@ -493,17 +431,17 @@ TEST(test_cli_power_checkpoint)
     char args[2048];
     /* two checkpoints of the previous test, one panel each */
     snprintf(args, sizeof args, "power --checkpoint %s --checkpoint %s --data %s --batch 7 --csv %s",
-             tp("plain.safetensors"), tp("probe.safetensors"), tp("data"), tp("ck.csv"));
-    int rc = run(args);
-    CHECK(rc == 0, "exit %d: %s", rc, err_buf);
-    CHECK(strstr(out_buf, "final.norm") && strstr(out_buf, "stage1.block0.norm1"), "table:\n%s", out_buf);
-    CHECK(strstr(err_buf, "40 test images"), "the whole test split by default: %s", err_buf);
-    CHECK(file_has(tp("ck.csv"), "norm,layer,sq_mean,var_mean,sq_std,var_std\nplain,1,") &&
-              file_has(tp("ck.csv"), "\nprobe,7,"),
+             cu_tp("plain.safetensors"), cu_tp("probe.safetensors"), cu_tp("data"), cu_tp("ck.csv"));
+    int rc = cu_run(args);
+    CHECK(rc == 0, "exit %d: %s", rc, cu_err);
+    CHECK(strstr(cu_out, "final.norm") && strstr(cu_out, "stage1.block0.norm1"), "table:\n%s", cu_out);
+    CHECK(strstr(cu_err, "40 test images"), "the whole test split by default: %s", cu_err);
+    CHECK(file_has(cu_tp("ck.csv"), "norm,layer,sq_mean,var_mean,sq_std,var_std\nplain,1,") &&
+              file_has(cu_tp("ck.csv"), "\nprobe,7,"),
           "CSV");
     /* the table: the power is the sum of the four terms */
     int rows = 0;
-    for (char *p = out_buf; (p = strstr(p, "\nplain ")) != NULL; p++) {
+    for (char *p = cu_out; (p = strstr(p, "\nplain ")) != NULL; p++) {
         int layer;
         char name[80];
         double v[5];
@@ -516,10 +454,10 @@ TEST(test_cli_power_checkpoint)
     CHECK(rows == 7, "%d table rows for plain", rows);
     /* BN with batch statistics: the channel-wise squared mean is 0 in every layer */
     snprintf(args, sizeof args, "power --checkpoint %s --data %s --batch 8 --limit-test 32 "
-                                "--bn-stats batch --csv %s", tp("plain.safetensors"), tp("data"), tp("bn.csv"));
-    rc = run(args);
-    CHECK(rc == 0, "exit %d: %s", rc, err_buf);
-    FILE *f = fopen(tp("bn.csv"), "r");
+                                "--bn-stats batch --csv %s", cu_tp("plain.safetensors"), cu_tp("data"), cu_tp("bn.csv"));
+    rc = cu_run(args);
+    CHECK(rc == 0, "exit %d: %s", rc, cu_err);
+    FILE *f = fopen(cu_tp("bn.csv"), "r");
     char line[256];
     int n = 0;
     if (f && fgets(line, sizeof line, f))
@@ -535,71 +473,49 @@ TEST(test_cli_power_checkpoint)
     CHECK(n == 7, "%d rows in the single-checkpoint CSV", n);
     /* the plot */
     snprintf(args, sizeof args, "power --checkpoint %s --data %s --split train --limit-test 20 --plot %s",
-             tp("probe.safetensors"), tp("data"), tp("pl"));
-    rc = run(args);
-    CHECK(rc == 0, "exit %d: %s", rc, err_buf);
-    CHECK(strstr(err_buf, "20 train images"), "train split: %s", err_buf);
-    CHECK(file_has(tp("pl.csv"), "layer,sq_mean"), "plot CSV");
-    if (strstr(err_buf, "gnuplot not found")) {
+             cu_tp("probe.safetensors"), cu_tp("data"), cu_tp("pl"));
+    rc = cu_run(args);
+    CHECK(rc == 0, "exit %d: %s", rc, cu_err);
+    CHECK(strstr(cu_err, "20 train images"), "train split: %s", cu_err);
+    CHECK(file_has(cu_tp("pl.csv"), "layer,sq_mean"), "plot CSV");
+    if (strstr(cu_err, "gnuplot not found")) {
         printf("  note: gnuplot is not installed; plot not checked\n");
     } else {
         struct stat st;
-        CHECK(stat(tp("pl.png"), &st) == 0 && st.st_size > 5000, "no PNG");
-        CHECK(file_has(tp("pl.svg"), "<svg"), "no SVG");
+        CHECK(stat(cu_tp("pl.png"), &st) == 0 && st.st_size > 5000, "no PNG");
+        CHECK(file_has(cu_tp("pl.svg"), "<svg"), "no SVG");
     }
 
     /* bad input */
-    snprintf(args, sizeof args, "power --checkpoint %s --data %s", tp("missing.safetensors"), tp("data"));
-    EXPECT_FAIL(args, 1, "cannot load the checkpoint");
-    FILE *g = fopen(tp("junk.safetensors"), "wb");
+    snprintf(args, sizeof args, "power --checkpoint %s --data %s", cu_tp("missing.safetensors"), cu_tp("data"));
+    CU_EXPECT_FAIL(args, 1, "cannot load the checkpoint");
+    FILE *g = fopen(cu_tp("junk.safetensors"), "wb");
     if (g) { fputs("not a safetensors file", g); fclose(g); }
-    snprintf(args, sizeof args, "power --checkpoint %s --data %s", tp("junk.safetensors"), tp("data"));
-    EXPECT_FAIL(args, 1, "cannot load the checkpoint");
-    snprintf(args, sizeof args, "power --checkpoint %s --data %s", tp("plain.safetensors"), tp("data12"));
-    EXPECT_FAIL(args, 1, "expects 1x8x8 images");
-    snprintf(args, sizeof args, "power --checkpoint %s --data %s", tp("plain.safetensors"), tp("nodata"));
-    EXPECT_FAIL(args, 1, "cannot load the test set");
-    snprintf(args, sizeof args, "power --checkpoint %s --width 8", tp("plain.safetensors"));
-    EXPECT_FAIL(args, 2, "option of the random network");
-    snprintf(args, sizeof args, "power --checkpoint %s --bn-stats sometimes", tp("plain.safetensors"));
-    EXPECT_FAIL(args, 2, "--bn-stats must be running or batch");
-    snprintf(args, sizeof args, "power --checkpoint %s --split val", tp("plain.safetensors"));
-    EXPECT_FAIL(args, 2, "--split must be test or train");
-    snprintf(args, sizeof args, "power --data %s", tp("data"));
-    EXPECT_FAIL(args, 2, "need --checkpoint");
-    snprintf(args, sizeof args, "power --checkpoint %s --checkpoint %s --data %s", tp("plain.safetensors"),
-             tp("plain.safetensors"), tp("data"));
-    EXPECT_FAIL(args, 2, "two checkpoints named plain");
-    snprintf(args, sizeof args, "power --checkpoint %s --data %s --limit-test 0", tp("plain.safetensors"), tp("data"));
-    EXPECT_FAIL(args, 2, "--limit-test");
-}
-
-/* $PROXYNORM_BIN, else proxynorm beside this program's directory (build/tests/..). */
-static int find_bin(void)
-{
-    const char *env = getenv("PROXYNORM_BIN");
-    if (env && *env) {
-        snprintf(bin, sizeof bin, "%s", env);
-        return access(bin, X_OK);
-    }
-    char self[PATH_MAX];
-    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
-    if (n <= 0) return -1;
-    self[n] = '\0';
-    for (int up = 0; up < 2; up++) {
-        char *slash = strrchr(self, '/');
-        if (!slash) return -1;
-        *slash = '\0';
-    }
-    if ((size_t)snprintf(bin, sizeof bin, "%.*s/proxynorm", (int)(sizeof bin - 16), self) >= sizeof bin)
-        return -1;
-    return access(bin, X_OK);
+    snprintf(args, sizeof args, "power --checkpoint %s --data %s", cu_tp("junk.safetensors"), cu_tp("data"));
+    CU_EXPECT_FAIL(args, 1, "cannot load the checkpoint");
+    snprintf(args, sizeof args, "power --checkpoint %s --data %s", cu_tp("plain.safetensors"), cu_tp("data12"));
+    CU_EXPECT_FAIL(args, 1, "expects 1x8x8 images");
+    snprintf(args, sizeof args, "power --checkpoint %s --data %s", cu_tp("plain.safetensors"), cu_tp("nodata"));
+    CU_EXPECT_FAIL(args, 1, "cannot load the test set");
+    snprintf(args, sizeof args, "power --checkpoint %s --width 8", cu_tp("plain.safetensors"));
+    CU_EXPECT_FAIL(args, 2, "option of the random network");
+    snprintf(args, sizeof args, "power --checkpoint %s --bn-stats sometimes", cu_tp("plain.safetensors"));
+    CU_EXPECT_FAIL(args, 2, "--bn-stats must be running or batch");
+    snprintf(args, sizeof args, "power --checkpoint %s --split val", cu_tp("plain.safetensors"));
+    CU_EXPECT_FAIL(args, 2, "--split must be test or train");
+    snprintf(args, sizeof args, "power --data %s", cu_tp("data"));
+    CU_EXPECT_FAIL(args, 2, "need --checkpoint");
+    snprintf(args, sizeof args, "power --checkpoint %s --checkpoint %s --data %s", cu_tp("plain.safetensors"),
+             cu_tp("plain.safetensors"), cu_tp("data"));
+    CU_EXPECT_FAIL(args, 2, "two checkpoints named plain");
+    snprintf(args, sizeof args, "power --checkpoint %s --data %s --limit-test 0", cu_tp("plain.safetensors"), cu_tp("data"));
+    CU_EXPECT_FAIL(args, 2, "--limit-test");
 }
 
 int main(void)
 {
-    snprintf(tmpdir, sizeof tmpdir, "/tmp/pn_test_power_trained_XXXXXX");
-    if (!mkdtemp(tmpdir)) {
+    snprintf(cu_tmpdir, sizeof cu_tmpdir, "/tmp/pn_test_power_trained_XXXXXX");
+    if (!mkdtemp(cu_tmpdir)) {
         perror("mkdtemp");
         return 1;
     }
@@ -607,14 +523,14 @@ int main(void)
     RUN(test_norm_output);
     RUN(test_power_model_sums);
     RUN(test_power_model_bn_sq_mean);
-    if (find_bin() != 0) {
-        printf("FAIL setup: %s not found (the Makefile builds it before the tests)\n", bin);
+    if (cu_find_bin() != 0) {
+        printf("FAIL setup: %s not found (the Makefile builds it before the tests)\n", cu_bin);
         harness_failed++;
     } else {
-        mkdir(tp("data"), 0755);
-        mkdir(tp("data12"), 0755);
-        if (write_idx(tp("data"), "train", 96, 8, 1) || write_idx(tp("data"), "t10k", 40, 8, 2) ||
-            write_idx(tp("data12"), "train", 8, 12, 3) || write_idx(tp("data12"), "t10k", 8, 12, 4)) {
+        mkdir(cu_tp("data"), 0755);
+        mkdir(cu_tp("data12"), 0755);
+        if (write_idx(cu_tp("data"), "train", 96, 8, 1) || write_idx(cu_tp("data"), "t10k", 40, 8, 2) ||
+            write_idx(cu_tp("data12"), "train", 8, 12, 3) || write_idx(cu_tp("data12"), "t10k", 8, 12, 4)) {
             printf("FAIL setup: cannot write data\n");
             harness_failed++;
         } else {
@@ -623,8 +539,8 @@ int main(void)
             RUN(test_cli_power_checkpoint);
         }
     }
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", tmpdir);
-    if (system(cmd) != 0) printf("could not remove %s\n", tmpdir);
+    char cmd[300];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", cu_tmpdir);
+    if (system(cmd) != 0) printf("could not remove %s\n", cu_tmpdir);
     return harness_summary();
 }

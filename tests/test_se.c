@@ -16,57 +16,10 @@
 
 #include "golden.h"
 #include "harness.h"
+#include "fdcheck.h"
 #include "kernels/common.h"
 #include "kernels/layers.h"
 
-static int verbose;
-
-static float *fnew(size_t n) { return calloc(n ? n : 1, sizeof(float)); }
-static void ffill(float *x, size_t n, float v)
-{
-    for (size_t i = 0; i < n; i++) x[i] = v;
-}
-static double dot(const float *a, const float *r, size_t n)
-{
-    double s = 0;
-    for (size_t i = 0; i < n; i++) s += (double)a[i] * r[i];
-    return s;
-}
-static int all_finite(const float *x, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        if (!isfinite(x[i])) return 0;
-    return 1;
-}
-
-/* Central differences of loss() w.r.t. every element of p (n) against analytic:
- * |a - fd| <= atol + rtol*|fd|. Returns the worst error ratio (<= 1 passes). */
-typedef double (*loss_fn)(void *ctx);
-static double fd_check(const char *what, float *p, size_t n, const float *analytic, double h,
-                       double atol, double rtol, loss_fn loss, void *ctx)
-{
-    double worst = 0, worst_abs = 0;
-    for (size_t i = 0; i < n; i++) {
-        const float v = p[i];
-        const float vp = (float)(v + h), vm = (float)(v - h);
-        p[i] = vp;
-        const double lp = loss(ctx);
-        p[i] = vm;
-        const double lm = loss(ctx);
-        p[i] = v;
-        const double fd = (lp - lm) / ((double)vp - (double)vm);
-        const double err = fabs((double)analytic[i] - fd);
-        const double ratio = err / (atol + rtol * fabs(fd));
-        if (!(ratio <= 1.0)) {
-            CHECK(0, "%s[%zu]: analytic %.9g, finite difference %.9g", what, i, analytic[i], fd);
-            return INFINITY;
-        }
-        if (ratio > worst) worst = ratio;
-        if (err > worst_abs) worst_abs = err;
-    }
-    if (verbose) printf("  fd %-24s n %4zu max |err| %.3g (ratio %.3g)\n", what, n, worst_abs, worst);
-    return worst;
-}
 
 /* ------------------------------------------------------------------- SE */
 typedef struct {

@@ -456,6 +456,7 @@ int pn_cmd_power(int argc, char **argv)
                     cfg.width, G);
             return 2;
         }
+    if (pn_cli_parse_only) return 0;
     if (threads > 0) pn_set_threads(threads);
 
     const char *names[PN_POWER_NORM_COUNT];

@@ -8,4 +8,9 @@
  * paper's random network (src/diag/power.h, docs/power.md). */
 int pn_cmd_power(int argc, char **argv);
 
+/* Fuzzing hook (fuzz/fuzz_cli.c): when non-zero, every command returns 0 right
+ * after its options are parsed and checked, before loading data, building a model
+ * or computing anything. 0 in the program. */
+extern int pn_cli_parse_only;
+
 #endif

@@ -27,6 +27,8 @@
 #define EXIT_USAGE 2
 #define EXIT_DIVERGED 3
 
+int pn_cli_parse_only; /* see commands.h */
+
 static const char *usage_main =
     "usage: proxynorm COMMAND [OPTIONS]\n"
     "\n"
@@ -509,6 +511,7 @@ static int cmd_train(int argc, char **argv)
     if (pn_train_config_check(&cfg, 0) != PN_OK) return usage_error("train", pn_last_error());
     if (sync_bn && (cfg.model.norm != PN_NORM_BN || cfg.model.norm_batch != 0))
         return usage_error("train", "--sync-bn needs --norm bn (without --norm-batch)");
+    if (pn_cli_parse_only) return 0;
     g_dist.sync_bn = sync_bn;
     if (K > 1 && cfg.batch % (K * cfg.micro_batch) != 0) {
         /* Same arguments on every rank (checked below): say it once. */
@@ -681,6 +684,7 @@ static int cmd_eval(int argc, char **argv)
     if (args_parse(o, 6, argc, argv, 2, &help, err, sizeof err)) return usage_error("eval", err);
     if (help) { fputs(usage_eval, stdout); return 0; }
     if (!ckpt) return usage_error("eval", "--checkpoint is required");
+    if (pn_cli_parse_only) return 0;
     pn_set_threads(threads > 0 ? threads : default_threads());
     pn_model *m = NULL;
     int rc = pn_checkpoint_load_model(&m, ckpt);
@@ -742,6 +746,7 @@ static int cmd_info(int argc, char **argv)
         c.norm = (pn_norm_kind)k;
     }
     if (!args_given(o, 7, "--width")) c.width = pn_model_default_width(c.arch, c.image);
+    if (pn_cli_parse_only) return 0;
     pn_model *m = NULL;
     int rc = pn_model_create(&m, &c, 0);
     if (rc) return fail("cannot build the model", rc);

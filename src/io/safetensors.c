@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cjson/cJSON.h>
@@ -119,6 +120,20 @@ static int sync_dir(const char *path)
     return r;
 }
 
+/* Test hook (crash-safety test, tests/test_crash.c): PROXYNORM_TEST_SAVE_DELAY_MS=N
+ * sleeps N ms in the middle of a checkpoint write -- the header written and flushed
+ * to the temporary file, the tensors not yet -- widening the window in which a
+ * kill -9 lands inside a write (and leaves a truncated file). */
+static void test_save_delay(void)
+{
+    const char *v = getenv("PROXYNORM_TEST_SAVE_DELAY_MS");
+    if (!v || !*v) return;
+    long ms = strtol(v, NULL, 10);
+    if (ms <= 0 || ms > 60000) return;
+    struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {}
+}
+
 int pn_safetensors_write(const char *path, const pn_st_tensor *tensors, int ntensors,
                          const pn_st_meta *meta, int nmeta)
 {
@@ -210,6 +225,10 @@ int pn_safetensors_write(const char *path, const pn_st_tensor *tensors, int nten
     static const char spaces[8] = { ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ' };
     int bad = write_all(fp, len8, 8) || write_all(fp, json, jlen) ||
               write_all(fp, spaces, hlen - jlen);
+    if (!bad && getenv("PROXYNORM_TEST_SAVE_DELAY_MS")) {
+        bad = fflush(fp) != 0; /* the header alone is in the file while the hook sleeps */
+        if (!bad) test_save_delay();
+    }
     for (int i = 0; !bad && i < ntensors; i++) {
         const pn_st_tensor *t = &tensors[i];
         size_t numel = 1;
@@ -429,51 +448,17 @@ static int parse_header(pn_st_file *f, const cJSON *root, uint64_t dsize, const 
     return PN_OK;
 }
 
-int pn_safetensors_read(pn_st_file **out, const char *path)
+/* Parses a whole file held in buf (size bytes); path names it in messages. */
+static int st_parse(pn_st_file **out, const unsigned char *buf, uint64_t size, const char *path)
 {
-    PN_CHECK_PTR(out);
-    *out = NULL;
-    PN_CHECK_PTR(path);
-
-    unsigned char *buf = NULL;
     char *hdr = NULL;
     cJSON *root = NULL;
     pn_st_file *f = NULL;
     int rc;
 
-    FILE *fp = fopen(path, "rb");
-    if (!fp) return pn_error(PN_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
-    struct stat st;
-    if (fstat(fileno(fp), &st) != 0 || !S_ISREG(st.st_mode)) {
-        rc = pn_error(PN_ERR_IO, "%s: not a regular file", path);
-        fclose(fp);
-        return rc;
-    }
-    if (st.st_size < 8) {
-        fclose(fp);
-        return pn_error(PN_ERR_FORMAT, "%s: too short for a safetensors file (%lld bytes)",
-                        path, (long long)st.st_size);
-    }
-    uint64_t size = (uint64_t)st.st_size;
-    if (size > SIZE_MAX) {
-        fclose(fp);
-        return pn_error(PN_ERR_NOMEM, "%s: file too large", path);
-    }
-    buf = malloc((size_t)size);
-    if (!buf) {
-        fclose(fp);
-        return pn_error(PN_ERR_NOMEM, "%s: out of memory for %llu bytes", path,
-                        (unsigned long long)size);
-    }
-    size_t got = fread(buf, 1, (size_t)size, fp);
-    int ioerr = ferror(fp);
-    fclose(fp);
-    if (got != size) {
-        rc = pn_error(ioerr ? PN_ERR_IO : PN_ERR_FORMAT, "%s: read %zu of %llu bytes", path, got,
-                      (unsigned long long)size);
-        goto fail;
-    }
-
+    if (size < 8)
+        return pn_error(PN_ERR_FORMAT, "%s: too short for a safetensors file (%llu bytes)",
+                        path, (unsigned long long)size);
     uint64_t hlen = 0;
     for (int k = 0; k < 8; k++) hlen |= (uint64_t)buf[k] << (8 * k);
     if (hlen > size - 8 || hlen > ST_MAX_HEADER) {
@@ -522,7 +507,7 @@ int pn_safetensors_read(pn_st_file **out, const char *path)
     for (int i = 0; i < f->n; i++) {
         size_t nb = (size_t)(f->t[i].end - f->t[i].begin);
         f->t[i].data = f->store + at / 4;
-        memcpy(f->t[i].data, data + f->t[i].begin, nb);
+        if (nb) memcpy(f->t[i].data, data + f->t[i].begin, nb);
 #if ST_BIG_ENDIAN
         swap4(f->t[i].data, nb / 4);
 #endif
@@ -531,7 +516,6 @@ int pn_safetensors_read(pn_st_file **out, const char *path)
 
     cJSON_Delete(root);
     free(hdr);
-    free(buf);
     *out = f;
     return PN_OK;
 
@@ -539,6 +523,56 @@ fail:
     pn_safetensors_close(f);
     cJSON_Delete(root);
     free(hdr);
+    return rc;
+}
+
+int pn_safetensors_read_mem(pn_st_file **out, const void *buf, size_t size, const char *name)
+{
+    PN_CHECK_PTR(out);
+    *out = NULL;
+    PN_CHECK(buf || size == 0, "%s: buf is NULL", __func__);
+    return st_parse(out, buf, (uint64_t)size, name ? name : "(memory)");
+}
+
+int pn_safetensors_read(pn_st_file **out, const char *path)
+{
+    PN_CHECK_PTR(out);
+    *out = NULL;
+    PN_CHECK_PTR(path);
+
+    FILE *fp = fopen(path, "rb");
+    if (!fp) return pn_error(PN_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    struct stat st;
+    if (fstat(fileno(fp), &st) != 0 || !S_ISREG(st.st_mode)) {
+        int rc = pn_error(PN_ERR_IO, "%s: not a regular file", path);
+        fclose(fp);
+        return rc;
+    }
+    if (st.st_size < 8) {
+        fclose(fp);
+        return pn_error(PN_ERR_FORMAT, "%s: too short for a safetensors file (%lld bytes)",
+                        path, (long long)st.st_size);
+    }
+    uint64_t size = (uint64_t)st.st_size;
+    if (size > SIZE_MAX) {
+        fclose(fp);
+        return pn_error(PN_ERR_NOMEM, "%s: file too large", path);
+    }
+    unsigned char *buf = malloc((size_t)size);
+    if (!buf) {
+        fclose(fp);
+        return pn_error(PN_ERR_NOMEM, "%s: out of memory for %llu bytes", path,
+                        (unsigned long long)size);
+    }
+    size_t got = fread(buf, 1, (size_t)size, fp);
+    int ioerr = ferror(fp);
+    fclose(fp);
+    int rc;
+    if (got != size)
+        rc = pn_error(ioerr ? PN_ERR_IO : PN_ERR_FORMAT, "%s: read %zu of %llu bytes", path, got,
+                      (unsigned long long)size);
+    else
+        rc = st_parse(out, buf, size, path);
     free(buf);
     return rc;
 }

@@ -9,6 +9,7 @@
 #ifndef PN_SAFETENSORS_H
 #define PN_SAFETENSORS_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #define PN_ST_MAX_DIMS 8
@@ -30,6 +31,9 @@ int pn_safetensors_write(const char *path, const pn_st_tensor *tensors, int nten
 typedef struct pn_st_file pn_st_file;
 /* Reads and validates the whole file. */
 int pn_safetensors_read(pn_st_file **out, const char *path);
+/* Same for a file already in memory (size bytes at buf; name is used in messages,
+ * NULL: "(memory)"). The data are copied: buf may be freed afterwards. */
+int pn_safetensors_read_mem(pn_st_file **out, const void *buf, size_t size, const char *name);
 void pn_safetensors_close(pn_st_file *f);
 /* Looks up a tensor by name: PN_OK, or PN_ERR_FORMAT if absent (message names it). */
 int pn_safetensors_get(const pn_st_file *f, const char *name, int *ndim,

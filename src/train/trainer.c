@@ -506,6 +506,47 @@ static int meta_float(const pn_st_file *f, const char *path, const char *key, fl
     return rc;
 }
 
+/* The model a checkpoint describes is built before its tensors are compared with
+ * it, so a few bytes of metadata (width 4096, resnet9998) must not make us
+ * allocate and initialize gigabytes: the file must hold at least as many values
+ * as the largest tensors of that model (stage-3 conv2 of every block, the stem and
+ * the classifier); the exact check follows when the tensors are loaded. */
+static int check_model_size(const pn_st_file *f, const char *path, const pn_model_config *mc)
+{
+    double have = 0;
+    int count = pn_safetensors_count(f);
+    for (int i = 0; i < count; i++) {
+        int ndim = 0;
+        int64_t shape[PN_ST_MAX_DIMS];
+        if (pn_safetensors_get(f, pn_safetensors_name(f, i), &ndim, shape, NULL) != PN_OK)
+            continue;
+        double numel = 1;
+        for (int d = 0; d < ndim; d++) numel *= (double)shape[d];
+        have += numel;
+    }
+    /* A lower bound of the parameter count of the model the metadata describe, for
+     * width w: every architecture has a stem of >= 9*in*w weights and a classifier of
+     * >= w*classes. resnetD: n = (D-2)/6 stage-3 blocks, each with a 3x3 convolution
+     * 4w -> 4w (the bottleneck resnet50/101/152 have at least as many values in their
+     * stages 3-4). Other families (bottleneck_/resnext_ layouts, effnet): at least one
+     * 1x1 convolution w -> 4w (the first block's projection; EfficientNet's head is
+     * larger). The depth itself is capped by each architecture's parser. */
+    const double w = mc->width;
+    double need = 9.0 * mc->in_channels * w + w * mc->classes;
+    if (strncmp(mc->arch, "resnet", 6) == 0) {
+        double depth = strtod(mc->arch + 6, NULL), blocks = 1;
+        if (isfinite(depth) && depth >= 8) blocks = floor((depth - 2) / 6);
+        need += blocks * 9 * (4 * w) * (4 * w);
+    } else {
+        need += 4 * w * w;
+    }
+    if (have < need)
+        return pn_error(PN_ERR_FORMAT, "checkpoint %s: its metadata describe a %s of width %d "
+                        "(at least %.0f parameters) but the file holds only %.0f values", path,
+                        mc->arch, mc->width, need, have);
+    return PN_OK;
+}
+
 static int read_model_config(const pn_st_file *f, const char *path, pn_model_config *mc)
 {
     const char *v;
@@ -528,7 +569,7 @@ static int read_model_config(const pn_st_file *f, const char *path, pn_model_con
     if ((rc = meta_int(f, path, "in_channels", 1, 1 << 16, &mc->in_channels))) return rc;
     if ((rc = meta_int(f, path, "image", 1, 1 << 16, &mc->image))) return rc;
     if ((rc = meta_int(f, path, "classes", 1, 1 << 20, &mc->classes))) return rc;
-    return PN_OK;
+    return check_model_size(f, path, mc);
 }
 
 static int read_train_config(const pn_st_file *f, const char *path, pn_train_config *c, long *step)
