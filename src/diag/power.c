@@ -24,6 +24,33 @@ extern char **environ;
 #define POWER_PAR_MIN 32768
 
 /* ------------------------------------------------------------ the four terms */
+/* Moments over the N inputs of channel c of the per-input statistics mu, sd, pw (N,C):
+ * m = { mean of mu, sum of squared deviations of mu, mean of sd, the same of sd, sum of pw }
+ * (two passes). */
+static void channel_moments(double m[5], const double *mu, const double *sd, const double *pw,
+                            int N, int C, int c)
+{
+    double em = 0, es = 0, ep = 0;
+    for (int n = 0; n < N; n++) {
+        em += mu[(long)n * C + c];
+        es += sd[(long)n * C + c];
+        ep += pw[(long)n * C + c];
+    }
+    em /= N;
+    es /= N;
+    double vm = 0, vs = 0;
+    for (int n = 0; n < N; n++) {
+        double dm = mu[(long)n * C + c] - em, ds = sd[(long)n * C + c] - es;
+        vm += dm * dm;
+        vs += ds * ds;
+    }
+    m[0] = em;
+    m[1] = vm;
+    m[2] = es;
+    m[3] = vs;
+    m[4] = ep;
+}
+
 /* Why the four terms add up to the power, exactly. Fix a channel c. For one
  * input x, over its HW positions p (population moments):
  *     (1/HW) sum_p y_p^2 = mu(x)^2 + sigma(x)^2,
@@ -65,21 +92,9 @@ int pn_power_terms(pn_power_decomp *out, const float *y, int N, int C, int HW)
     /* moments over the inputs of each channel, then the channel average in order */
     double t[5] = {0, 0, 0, 0, 0};
     for (int c = 0; c < C; c++) {
-        double em = 0, es = 0, ep = 0;
-        for (int n = 0; n < N; n++) {
-            em += mu[(long)n * C + c];
-            es += sd[(long)n * C + c];
-            ep += pw[(long)n * C + c];
-        }
-        em /= N;
-        es /= N;
-        ep /= N;
-        double vm = 0, vs = 0;
-        for (int n = 0; n < N; n++) {
-            double dm = mu[(long)n * C + c] - em, ds = sd[(long)n * C + c] - es;
-            vm += dm * dm;
-            vs += ds * ds;
-        }
+        double m[5];
+        channel_moments(m, mu, sd, pw, N, C, c);
+        const double em = m[0], vm = m[1], es = m[2], vs = m[3], ep = m[4] / N;
         t[0] += em * em;
         t[1] += vm / N;
         t[2] += es * es;
@@ -140,20 +155,9 @@ int pn_power_acc_add(pn_power_acc *a, const float *y, int N, int C, int HW)
     const double na = (double)a->n, nb = (double)N, nt = na + nb;
     double *S = a->s;
     for (int c = 0; c < C; c++) {
-        double em = 0, es = 0, ep = 0;
-        for (int n = 0; n < N; n++) {
-            em += mu[(long)n * C + c];
-            es += sd[(long)n * C + c];
-            ep += pw[(long)n * C + c];
-        }
-        em /= nb;
-        es /= nb;
-        double vm = 0, vs = 0;
-        for (int n = 0; n < N; n++) {
-            double dm = mu[(long)n * C + c] - em, ds = sd[(long)n * C + c] - es;
-            vm += dm * dm;
-            vs += ds * ds;
-        }
+        double m[5];
+        channel_moments(m, mu, sd, pw, N, C, c);
+        const double em = m[0], vm = m[1], es = m[2], vs = m[3], ep = m[4];
         const double dm = em - S[c], ds = es - S[2 * C + c];
         S[c] += dm * nb / nt;
         S[C + c] += vm + dm * dm * na * nb / nt;
