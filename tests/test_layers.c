@@ -283,6 +283,12 @@ TEST(conv_reference_large)
         { "big_dw_k5s2p2", { 2, 24, 15, 14, 24, 5, 5, 2, 2, 24 }, 0 },
         { "big_k1s1", { 3, 24, 12, 12, 40, 1, 1, 1, 0, 1 }, 0 },
         { "big_k1s2", { 2, 24, 12, 13, 16, 1, 1, 2, 0, 1 }, 1 },
+        /* the direct 3x3 kernel (conv_direct.c): 16/32/64 output channels (two vectors
+         * per block), 8 (one), pads 0 and 2, pixel counts not a multiple of 6 */
+        { "direct_c16_p1", { 3, 16, 9, 7, 16, 3, 3, 1, 1, 1 }, 0 },
+        { "direct_c8_p0", { 2, 8, 8, 11, 8, 3, 3, 1, 0, 1 }, 1 },
+        { "direct_c32_p2", { 2, 24, 5, 6, 32, 3, 3, 1, 2, 1 }, 0 },
+        { "direct_c64_7x7", { 3, 64, 7, 7, 64, 3, 3, 1, 1, 1 }, 1 },
     };
     harness_seed(21);
     for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
@@ -339,10 +345,9 @@ TEST(conv_reference_large)
 /* Images in parallel (2 threads) against one image at a time (1 thread): same values up to
  * float rounding of the dweight sums, dweight accumulated (+=), dinp NULL allowed. N = 5
  * splits 3 + 2 over the threads. */
-TEST(conv_threads_match_serial)
+static void threads_match_serial(const pn_conv_shape s)
 {
     const int threads0 = pn_get_threads();
-    const pn_conv_shape s = { 5, 6, 9, 8, 10, 3, 3, 1, 1, 1 };
     int Ho, Wo;
     pn_conv_out_hw(&s, &Ho, &Wo);
     const size_t nx = (size_t)s.N * s.Cin * s.H * s.W, nw = (size_t)s.Cout * s.Cin * 9;
@@ -372,6 +377,13 @@ TEST(conv_threads_match_serial)
     free(x); free(w); free(dy);
 }
 
+TEST(conv_threads_match_serial)
+{
+    threads_match_serial((pn_conv_shape){ 5, 6, 9, 8, 10, 3, 3, 1, 1, 1 });  /* im2col + sgemm */
+    threads_match_serial((pn_conv_shape){ 5, 16, 9, 8, 24, 3, 3, 1, 1, 1 }); /* direct kernel */
+    threads_match_serial((pn_conv_shape){ 1, 16, 6, 5, 16, 3, 3, 1, 1, 1 }); /* direct, N < threads */
+}
+
 TEST(conv_shapes_and_workspace)
 {
     /* one thread: one image's column matrix (more threads: a slice per thread) */
@@ -391,6 +403,10 @@ TEST(conv_shapes_and_workspace)
     CHECK(pn_conv2d_workspace(&g) == (size_t)16 * 9 * 64, "grouped workspace %zu", pn_conv2d_workspace(&g));
     pn_conv_shape bad = { 4, 16, 8, 8, 30, 3, 3, 1, 1, 4 };
     CHECK(pn_conv2d_workspace(&bad) == 0, "invalid shape -> 0");
+    /* direct 3x3: packed weights, padded input, dout transposed and padded dout */
+    pn_conv_shape d = { 4, 16, 8, 8, 32, 3, 3, 1, 1, 1 };
+    CHECK(pn_dconv_ok(&d) && pn_conv2d_workspace(&d) == (size_t)16 * 32 * 9 + 16 * 100 + 64 * 32 + 32 * 100,
+          "direct workspace %zu", pn_conv2d_workspace(&d));
     CHECK(pn_conv2d_workspace(NULL) == 0, "NULL shape -> 0");
     pn_set_threads(2);
     /* per thread: column matrix + dweight, each rounded up to 16 floats */

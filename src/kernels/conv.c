@@ -132,10 +132,12 @@ static pn_conv_shape flip_shape(const pn_conv_shape *s, int Ho, int Wo)
 /* Floats rounded up to a multiple of 16 (64 bytes): per-thread slices on their own lines. */
 static size_t al16(size_t n) { return (n + 15) & ~(size_t)15; }
 
-/* Column matrix of one image (and im2col of dout for flip_dinp); 0 for 1x1 s1. */
+/* Column matrix of one image (and im2col of dout for flip_dinp); 0 for 1x1 s1; the
+ * direct kernel's scratch for pn_dconv_ok shapes. */
 static size_t col_floats(const pn_conv_shape *s, int Ho, int Wo)
 {
     if (is_pointwise(s)) return 0;
+    if (pn_dconv_ok(s)) return pn_dconv_scratch(s, 1);
     size_t n = (size_t)s->Cin * s->KH * s->KW * (size_t)Ho * Wo;
     if (flip_dinp(s)) {
         size_t f = (size_t)s->Cout * s->KH * s->KW * (size_t)s->H * s->W; /* im2col of dout */
@@ -144,10 +146,11 @@ static size_t col_floats(const pn_conv_shape *s, int Ho, int Wo)
     return n;
 }
 
-/* W' of flip_dinp, shared by all threads, at the start of the workspace. */
+/* W' of flip_dinp (or the direct kernel's packed weights), shared by all threads, at the
+ * start of the workspace. */
 static size_t wflip_floats(const pn_conv_shape *s)
 {
-    return flip_dinp(s) ? al16((size_t)s->Cin * s->Cout * s->KH * s->KW) : 0;
+    return flip_dinp(s) || pn_dconv_ok(s) ? al16((size_t)s->Cin * s->Cout * s->KH * s->KW) : 0;
 }
 
 /* Per-image multiply-adds above which one image is split across the BLAS threads
@@ -161,7 +164,7 @@ static int img_threads(const pn_conv_shape *s, int Ho, int Wo)
     const int T = pn_get_threads();
     if (T <= 1 || is_depthwise(s)) return 1;
     const long macs = (long)s->Cout * (s->Cin / s->groups) * s->KH * s->KW * (long)Ho * Wo;
-    return macs <= PN_IMG_PAR_MAX ? T : 1;
+    return macs <= PN_IMG_PAR_MAX || pn_dconv_ok(s) ? T : 1;
 }
 
 /* Per-thread slice in the image-parallel path: column matrix, then dweight. */
@@ -482,7 +485,20 @@ int pn_conv2d_forward(float *out, const float *inp, const float *weight, const f
     }
     const size_t HW = (size_t)s->H * s->W, HoWo = (size_t)Ho * Wo;
     const int T = img_threads(s, Ho, Wo);
-    if (T > 1 && s->N >= T) {
+    if (pn_dconv_ok(s)) {
+        /* Direct kernel: images in parallel when there are enough, else one thread. */
+        pn_dconv_pack_fwd(work, weight, s->Cin, s->Cout);
+        const size_t slice = slice_floats(s, Ho, Wo), off = wflip_floats(s);
+        #pragma omp parallel num_threads(T) if (T > 1 && s->N >= T)
+        {
+            const int t = thread_num();
+            int lo, hi;
+            img_range(s->N, t, num_threads(), &lo, &hi);
+            for (int n = lo; n < hi; n++)
+                pn_dconv_fwd_image(out + (size_t)n * s->Cout * HoWo, inp + (size_t)n * s->Cin * HW,
+                                   work, s, work + off + (size_t)t * slice, n == lo);
+        }
+    } else if (T > 1 && s->N >= T) {
         /* Whole images per thread; sgemm called inside the region runs in the calling
          * thread (OpenBLAS on OpenMP does so in a parallel region). */
         const size_t slice = slice_floats(s, Ho, Wo), off = wflip_floats(s);
@@ -543,7 +559,8 @@ int pn_conv2d_backward(float *dinp, float *dweight, float *dbias, const float *d
             dbias[co] += (float)acc;
         }
     }
-    const int flip = dinp && flip_dinp(s);
+    const int direct = pn_dconv_ok(s);
+    const int flip = dinp && flip_dinp(s) && !direct;
     pn_conv_shape fs = flip_shape(s, Ho, Wo);
     float *wflip = NULL;
     if (flip) {
@@ -557,6 +574,35 @@ int pn_conv2d_backward(float *dinp, float *dweight, float *dbias, const float *d
                             weight[(((size_t)co * s->Cin + ci) * KH + KH - 1 - kh) * KW + KW - 1 - kw];
     }
     const int T = img_threads(s, Ho, Wo);
+    if (direct) {
+        if (dinp) pn_dconv_pack_bwd(work, weight, s->Cin, s->Cout);
+        const int par = T > 1 && s->N >= T;
+        const size_t slice = slice_floats(s, Ho, Wo), off = wflip_floats(s);
+        const size_t colsz = al16(col_floats(s, Ho, Wo));
+        const size_t nw = (size_t)s->Cout * s->Cin * s->KH * s->KW;
+        #pragma omp parallel num_threads(T) if (par)
+        {
+            const int t = thread_num(), nth = num_threads();
+            float *scr = work + off + (size_t)t * slice, *dW = par ? scr + colsz : dweight;
+            int lo, hi;
+            img_range(s->N, t, nth, &lo, &hi);
+            if (par && lo == hi) memset(dW, 0, nw * sizeof(float));
+            for (int n = lo; n < hi; n++)
+                pn_dconv_bwd_image(dinp ? dinp + (size_t)n * s->Cin * HW : NULL, dW,
+                                   par && n == lo ? 0.0f : 1.0f, dout + (size_t)n * s->Cout * HoWo,
+                                   inp + (size_t)n * s->Cin * HW, work, s, scr, n == lo);
+            if (par) {
+                #pragma omp barrier
+                size_t a = nw * (size_t)t / (size_t)nth, b = nw * (size_t)(t + 1) / (size_t)nth;
+                for (size_t i = a; i < b; i++) {
+                    double acc = 0.0;
+                    for (int u = 0; u < nth; u++) acc += work[off + (size_t)u * slice + colsz + i];
+                    dweight[i] += (float)acc;
+                }
+            }
+        }
+        return PN_OK;
+    }
     if (T > 1 && s->N >= T && work) {
         /* Whole images per thread, each summing its dweight in its own slice; the slices
          * are then added in thread order (deterministic for a given thread count). */

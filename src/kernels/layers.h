@@ -31,6 +31,22 @@ int pn_conv2d_forward(float *out, const float *inp, const float *weight, const f
 int pn_conv2d_backward(float *dinp, float *dweight, float *dbias, const float *dout,
                        const float *inp, const float *weight, const pn_conv_shape *s, float *work);
 
+/* Direct 3x3 stride-1 convolution (conv_direct.c), used by the two calls above for the
+ * shapes pn_dconv_ok accepts (groups 1, pad <= 2, Cin and Cout multiples of 8). One image
+ * per call; scratch: pn_dconv_scratch floats per thread (padded planes, dout transposed);
+ * first = 1 on the first image of a call with this scratch (zeroes the padding once).
+ * wp: weights packed by pn_dconv_pack_fwd (forward) or pn_dconv_pack_bwd (dinp), each
+ * Cin * Cout * 9 floats. The backward: dW = beta * dW + this image's gradient; dx written
+ * (or NULL). */
+int pn_dconv_ok(const pn_conv_shape *s);
+size_t pn_dconv_scratch(const pn_conv_shape *s, int backward);
+void pn_dconv_pack_fwd(float *wp, const float *w, int Cin, int Cout);
+void pn_dconv_pack_bwd(float *wp, const float *w, int Cin, int Cout);
+void pn_dconv_fwd_image(float *y, const float *x, const float *wp, const pn_conv_shape *s,
+                        float *scratch, int first);
+void pn_dconv_bwd_image(float *dx, float *dW, float beta, const float *dy, const float *x,
+                        const float *wpb, const pn_conv_shape *s, float *scratch, int first);
+
 /* --------------------------------------------------------------- linear */
 /* inp (N,In); weight (Out,In); bias (Out) or NULL; out (N,Out). */
 int pn_linear_forward(float *out, const float *inp, const float *weight, const float *bias,

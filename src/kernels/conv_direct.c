@@ -1,0 +1,242 @@
+/* Direct 3x3 stride-1 convolution, one image at a time (used by conv.c).
+ *
+ * Why: the 3x3 convolutions of a CIFAR/MNIST ResNet have 16 to 64 channels on 7x7 to
+ * 32x32 planes. im2col + sgemm writes a column matrix 9x the input, which OpenBLAS then
+ * packs once more; with such short GEMMs that traffic and the packing cost about as much
+ * as a third of the multiply-adds (perf on a resnet20 step: sgemm kernel 45%, im2col and
+ * its memcpy 17%, OpenBLAS packing 15%). Here the input is copied once into a zero-padded
+ * plane and the multiply-adds read it in place.
+ *
+ * Vectorized over output channels, 8 to a lane group (AVX2): an output pixel's 8 channels
+ * are one vector, the input pixel is broadcast, the weights of (ci, kh, kw) for 8 output
+ * channels are one vector of a packed copy of the weights. Register block: 2 vectors of
+ * output channels x 6 output pixels = 12 accumulators. Pixels are numbered flat over the
+ * output plane (a block may span two rows), each with its offset into the padded plane,
+ * so 7x7 outputs do not waste lanes.
+ *
+ * Three uses:
+ *   forward   y = conv(x, W)              packed weights (Cout/8, Cin, 3, 3, 8)
+ *   dinp      dx = conv(dy, W') with W' the weights transposed and rotated by 180
+ *             degrees and padding 2 - pad: the same kernel (packed (Cin/8, Cout, 3, 3, 8))
+ *   dweight   dW[co][ci][kh][kw] = sum_p dy[co][p] * xpad[ci][p + kh*Wp + kw]: vectors
+ *             of 8 output channels of dy (transposed to (P, Cout)) times broadcasts of
+ *             the input; 9 accumulators, one per tap.
+ * Sums are in float, as in the GEMM this replaces (the per-image weight gradient is then
+ * added across images by the caller, as before). */
+#include <stddef.h>
+#include <string.h>
+
+#include "layers.h"
+
+#if defined(__AVX2__) && defined(__FMA__)
+#include <immintrin.h>
+#define PN_DC_AVX2 1
+#endif
+
+enum { DC_K = 3, DC_T = 9, DC_NP = 6 };
+
+int pn_dconv_ok(const pn_conv_shape *s)
+{
+    return s->KH == DC_K && s->KW == DC_K && s->stride == 1 && s->groups == 1 && s->pad <= 2 &&
+           s->Cin % 8 == 0 && s->Cout % 8 == 0;
+}
+
+/* Padded plane of an input of H x W with padding pad (all sides). */
+static size_t pplane(int H, int W, int pad) { return (size_t)(H + 2 * pad) * (size_t)(W + 2 * pad); }
+
+size_t pn_dconv_scratch(const pn_conv_shape *s, int backward)
+{
+    const int Ho = s->H + 2 * s->pad - 2, Wo = s->W + 2 * s->pad - 2, q = 2 - s->pad;
+    size_t n = (size_t)s->Cin * pplane(s->H, s->W, s->pad);
+    if (backward) n += (size_t)Ho * Wo * s->Cout + (size_t)s->Cout * pplane(Ho, Wo, q);
+    return n;
+}
+
+// w (Cout, Cin, 3, 3) -> wp (Cout/8, Cin, 3, 3, 8)
+void pn_dconv_pack_fwd(float *wp, const float *w, int Cin, int Cout)
+{
+    for (int co = 0; co < Cout; co++)
+        for (int ci = 0; ci < Cin; ci++)
+            for (int t = 0; t < DC_T; t++)
+                wp[(((size_t)(co / 8) * Cin + ci) * DC_T + t) * 8 + co % 8] =
+                    w[((size_t)co * Cin + ci) * DC_T + t];
+}
+
+// w (Cout, Cin, 3, 3) -> wp (Cin/8, Cout, 3, 3, 8): wp[ci/8][co][t][ci%8] = w[co][ci][8 - t]
+void pn_dconv_pack_bwd(float *wp, const float *w, int Cin, int Cout)
+{
+    for (int co = 0; co < Cout; co++)
+        for (int ci = 0; ci < Cin; ci++)
+            for (int t = 0; t < DC_T; t++)
+                wp[(((size_t)(ci / 8) * Cout + co) * DC_T + t) * 8 + ci % 8] =
+                    w[((size_t)co * Cin + ci) * DC_T + (DC_T - 1 - t)];
+}
+
+/* Zero the padded planes of xp (C planes of the padded size). The borders stay zero
+ * because pad_copy writes interiors only. */
+static void pad_zero(float *xp, int C, int H, int W, int pad)
+{
+    memset(xp, 0, (size_t)C * pplane(H, W, pad) * sizeof(float));
+}
+
+// x (C, H, W) -> interior of xp (C, H+2pad, W+2pad)
+static void pad_copy(float *xp, const float *x, int C, int H, int W, int pad)
+{
+    const int Wp = W + 2 * pad;
+    const size_t ps = pplane(H, W, pad);
+    for (int c = 0; c < C; c++)
+        for (int h = 0; h < H; h++)
+            memcpy(xp + c * ps + (size_t)(h + pad) * Wp + pad, x + ((size_t)c * H + h) * W,
+                   (size_t)W * sizeof(float));
+}
+
+/* The core: y (Cout, Ho*Wo) = sum over (ci, kh, kw) of wp x shifted xp.
+ * xp (Cin, Hp, Wp) padded input with Hp = Ho + 2, Wp = Wo + 2; wp (Cout/8, Cin, 3, 3, 8). */
+static void core(float *y, const float *xp, const float *wp, int Cin, int Cout, int Ho, int Wo)
+{
+    const int Wp = Wo + 2, P = Ho * Wo;
+    const size_t ps = (size_t)(Ho + 2) * Wp;
+    const int tap[DC_T] = { 0, 1, 2, Wp, Wp + 1, Wp + 2, 2 * Wp, 2 * Wp + 1, 2 * Wp + 2 };
+    for (int cb = 0; cb < Cout; cb += 16) {
+        const int nv = Cout - cb >= 16 ? 2 : 1; /* vectors of 8 output channels */
+        const float *w0 = wp + (size_t)(cb / 8) * Cin * DC_T * 8;
+        const float *w1 = w0 + (size_t)Cin * DC_T * 8;
+        for (int p0 = 0; p0 < P; p0 += DC_NP) {
+            const int np = P - p0 < DC_NP ? P - p0 : DC_NP;
+            int off[DC_NP];
+            for (int j = 0; j < DC_NP; j++) {
+                const int p = p0 + (j < np ? j : np - 1);
+                off[j] = p / Wo * Wp + p % Wo;
+            }
+            float acc[DC_NP][16];
+#ifdef PN_DC_AVX2
+            __m256 a00 = _mm256_setzero_ps(), a01 = a00, a10 = a00, a11 = a00, a20 = a00,
+                   a21 = a00, a30 = a00, a31 = a00, a40 = a00, a41 = a00, a50 = a00, a51 = a00;
+            const float *wa = w0, *wb = nv == 2 ? w1 : w0;
+            for (int ci = 0; ci < Cin; ci++) {
+                const float *xc = xp + ci * ps;
+                for (int t = 0; t < DC_T; t++, wa += 8, wb += 8) {
+                    const float *xt = xc + tap[t];
+                    const __m256 v0 = _mm256_loadu_ps(wa), v1 = _mm256_loadu_ps(wb);
+                    __m256 b;
+#define DC_STEP(j, A0, A1)                                  \
+    b = _mm256_broadcast_ss(xt + off[j]);                   \
+    A0 = _mm256_fmadd_ps(v0, b, A0);                        \
+    A1 = _mm256_fmadd_ps(v1, b, A1);
+                    DC_STEP(0, a00, a01)
+                    DC_STEP(1, a10, a11)
+                    DC_STEP(2, a20, a21)
+                    DC_STEP(3, a30, a31)
+                    DC_STEP(4, a40, a41)
+                    DC_STEP(5, a50, a51)
+#undef DC_STEP
+                }
+            }
+            _mm256_storeu_ps(acc[0], a00); _mm256_storeu_ps(acc[0] + 8, a01);
+            _mm256_storeu_ps(acc[1], a10); _mm256_storeu_ps(acc[1] + 8, a11);
+            _mm256_storeu_ps(acc[2], a20); _mm256_storeu_ps(acc[2] + 8, a21);
+            _mm256_storeu_ps(acc[3], a30); _mm256_storeu_ps(acc[3] + 8, a31);
+            _mm256_storeu_ps(acc[4], a40); _mm256_storeu_ps(acc[4] + 8, a41);
+            _mm256_storeu_ps(acc[5], a50); _mm256_storeu_ps(acc[5] + 8, a51);
+#else
+            memset(acc, 0, sizeof acc);
+            for (int v = 0; v < nv; v++) {
+                const float *wq = v ? w1 : w0;
+                for (int ci = 0; ci < Cin; ci++) {
+                    const float *xc = xp + ci * ps;
+                    for (int t = 0; t < DC_T; t++, wq += 8)
+                        for (int j = 0; j < DC_NP; j++) {
+                            const float xv = xc[tap[t] + off[j]];
+                            for (int l = 0; l < 8; l++) acc[j][v * 8 + l] += wq[l] * xv;
+                        }
+                }
+            }
+#endif
+            for (int l = 0; l < nv * 8; l++) {
+                float *yr = y + (size_t)(cb + l) * P + p0;
+                for (int j = 0; j < np; j++) yr[j] = acc[j][l];
+            }
+        }
+    }
+}
+
+void pn_dconv_fwd_image(float *y, const float *x, const float *wp, const pn_conv_shape *s,
+                        float *scratch, int first)
+{
+    const int Ho = s->H + 2 * s->pad - 2, Wo = s->W + 2 * s->pad - 2;
+    if (first) pad_zero(scratch, s->Cin, s->H, s->W, s->pad);
+    pad_copy(scratch, x, s->Cin, s->H, s->W, s->pad);
+    core(y, scratch, wp, s->Cin, s->Cout, Ho, Wo);
+}
+
+/* dW (Cout, Cin, 3, 3) = beta * dW + sum_p dyT[p][co] * xp[ci][off(p) + tap].
+ * dyT (P, Cout); xp (Cin, Ho+2, Wo+2). */
+static void dweight(float *dW, float beta, const float *dyT, const float *xp, int Cin, int Cout,
+                    int Ho, int Wo)
+{
+    const int Wp = Wo + 2;
+    const size_t ps = (size_t)(Ho + 2) * Wp;
+    const int tap[DC_T] = { 0, 1, 2, Wp, Wp + 1, Wp + 2, 2 * Wp, 2 * Wp + 1, 2 * Wp + 2 };
+    for (int cv = 0; cv < Cout; cv += 8)
+        for (int ci = 0; ci < Cin; ci++) {
+            const float *xc = xp + ci * ps;
+            float acc[DC_T][8];
+#ifdef PN_DC_AVX2
+            __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0,
+                   a7 = a0, a8 = a0;
+            const float *d = dyT + cv;
+            for (int oh = 0; oh < Ho; oh++) {
+                const float *xr = xc + (size_t)oh * Wp;
+                for (int ow = 0; ow < Wo; ow++, d += Cout) {
+                    const __m256 g = _mm256_loadu_ps(d);
+                    const float *xt = xr + ow;
+                    a0 = _mm256_fmadd_ps(g, _mm256_broadcast_ss(xt + tap[0]), a0);
+                    a1 = _mm256_fmadd_ps(g, _mm256_broadcast_ss(xt + tap[1]), a1);
+                    a2 = _mm256_fmadd_ps(g, _mm256_broadcast_ss(xt + tap[2]), a2);
+                    a3 = _mm256_fmadd_ps(g, _mm256_broadcast_ss(xt + tap[3]), a3);
+                    a4 = _mm256_fmadd_ps(g, _mm256_broadcast_ss(xt + tap[4]), a4);
+                    a5 = _mm256_fmadd_ps(g, _mm256_broadcast_ss(xt + tap[5]), a5);
+                    a6 = _mm256_fmadd_ps(g, _mm256_broadcast_ss(xt + tap[6]), a6);
+                    a7 = _mm256_fmadd_ps(g, _mm256_broadcast_ss(xt + tap[7]), a7);
+                    a8 = _mm256_fmadd_ps(g, _mm256_broadcast_ss(xt + tap[8]), a8);
+                }
+            }
+            _mm256_storeu_ps(acc[0], a0); _mm256_storeu_ps(acc[1], a1); _mm256_storeu_ps(acc[2], a2);
+            _mm256_storeu_ps(acc[3], a3); _mm256_storeu_ps(acc[4], a4); _mm256_storeu_ps(acc[5], a5);
+            _mm256_storeu_ps(acc[6], a6); _mm256_storeu_ps(acc[7], a7); _mm256_storeu_ps(acc[8], a8);
+#else
+            memset(acc, 0, sizeof acc);
+            const float *d = dyT + cv;
+            for (int oh = 0; oh < Ho; oh++)
+                for (int ow = 0; ow < Wo; ow++, d += Cout) {
+                    const float *xt = xc + (size_t)oh * Wp + ow;
+                    for (int t = 0; t < DC_T; t++)
+                        for (int l = 0; l < 8; l++) acc[t][l] += d[l] * xt[tap[t]];
+                }
+#endif
+            for (int l = 0; l < 8; l++) {
+                float *dw = dW + ((size_t)(cv + l) * Cin + ci) * DC_T;
+                for (int t = 0; t < DC_T; t++) dw[t] = beta == 0.0f ? acc[t][l] : dw[t] + acc[t][l];
+            }
+        }
+}
+
+void pn_dconv_bwd_image(float *dx, float *dW, float beta, const float *dy, const float *x,
+                        const float *wpb, const pn_conv_shape *s, float *scratch, int first)
+{
+    const int Ho = s->H + 2 * s->pad - 2, Wo = s->W + 2 * s->pad - 2, q = 2 - s->pad;
+    const int P = Ho * Wo, Cout = s->Cout;
+    float *xp = scratch, *dyT = xp + (size_t)s->Cin * pplane(s->H, s->W, s->pad);
+    float *dyp = dyT + (size_t)P * Cout;
+    if (first) {
+        pad_zero(xp, s->Cin, s->H, s->W, s->pad);
+        if (dx) pad_zero(dyp, Cout, Ho, Wo, q);
+    }
+    pad_copy(xp, x, s->Cin, s->H, s->W, s->pad);
+    for (int co = 0; co < Cout; co++)
+        for (int p = 0; p < P; p++) dyT[(size_t)p * Cout + co] = dy[(size_t)co * P + p];
+    dweight(dW, beta, dyT, xp, s->Cin, Cout, Ho, Wo);
+    if (!dx) return;
+    pad_copy(dyp, dy, Cout, Ho, Wo, q);
+    core(dx, dyp, wpb, Cout, s->Cin, s->H, s->W);
+}
