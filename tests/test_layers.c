@@ -403,9 +403,11 @@ TEST(conv_shapes_and_workspace)
     CHECK(pn_conv2d_workspace(&g) == (size_t)16 * 9 * 64, "grouped workspace %zu", pn_conv2d_workspace(&g));
     pn_conv_shape bad = { 4, 16, 8, 8, 30, 3, 3, 1, 1, 4 };
     CHECK(pn_conv2d_workspace(&bad) == 0, "invalid shape -> 0");
-    /* direct 3x3: packed weights, padded input, dout transposed and padded dout */
+    /* direct 3x3: packed weights, then padded input, dout transposed, padded dout and
+     * the weight gradient */
     pn_conv_shape d = { 4, 16, 8, 8, 32, 3, 3, 1, 1, 1 };
-    CHECK(pn_dconv_ok(&d) && pn_conv2d_workspace(&d) == (size_t)16 * 32 * 9 + 16 * 100 + 64 * 32 + 32 * 100,
+    CHECK(pn_dconv_ok(&d) &&
+              pn_conv2d_workspace(&d) == (size_t)16 * 32 * 9 * 2 + 16 * 100 + 64 * 32 + 32 * 100,
           "direct workspace %zu", pn_conv2d_workspace(&d));
     CHECK(pn_conv2d_workspace(NULL) == 0, "NULL shape -> 0");
     pn_set_threads(2);

@@ -179,7 +179,7 @@ size_t pn_conv2d_workspace(const pn_conv_shape *s)
     if (conv_check(s, &Ho, &Wo, __func__)) return 0;
     if (is_depthwise(s)) return 0;
     const int T = img_threads(s, Ho, Wo);
-    if (T > 1) return wflip_floats(s) + (size_t)T * slice_floats(s, Ho, Wo);
+    if (T > 1 || pn_dconv_ok(s)) return wflip_floats(s) + (size_t)T * slice_floats(s, Ho, Wo);
     if (is_pointwise(s)) return 0;
     return wflip_floats(s) + col_floats(s, Ho, Wo);
 }
@@ -580,25 +580,26 @@ int pn_conv2d_backward(float *dinp, float *dweight, float *dbias, const float *d
         const size_t slice = slice_floats(s, Ho, Wo), off = wflip_floats(s);
         const size_t colsz = al16(col_floats(s, Ho, Wo));
         const size_t nw = (size_t)s->Cout * s->Cin * s->KH * s->KW;
+        /* Each thread sums its images' weight gradient in its slice (packed layout); then
+         * the slices are added in thread order into dweight. */
         #pragma omp parallel num_threads(T) if (par)
         {
             const int t = thread_num(), nth = num_threads();
-            float *scr = work + off + (size_t)t * slice, *dW = par ? scr + colsz : dweight;
+            float *scr = work + off + (size_t)t * slice, *dW = scr + colsz;
             int lo, hi;
             img_range(s->N, t, nth, &lo, &hi);
-            if (par && lo == hi) memset(dW, 0, nw * sizeof(float));
+            if (lo == hi) memset(dW, 0, nw * sizeof(float));
             for (int n = lo; n < hi; n++)
-                pn_dconv_bwd_image(dinp ? dinp + (size_t)n * s->Cin * HW : NULL, dW,
-                                   par && n == lo ? 0.0f : 1.0f, dout + (size_t)n * s->Cout * HoWo,
-                                   inp + (size_t)n * s->Cin * HW, work, s, scr, n == lo);
-            if (par) {
-                #pragma omp barrier
-                size_t a = nw * (size_t)t / (size_t)nth, b = nw * (size_t)(t + 1) / (size_t)nth;
-                for (size_t i = a; i < b; i++) {
-                    double acc = 0.0;
-                    for (int u = 0; u < nth; u++) acc += work[off + (size_t)u * slice + colsz + i];
-                    dweight[i] += (float)acc;
-                }
+                pn_dconv_bwd_image(dinp ? dinp + (size_t)n * s->Cin * HW : NULL, dW, n == lo ? 0.0f : 1.0f,
+                                   dout + (size_t)n * s->Cout * HoWo, inp + (size_t)n * s->Cin * HW,
+                                   work, s, scr, n == lo);
+            #pragma omp barrier
+            size_t a = nw * (size_t)t / (size_t)nth, b = nw * (size_t)(t + 1) / (size_t)nth;
+            for (size_t i = a; i < b; i++) {
+                const size_t k = off + colsz + pn_dconv_dw_packed_index(i, s->Cin);
+                double acc = 0.0;
+                for (int u = 0; u < nth; u++) acc += work[k + (size_t)u * slice];
+                dweight[i] += (float)acc;
             }
         }
         return PN_OK;

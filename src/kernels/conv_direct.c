@@ -35,9 +35,13 @@
 
 enum { DC_K = 3, DC_T = 9, DC_NP = 6 };
 
+static int dc_enabled = 1;
+
+void pn_dconv_enable(int on) { dc_enabled = on != 0; }
+
 int pn_dconv_ok(const pn_conv_shape *s)
 {
-    return s->KH == DC_K && s->KW == DC_K && s->stride == 1 && s->groups == 1 && s->pad <= 2 &&
+    return dc_enabled && s->KH == DC_K && s->KW == DC_K && s->stride == 1 && s->groups == 1 && s->pad <= 2 &&
            s->Cin % 8 == 0 && s->Cout % 8 == 0;
 }
 
@@ -169,9 +173,10 @@ void pn_dconv_fwd_image(float *y, const float *x, const float *wp, const pn_conv
     core(y, scratch, wp, s->Cin, s->Cout, Ho, Wo);
 }
 
-/* dW (Cout, Cin, 3, 3) = beta * dW + sum_p dyT[p][co] * xp[ci][off(p) + tap].
- * dyT (P, Cout); xp (Cin, Ho+2, Wo+2). */
-static void dweight(float *dW, float beta, const float *dyT, const float *xp, int Cin, int Cout,
+/* dWp (Cout/8, Cin, 3, 3, 8) = beta * dWp + sum_p dyT[p][co] * xp[ci][off(p) + tap]
+ * (packed: the accumulators are added as vectors, no transposition per image).
+ * dyT (P, Cout); xp (Cin, Ho+2, Wo+2); beta 0 or 1. */
+static void dweight(float *dWp, float beta, const float *dyT, const float *xp, int Cin, int Cout,
                     int Ho, int Wo)
 {
     const int Wp = Wo + 2;
@@ -180,7 +185,7 @@ static void dweight(float *dW, float beta, const float *dyT, const float *xp, in
     for (int cv = 0; cv < Cout; cv += 8)
         for (int ci = 0; ci < Cin; ci++) {
             const float *xc = xp + ci * ps;
-            float acc[DC_T][8];
+            float *dp = dWp + ((size_t)(cv / 8) * Cin + ci) * DC_T * 8;
 #ifdef PN_DC_AVX2
             __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0,
                    a7 = a0, a8 = a0;
@@ -201,10 +206,18 @@ static void dweight(float *dW, float beta, const float *dyT, const float *xp, in
                     a8 = _mm256_fmadd_ps(g, _mm256_broadcast_ss(xt + tap[8]), a8);
                 }
             }
-            _mm256_storeu_ps(acc[0], a0); _mm256_storeu_ps(acc[1], a1); _mm256_storeu_ps(acc[2], a2);
-            _mm256_storeu_ps(acc[3], a3); _mm256_storeu_ps(acc[4], a4); _mm256_storeu_ps(acc[5], a5);
-            _mm256_storeu_ps(acc[6], a6); _mm256_storeu_ps(acc[7], a7); _mm256_storeu_ps(acc[8], a8);
+            if (beta != 0.0f) {
+                a0 = _mm256_add_ps(a0, _mm256_loadu_ps(dp)); a1 = _mm256_add_ps(a1, _mm256_loadu_ps(dp + 8));
+                a2 = _mm256_add_ps(a2, _mm256_loadu_ps(dp + 16)); a3 = _mm256_add_ps(a3, _mm256_loadu_ps(dp + 24));
+                a4 = _mm256_add_ps(a4, _mm256_loadu_ps(dp + 32)); a5 = _mm256_add_ps(a5, _mm256_loadu_ps(dp + 40));
+                a6 = _mm256_add_ps(a6, _mm256_loadu_ps(dp + 48)); a7 = _mm256_add_ps(a7, _mm256_loadu_ps(dp + 56));
+                a8 = _mm256_add_ps(a8, _mm256_loadu_ps(dp + 64));
+            }
+            _mm256_storeu_ps(dp, a0); _mm256_storeu_ps(dp + 8, a1); _mm256_storeu_ps(dp + 16, a2);
+            _mm256_storeu_ps(dp + 24, a3); _mm256_storeu_ps(dp + 32, a4); _mm256_storeu_ps(dp + 40, a5);
+            _mm256_storeu_ps(dp + 48, a6); _mm256_storeu_ps(dp + 56, a7); _mm256_storeu_ps(dp + 64, a8);
 #else
+            float acc[DC_T][8];
             memset(acc, 0, sizeof acc);
             const float *d = dyT + cv;
             for (int oh = 0; oh < Ho; oh++)
@@ -213,15 +226,19 @@ static void dweight(float *dW, float beta, const float *dyT, const float *xp, in
                     for (int t = 0; t < DC_T; t++)
                         for (int l = 0; l < 8; l++) acc[t][l] += d[l] * xt[tap[t]];
                 }
+            for (int t = 0; t < DC_T; t++)
+                for (int l = 0; l < 8; l++) dp[t * 8 + l] = beta == 0.0f ? acc[t][l] : dp[t * 8 + l] + acc[t][l];
 #endif
-            for (int l = 0; l < 8; l++) {
-                float *dw = dW + ((size_t)(cv + l) * Cin + ci) * DC_T;
-                for (int t = 0; t < DC_T; t++) dw[t] = beta == 0.0f ? acc[t][l] : dw[t] + acc[t][l];
-            }
         }
 }
 
-void pn_dconv_bwd_image(float *dx, float *dW, float beta, const float *dy, const float *x,
+size_t pn_dconv_dw_packed_index(size_t i, int Cin)
+{
+    const size_t t = i % DC_T, ci = i / DC_T % (size_t)Cin, co = i / DC_T / (size_t)Cin;
+    return ((co / 8 * (size_t)Cin + ci) * DC_T + t) * 8 + co % 8;
+}
+
+void pn_dconv_bwd_image(float *dx, float *dWp, float beta, const float *dy, const float *x,
                         const float *wpb, const pn_conv_shape *s, float *scratch, int first)
 {
     const int Ho = s->H + 2 * s->pad - 2, Wo = s->W + 2 * s->pad - 2, q = 2 - s->pad;
@@ -235,7 +252,7 @@ void pn_dconv_bwd_image(float *dx, float *dW, float beta, const float *dy, const
     pad_copy(xp, x, s->Cin, s->H, s->W, s->pad);
     for (int co = 0; co < Cout; co++)
         for (int p = 0; p < P; p++) dyT[(size_t)p * Cout + co] = dy[(size_t)co * P + p];
-    dweight(dW, beta, dyT, xp, s->Cin, Cout, Ho, Wo);
+    dweight(dWp, beta, dyT, xp, s->Cin, Cout, Ho, Wo);
     if (!dx) return;
     pad_copy(dyp, dy, Cout, Ho, Wo, q);
     core(dx, dyp, wpb, Cout, s->Cin, s->H, s->W);

@@ -36,15 +36,20 @@ int pn_conv2d_backward(float *dinp, float *dweight, float *dbias, const float *d
  * per call; scratch: pn_dconv_scratch floats per thread (padded planes, dout transposed);
  * first = 1 on the first image of a call with this scratch (zeroes the padding once).
  * wp: weights packed by pn_dconv_pack_fwd (forward) or pn_dconv_pack_bwd (dinp), each
- * Cin * Cout * 9 floats. The backward: dW = beta * dW + this image's gradient; dx written
- * (or NULL). */
+ * Cin * Cout * 9 floats. The backward: dWp = beta * dWp + this image's weight gradient in
+ * the packed layout (Cout/8, Cin, 3, 3, 8) (beta 0 or 1); element i of a (Cout, Cin, 3, 3)
+ * gradient is dWp[pn_dconv_dw_packed_index(i, Cin)]. dx written (or NULL). */
 int pn_dconv_ok(const pn_conv_shape *s);
+/* 0: every convolution takes the im2col + sgemm path (benchmarks, tests); 1 (default): the
+ * direct kernel where pn_dconv_ok. Not thread-safe; query workspaces again after it. */
+void pn_dconv_enable(int on);
 size_t pn_dconv_scratch(const pn_conv_shape *s, int backward);
 void pn_dconv_pack_fwd(float *wp, const float *w, int Cin, int Cout);
 void pn_dconv_pack_bwd(float *wp, const float *w, int Cin, int Cout);
 void pn_dconv_fwd_image(float *y, const float *x, const float *wp, const pn_conv_shape *s,
                         float *scratch, int first);
-void pn_dconv_bwd_image(float *dx, float *dW, float beta, const float *dy, const float *x,
+size_t pn_dconv_dw_packed_index(size_t i, int Cin);
+void pn_dconv_bwd_image(float *dx, float *dWp, float beta, const float *dy, const float *x,
                         const float *wpb, const pn_conv_shape *s, float *scratch, int first);
 
 /* --------------------------------------------------------------- linear */
