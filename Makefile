@@ -4,6 +4,7 @@
 #   make test       install what is missing, build, run every test; last line "N passed, N failed"
 #   make bench-norm normalization kernels against PyTorch (bench/)
 #   make bench-train full training steps of resnet20 against PyTorch (bench/)
+#   make bench-conv the direct 3x3 convolution against im2col + OpenBLAS sgemm (bench/)
 #   make bench-mpi  data-parallel throughput and bytes per update, 1 and 2 MPI ranks
 #   make fuzz       libFuzzer harnesses of every input parser, FUZZ_SECONDS each [30] (fuzz/)
 
@@ -41,7 +42,7 @@ CLI_OBJ  := $(CLI_SRC:%.c=$(BUILD)/%.o)
 TEST_BIN := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 HEADERS  := $(wildcard include/*.h src/*/*.h)
 
-.PHONY: all deps deps-test demo test test-fast test-sanitize sanitize-build fuzz fuzz-build check bench-norm bench-train bench-mpi clean
+.PHONY: all deps deps-test demo test test-fast test-sanitize sanitize-build fuzz fuzz-build check bench-norm bench-train bench-conv bench-mpi clean
 all: $(BUILD)/libproxynorm.a $(BUILD)/libproxynorm.so $(if $(CLI_SRC),$(BUILD)/proxynorm) \
      $(BUILD)/examples/quickstart
 
@@ -152,6 +153,10 @@ bench-train: deps
 	@scripts/install-deps.sh --torch
 	@$(MAKE) --no-print-directory all $(BUILD)/bench/bench_train
 	@OMP_WAIT_POLICY=$${OMP_WAIT_POLICY:-passive} bench/bench_train.sh $(BUILD)/bench/bench_train
+
+bench-conv: deps
+	@$(MAKE) --no-print-directory all $(BUILD)/bench/bench_conv
+	@OMP_WAIT_POLICY=$${OMP_WAIT_POLICY:-passive} $(BUILD)/bench/bench_conv
 
 bench-mpi: deps
 	@scripts/install-deps.sh --mpi
