@@ -293,7 +293,12 @@ static void golden_step(const char *file, pn_norm_kind k)
             s += v;
             d += v * hash_u(hr, i);
         }
-        const double tol = 1e-3 * *gabs + 1e-5;
+        /* BN at batch B on 8x8 images is ill-conditioned in float32: multiplying two thirds
+         * of the input entries by 1 +- 2^-23 (one ulp) put stage3.block0.project_norm.bias
+         * 1.7e-5 from the float64 reference (its exact value is 0), and replacing the stem's
+         * GEMM by the direct kernel (another rounding order) the SE gradients of stage 3 by
+         * 1.1e-3 of their absolute sums; so BN gets 3e-3 relative and 5e-5 absolute. */
+        const double tol = k == PN_NORM_BN ? 3e-3 * *gabs + 5e-5 : 1e-3 * *gabs + 1e-5;
         double e = fmax(fabs(s - *gsum), fabs(d - *gdot));
         for (size_t i = 0; i < nf; i++) e = fmax(e, fabs((double)gr[t[a].offset + i] - gfirst[i]));
         CHECK(e <= tol, "%s: gradient of %s: |diff| %.3g > %.3g (sum %.6g vs %.6g, proj %.6g vs %.6g)",

@@ -289,6 +289,11 @@ TEST(conv_reference_large)
         { "direct_c8_p0", { 2, 8, 8, 11, 8, 3, 3, 1, 0, 1 }, 1 },
         { "direct_c32_p2", { 2, 24, 5, 6, 32, 3, 3, 1, 2, 1 }, 0 },
         { "direct_c64_7x7", { 3, 64, 7, 7, 64, 3, 3, 1, 1, 1 }, 1 },
+        /* stride 2 (input gradient by GEMM + col2im), and input channels not a multiple
+         * of 8 (the stem) */
+        { "direct_s2_c16", { 3, 16, 13, 12, 32, 3, 3, 2, 1, 1 }, 1 },
+        { "direct_s2_c3_p0", { 2, 3, 8, 9, 8, 3, 3, 2, 0, 1 }, 0 },
+        { "direct_s1_c1", { 2, 1, 9, 8, 16, 3, 3, 1, 1, 1 }, 1 },
     };
     harness_seed(21);
     for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
@@ -382,6 +387,7 @@ TEST(conv_threads_match_serial)
     threads_match_serial((pn_conv_shape){ 5, 6, 9, 8, 10, 3, 3, 1, 1, 1 });  /* im2col + sgemm */
     threads_match_serial((pn_conv_shape){ 5, 16, 9, 8, 24, 3, 3, 1, 1, 1 }); /* direct kernel */
     threads_match_serial((pn_conv_shape){ 1, 16, 6, 5, 16, 3, 3, 1, 1, 1 }); /* direct, N < threads */
+    threads_match_serial((pn_conv_shape){ 5, 16, 9, 8, 32, 3, 3, 2, 1, 1 }); /* direct, stride 2 */
 }
 
 TEST(conv_shapes_and_workspace)
@@ -389,7 +395,7 @@ TEST(conv_shapes_and_workspace)
     /* one thread: one image's column matrix (more threads: a slice per thread) */
     const int threads0 = pn_get_threads();
     pn_set_threads(1);
-    pn_conv_shape s = { 2, 3, 32, 32, 8, 3, 3, 2, 1, 1 };
+    pn_conv_shape s = { 2, 3, 32, 32, 6, 3, 3, 2, 1, 1 }; /* 6 outputs: not the direct kernel */
     int Ho = -1, Wo = -1;
     CHECK(pn_conv_out_hw(&s, &Ho, &Wo) == PN_OK && Ho == 16 && Wo == 16, "Ho %d Wo %d", Ho, Wo);
     CHECK(pn_conv2d_workspace(&s) == (size_t)3 * 9 * 16 * 16, "workspace %zu", pn_conv2d_workspace(&s));
@@ -412,7 +418,7 @@ TEST(conv_shapes_and_workspace)
     CHECK(pn_conv2d_workspace(NULL) == 0, "NULL shape -> 0");
     pn_set_threads(2);
     /* per thread: column matrix + dweight, each rounded up to 16 floats */
-    CHECK(pn_conv2d_workspace(&s) == 2 * ((size_t)3 * 9 * 16 * 16 + 8 * 3 * 9 + 8),
+    CHECK(pn_conv2d_workspace(&s) == 2 * ((size_t)3 * 9 * 16 * 16 + 6 * 3 * 9 + 14),
           "2 threads: workspace %zu", pn_conv2d_workspace(&s));
     CHECK(pn_conv2d_workspace(&pw) == 2 * (size_t)32 * 16, "2 threads 1x1: %zu", pn_conv2d_workspace(&pw));
     CHECK(pn_conv2d_workspace(&dw) == 0, "2 threads: depthwise needs no workspace");

@@ -137,7 +137,9 @@ static size_t al16(size_t n) { return (n + 15) & ~(size_t)15; }
 static size_t col_floats(const pn_conv_shape *s, int Ho, int Wo)
 {
     if (is_pointwise(s)) return 0;
-    if (pn_dconv_ok(s)) return pn_dconv_scratch(s, 1);
+    if (pn_dconv_ok(s)) /* + the column matrix of a GEMM input gradient */
+        return pn_dconv_scratch(s, 1) +
+               (pn_dconv_dinp_ok(s) ? 0 : (size_t)s->Cin * s->KH * s->KW * (size_t)Ho * Wo);
     size_t n = (size_t)s->Cin * s->KH * s->KW * (size_t)Ho * Wo;
     if (flip_dinp(s)) {
         size_t f = (size_t)s->Cout * s->KH * s->KW * (size_t)s->H * s->W; /* im2col of dout */
@@ -575,7 +577,10 @@ int pn_conv2d_backward(float *dinp, float *dweight, float *dbias, const float *d
     }
     const int T = img_threads(s, Ho, Wo);
     if (direct) {
-        if (dinp) pn_dconv_pack_bwd(work, weight, s->Cin, s->Cout);
+        const int ddir = pn_dconv_dinp_ok(s);
+        if (dinp && ddir) pn_dconv_pack_bwd(work, weight, s->Cin, s->Cout);
+        const size_t dsz = pn_dconv_scratch(s, 1);
+        const int Kg = s->Cin * s->KH * s->KW;
         const int par = T > 1 && s->N >= T;
         const size_t slice = slice_floats(s, Ho, Wo), off = wflip_floats(s);
         const size_t colsz = al16(col_floats(s, Ho, Wo));
@@ -589,10 +594,17 @@ int pn_conv2d_backward(float *dinp, float *dweight, float *dbias, const float *d
             int lo, hi;
             img_range(s->N, t, nth, &lo, &hi);
             if (lo == hi) memset(dW, 0, nw * sizeof(float));
-            for (int n = lo; n < hi; n++)
-                pn_dconv_bwd_image(dinp ? dinp + (size_t)n * s->Cin * HW : NULL, dW, n == lo ? 0.0f : 1.0f,
-                                   dout + (size_t)n * s->Cout * HoWo, inp + (size_t)n * s->Cin * HW,
+            for (int n = lo; n < hi; n++) {
+                float *dx = dinp ? dinp + (size_t)n * s->Cin * HW : NULL;
+                const float *dy = dout + (size_t)n * s->Cout * HoWo;
+                pn_dconv_bwd_image(dx, dW, n == lo ? 0.0f : 1.0f, dy, inp + (size_t)n * s->Cin * HW,
                                    work, s, scr, n == lo);
+                if (dx && !ddir) { /* dcol = W^T dy, folded back by col2im */
+                    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Kg, (int)HoWo, s->Cout, 1.0f,
+                                weight, Kg, dy, (int)HoWo, 0.0f, scr + dsz, (int)HoWo);
+                    col2im(dx, scr + dsz, s, Ho, Wo, 0);
+                }
+            }
             #pragma omp barrier
             size_t a = nw * (size_t)t / (size_t)nth, b = nw * (size_t)(t + 1) / (size_t)nth;
             for (size_t i = a; i < b; i++) {

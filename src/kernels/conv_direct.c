@@ -1,4 +1,5 @@
-/* Direct 3x3 stride-1 convolution, one image at a time (used by conv.c).
+/* Direct 3x3 convolution (stride 1 or 2, up to 64 channels), one image at a time (used by
+ * conv.c).
  *
  * Why: the 3x3 convolutions of a CIFAR/MNIST ResNet have 16 to 64 channels on 7x7 to
  * 32x32 planes. im2col + sgemm writes a column matrix 9x the input, which OpenBLAS then
@@ -16,8 +17,9 @@
  *
  * Three uses:
  *   forward   y = conv(x, W)              packed weights (Cout/8, Cin, 3, 3, 8)
- *   dinp      dx = conv(dy, W') with W' the weights transposed and rotated by 180
- *             degrees and padding 2 - pad: the same kernel (packed (Cin/8, Cout, 3, 3, 8))
+ *   dinp      (stride 1) dx = conv(dy, W') with W' the weights transposed and rotated by 180
+ *             degrees and padding 2 - pad: the same kernel (packed (Cin/8, Cout, 3, 3, 8));
+ *             at stride 2 conv.c computes it by GEMM + col2im
  *   dweight   dW[co][ci][kh][kw] = sum_p dy[co][p] * xpad[ci][p + kh*Wp + kw]: vectors
  *             of 8 output channels of dy (transposed to (P, Cout)) times broadcasts of
  *             the input; 9 accumulators, one per tap.
@@ -44,18 +46,25 @@ void pn_dconv_enable(int on) { dc_enabled = on != 0; }
  * -s ...: 0.74x to 1.15x), so those stay on the GEMM. */
 int pn_dconv_ok(const pn_conv_shape *s)
 {
-    return dc_enabled && s->KH == DC_K && s->KW == DC_K && s->stride == 1 && s->groups == 1 &&
-           s->pad <= 2 && s->Cin % 8 == 0 && s->Cout % 8 == 0 && s->Cin <= 64 && s->Cout <= 64;
+    return dc_enabled && s->KH == DC_K && s->KW == DC_K && (s->stride == 1 || s->stride == 2) &&
+           s->groups == 1 && s->pad <= 2 && s->Cout % 8 == 0 && s->Cin <= 64 && s->Cout <= 64;
 }
+
+/* The input gradient by the direct kernel needs stride 1 (then it is a convolution of dout)
+ * and input channels in multiples of 8 (its output channels). */
+int pn_dconv_dinp_ok(const pn_conv_shape *s) { return pn_dconv_ok(s) && s->stride == 1 && s->Cin % 8 == 0; }
 
 /* Padded plane of an input of H x W with padding pad (all sides). */
 static size_t pplane(int H, int W, int pad) { return (size_t)(H + 2 * pad) * (size_t)(W + 2 * pad); }
 
+static int out_size(int n, int pad, int st) { return (n + 2 * pad - DC_K) / st + 1; }
+
 size_t pn_dconv_scratch(const pn_conv_shape *s, int backward)
 {
-    const int Ho = s->H + 2 * s->pad - 2, Wo = s->W + 2 * s->pad - 2, q = 2 - s->pad;
+    const int Ho = out_size(s->H, s->pad, s->stride), Wo = out_size(s->W, s->pad, s->stride);
     size_t n = (size_t)s->Cin * pplane(s->H, s->W, s->pad);
-    if (backward) n += (size_t)Ho * Wo * s->Cout + (size_t)s->Cout * pplane(Ho, Wo, q);
+    if (backward) n += (size_t)Ho * Wo * s->Cout;
+    if (backward && pn_dconv_dinp_ok(s)) n += (size_t)s->Cout * pplane(Ho, Wo, 2 - s->pad);
     return n;
 }
 
@@ -97,12 +106,14 @@ static void pad_copy(float *xp, const float *x, int C, int H, int W, int pad)
                    (size_t)W * sizeof(float));
 }
 
-/* The core: y (Cout, Ho*Wo) = sum over (ci, kh, kw) of wp x shifted xp.
- * xp (Cin, Hp, Wp) padded input with Hp = Ho + 2, Wp = Wo + 2; wp (Cout/8, Cin, 3, 3, 8). */
-static void core(float *y, const float *xp, const float *wp, int Cin, int Cout, int Ho, int Wo)
+/* The core: y (Cout, Ho*Wo) = sum over (ci, kh, kw) of wp x xp at stride st.
+ * xp (Cin, Hp, Wp) padded input, (Ho - 1) * st + 3 <= Hp (same for W);
+ * wp (Cout/8, Cin, 3, 3, 8). */
+static void core(float *y, const float *xp, const float *wp, int Cin, int Cout, int Ho, int Wo,
+                 int Hp, int Wp, int st)
 {
-    const int Wp = Wo + 2, P = Ho * Wo;
-    const size_t ps = (size_t)(Ho + 2) * Wp;
+    const int P = Ho * Wo;
+    const size_t ps = (size_t)Hp * Wp;
     const int tap[DC_T] = { 0, 1, 2, Wp, Wp + 1, Wp + 2, 2 * Wp, 2 * Wp + 1, 2 * Wp + 2 };
     for (int cb = 0; cb < Cout; cb += 16) {
         const int nv = Cout - cb >= 16 ? 2 : 1; /* vectors of 8 output channels */
@@ -113,7 +124,7 @@ static void core(float *y, const float *xp, const float *wp, int Cin, int Cout, 
             int off[DC_NP];
             for (int j = 0; j < DC_NP; j++) {
                 const int p = p0 + (j < np ? j : np - 1);
-                off[j] = p / Wo * Wp + p % Wo;
+                off[j] = p / Wo * st * Wp + p % Wo * st;
             }
             float acc[DC_NP][16];
 #ifdef PN_DC_AVX2
@@ -170,20 +181,19 @@ static void core(float *y, const float *xp, const float *wp, int Cin, int Cout, 
 void pn_dconv_fwd_image(float *y, const float *x, const float *wp, const pn_conv_shape *s,
                         float *scratch, int first)
 {
-    const int Ho = s->H + 2 * s->pad - 2, Wo = s->W + 2 * s->pad - 2;
+    const int Ho = out_size(s->H, s->pad, s->stride), Wo = out_size(s->W, s->pad, s->stride);
     if (first) pad_zero(scratch, s->Cin, s->H, s->W, s->pad);
     pad_copy(scratch, x, s->Cin, s->H, s->W, s->pad);
-    core(y, scratch, wp, s->Cin, s->Cout, Ho, Wo);
+    core(y, scratch, wp, s->Cin, s->Cout, Ho, Wo, s->H + 2 * s->pad, s->W + 2 * s->pad, s->stride);
 }
 
 /* dWp (Cout/8, Cin, 3, 3, 8) = beta * dWp + sum_p dyT[p][co] * xp[ci][off(p) + tap]
  * (packed: the accumulators are added as vectors, no transposition per image).
- * dyT (P, Cout); xp (Cin, Ho+2, Wo+2); beta 0 or 1. */
+ * dyT (P, Cout); xp (Cin, Hp, Wp) read at stride st; beta 0 or 1. */
 static void dweight(float *dWp, float beta, const float *dyT, const float *xp, int Cin, int Cout,
-                    int Ho, int Wo)
+                    int Ho, int Wo, int Hp, int Wp, int st)
 {
-    const int Wp = Wo + 2;
-    const size_t ps = (size_t)(Ho + 2) * Wp;
+    const size_t ps = (size_t)Hp * Wp;
     const int tap[DC_T] = { 0, 1, 2, Wp, Wp + 1, Wp + 2, 2 * Wp, 2 * Wp + 1, 2 * Wp + 2 };
     for (int cv = 0; cv < Cout; cv += 8)
         for (int ci = 0; ci < Cin; ci++) {
@@ -194,10 +204,10 @@ static void dweight(float *dWp, float beta, const float *dyT, const float *xp, i
                    a7 = a0, a8 = a0;
             const float *d = dyT + cv;
             for (int oh = 0; oh < Ho; oh++) {
-                const float *xr = xc + (size_t)oh * Wp;
+                const float *xr = xc + (size_t)oh * st * Wp;
                 for (int ow = 0; ow < Wo; ow++, d += Cout) {
                     const __m256 g = _mm256_loadu_ps(d);
-                    const float *xt = xr + ow;
+                    const float *xt = xr + ow * st;
                     a0 = _mm256_fmadd_ps(g, _mm256_broadcast_ss(xt + tap[0]), a0);
                     a1 = _mm256_fmadd_ps(g, _mm256_broadcast_ss(xt + tap[1]), a1);
                     a2 = _mm256_fmadd_ps(g, _mm256_broadcast_ss(xt + tap[2]), a2);
@@ -225,7 +235,7 @@ static void dweight(float *dWp, float beta, const float *dyT, const float *xp, i
             const float *d = dyT + cv;
             for (int oh = 0; oh < Ho; oh++)
                 for (int ow = 0; ow < Wo; ow++, d += Cout) {
-                    const float *xt = xc + (size_t)oh * Wp + ow;
+                    const float *xt = xc + (size_t)oh * st * Wp + ow * st;
                     for (int t = 0; t < DC_T; t++)
                         for (int l = 0; l < 8; l++) acc[t][l] += d[l] * xt[tap[t]];
                 }
@@ -244,10 +254,11 @@ size_t pn_dconv_dw_packed_index(size_t i, int Cin)
 void pn_dconv_bwd_image(float *dx, float *dWp, float beta, const float *dy, const float *x,
                         const float *wpb, const pn_conv_shape *s, float *scratch, int first)
 {
-    const int Ho = s->H + 2 * s->pad - 2, Wo = s->W + 2 * s->pad - 2, q = 2 - s->pad;
-    const int P = Ho * Wo, Cout = s->Cout;
+    const int Ho = out_size(s->H, s->pad, s->stride), Wo = out_size(s->W, s->pad, s->stride);
+    const int q = 2 - s->pad, P = Ho * Wo, Cout = s->Cout, Hp = s->H + 2 * s->pad, Wp = s->W + 2 * s->pad;
     float *xp = scratch, *dyT = xp + (size_t)s->Cin * pplane(s->H, s->W, s->pad);
     float *dyp = dyT + (size_t)P * Cout;
+    if (dx && !pn_dconv_dinp_ok(s)) dx = NULL; /* the caller computes it */
     if (first) {
         pad_zero(xp, s->Cin, s->H, s->W, s->pad);
         if (dx) pad_zero(dyp, Cout, Ho, Wo, q);
@@ -255,8 +266,8 @@ void pn_dconv_bwd_image(float *dx, float *dWp, float beta, const float *dy, cons
     pad_copy(xp, x, s->Cin, s->H, s->W, s->pad);
     for (int co = 0; co < Cout; co++)
         for (int p = 0; p < P; p++) dyT[(size_t)p * Cout + co] = dy[(size_t)co * P + p];
-    dweight(dWp, beta, dyT, xp, s->Cin, Cout, Ho, Wo);
+    dweight(dWp, beta, dyT, xp, s->Cin, Cout, Ho, Wo, Hp, Wp, s->stride);
     if (!dx) return;
     pad_copy(dyp, dy, Cout, Ho, Wo, q);
-    core(dx, dyp, wpb, Cout, s->Cin, s->H, s->W);
+    core(dx, dyp, wpb, Cout, s->Cin, s->H, s->W, Ho + 2 * q, Wo + 2 * q, 1);
 }

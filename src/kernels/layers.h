@@ -31,15 +31,18 @@ int pn_conv2d_forward(float *out, const float *inp, const float *weight, const f
 int pn_conv2d_backward(float *dinp, float *dweight, float *dbias, const float *dout,
                        const float *inp, const float *weight, const pn_conv_shape *s, float *work);
 
-/* Direct 3x3 stride-1 convolution (conv_direct.c), used by the two calls above for the
- * shapes pn_dconv_ok accepts (groups 1, pad <= 2, Cin and Cout multiples of 8). One image
- * per call; scratch: pn_dconv_scratch floats per thread (padded planes, dout transposed);
+/* Direct 3x3 convolution (conv_direct.c), used by the two calls above for the shapes
+ * pn_dconv_ok accepts (stride 1 or 2, groups 1, pad <= 2, Cout a multiple of 8, at most 64
+ * channels). Its backward computes the input gradient only where pn_dconv_dinp_ok (stride
+ * 1, Cin a multiple of 8); otherwise dx is left to the caller. One image per call;
+ * scratch: pn_dconv_scratch floats per thread (padded planes, dout transposed);
  * first = 1 on the first image of a call with this scratch (zeroes the padding once).
  * wp: weights packed by pn_dconv_pack_fwd (forward) or pn_dconv_pack_bwd (dinp), each
  * Cin * Cout * 9 floats. The backward: dWp = beta * dWp + this image's weight gradient in
  * the packed layout (Cout/8, Cin, 3, 3, 8) (beta 0 or 1); element i of a (Cout, Cin, 3, 3)
  * gradient is dWp[pn_dconv_dw_packed_index(i, Cin)]. dx written (or NULL). */
 int pn_dconv_ok(const pn_conv_shape *s);
+int pn_dconv_dinp_ok(const pn_conv_shape *s);
 /* 0: every convolution takes the im2col + sgemm path (benchmarks, tests); 1 (default): the
  * direct kernel where pn_dconv_ok. Not thread-safe; query workspaces again after it. */
 void pn_dconv_enable(int on);
