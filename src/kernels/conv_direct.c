@@ -106,6 +106,28 @@ static void pad_copy(float *xp, const float *x, int C, int H, int W, int pad)
                    (size_t)W * sizeof(float));
 }
 
+#ifdef PN_DC_AVX2
+/* r[j][l] -> r[l][j] for an 8x8 block of floats. */
+static inline void transpose8(__m256 r[8])
+{
+    __m256 t[8], s[8];
+    for (int i = 0; i < 4; i++) {
+        t[2 * i] = _mm256_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm256_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+    for (int i = 0; i < 2; i++) {
+        s[4 * i] = _mm256_shuffle_ps(t[4 * i], t[4 * i + 2], _MM_SHUFFLE(1, 0, 1, 0));
+        s[4 * i + 1] = _mm256_shuffle_ps(t[4 * i], t[4 * i + 2], _MM_SHUFFLE(3, 2, 3, 2));
+        s[4 * i + 2] = _mm256_shuffle_ps(t[4 * i + 1], t[4 * i + 3], _MM_SHUFFLE(1, 0, 1, 0));
+        s[4 * i + 3] = _mm256_shuffle_ps(t[4 * i + 1], t[4 * i + 3], _MM_SHUFFLE(3, 2, 3, 2));
+    }
+    for (int i = 0; i < 4; i++) {
+        r[i] = _mm256_permute2f128_ps(s[i], s[i + 4], 0x20);
+        r[i + 4] = _mm256_permute2f128_ps(s[i], s[i + 4], 0x31);
+    }
+}
+#endif
+
 /* The core: y (Cout, Ho*Wo) = sum over (ci, kh, kw) of wp x xp at stride st.
  * xp (Cin, Hp, Wp) padded input, (Ho - 1) * st + 3 <= Hp (same for W);
  * wp (Cout/8, Cin, 3, 3, 8). */
@@ -126,7 +148,6 @@ static void core(float *y, const float *xp, const float *wp, int Cin, int Cout, 
                 const int p = p0 + (j < np ? j : np - 1);
                 off[j] = p / Wo * st * Wp + p % Wo * st;
             }
-            float acc[DC_NP][16];
 #ifdef PN_DC_AVX2
             __m256 a00 = _mm256_setzero_ps(), a01 = a00, a10 = a00, a11 = a00, a20 = a00,
                    a21 = a00, a30 = a00, a31 = a00, a40 = a00, a41 = a00, a50 = a00, a51 = a00;
@@ -150,13 +171,21 @@ static void core(float *y, const float *xp, const float *wp, int Cin, int Cout, 
 #undef DC_STEP
                 }
             }
-            _mm256_storeu_ps(acc[0], a00); _mm256_storeu_ps(acc[0] + 8, a01);
-            _mm256_storeu_ps(acc[1], a10); _mm256_storeu_ps(acc[1] + 8, a11);
-            _mm256_storeu_ps(acc[2], a20); _mm256_storeu_ps(acc[2] + 8, a21);
-            _mm256_storeu_ps(acc[3], a30); _mm256_storeu_ps(acc[3] + 8, a31);
-            _mm256_storeu_ps(acc[4], a40); _mm256_storeu_ps(acc[4] + 8, a41);
-            _mm256_storeu_ps(acc[5], a50); _mm256_storeu_ps(acc[5] + 8, a51);
+            /* (pixel, channel) -> (channel, pixel): 8x8 transposes (rows 6 and 7 unused),
+             * then the np valid pixels of each channel in one masked store */
+            const __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(np),
+                                                    _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+            __m256 r[8] = { a00, a10, a20, a30, a40, a50, _mm256_setzero_ps(), _mm256_setzero_ps() };
+            transpose8(r);
+            for (int l = 0; l < 8; l++) _mm256_maskstore_ps(y + (size_t)(cb + l) * P + p0, mask, r[l]);
+            if (nv == 2) {
+                __m256 u[8] = { a01, a11, a21, a31, a41, a51, _mm256_setzero_ps(), _mm256_setzero_ps() };
+                transpose8(u);
+                for (int l = 0; l < 8; l++)
+                    _mm256_maskstore_ps(y + (size_t)(cb + 8 + l) * P + p0, mask, u[l]);
+            }
 #else
+            float acc[DC_NP][16];
             memset(acc, 0, sizeof acc);
             for (int v = 0; v < nv; v++) {
                 const float *wq = v ? w1 : w0;
@@ -169,11 +198,11 @@ static void core(float *y, const float *xp, const float *wp, int Cin, int Cout, 
                         }
                 }
             }
-#endif
             for (int l = 0; l < nv * 8; l++) {
                 float *yr = y + (size_t)(cb + l) * P + p0;
                 for (int j = 0; j < np; j++) yr[j] = acc[j][l];
             }
+#endif
         }
     }
 }
