@@ -80,9 +80,7 @@ deps-test:
 # make test: the suite built normally and built with AddressSanitizer and
 # UndefinedBehaviorSanitizer, and every fuzzer for FUZZ_SECONDS, one summary.
 # make test-fast: the normal build only.
-# -march=native as in the normal build, so that the sanitizers see the same SIMD paths
-# (e.g. the AVX2 direct convolution) rather than the portable fallbacks.
-SAN_FLAGS = -O1 -g -march=native -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
+SAN_FLAGS = -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
 SAN_BIN   = $(TEST_BIN:$(BUILD)/%=build-san/%)
 # Passive OpenMP waiting: spinning threads starve each other when the 2 cores are shared.
 TEST_ENV  = ASAN_OPTIONS=detect_leaks=1 OMP_NUM_THREADS=2 OMP_WAIT_POLICY=passive
