@@ -1,0 +1,142 @@
+/* bench_conv — the 3x3 stride-1 convolutions of resnet20 (28x28 input, width 16) at batch
+ * 128: the direct kernel (conv_direct.c) against im2col + OpenBLAS sgemm, measured in the
+ * same run.
+ *
+ *   build/bench/bench_conv [-t "1 2"] [-r REPS] [-s N,Cin,H,W,Cout ...]
+ * (-s: other 3x3 stride-1 pad-1 shapes instead of resnet20's, up to 8)
+ *
+ * Per shape and thread count: GFLOP/s of the forward (2*MACs) and of the backward (dinp
+ * and dweight: 4*MACs), median of REPS calls after one warm-up, for both paths, and the
+ * ratio direct / gemm (> 1: the direct kernel is faster). Also OpenBLAS's large square
+ * sgemm (2048^3) as the peak of the machine. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <cblas.h>
+
+#include "kernels/layers.h"
+#include "proxynorm.h"
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + 1e-9 * ts.tv_nsec;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static float *filled(size_t n)
+{
+    float *p = malloc((n ? n : 1) * sizeof(float));
+    if (!p) {
+        fprintf(stderr, "bench_conv: out of memory\n");
+        exit(1);
+    }
+    unsigned s = 12345;
+    for (size_t i = 0; i < n; i++) {
+        s = s * 1664525u + 1013904223u;
+        p[i] = (float)(s >> 8) * (1.0f / 16777216.0f) - 0.5f;
+    }
+    return p;
+}
+
+/* Median seconds of reps forward (bwd = 0) or backward calls. */
+static double time_conv(const pn_conv_shape *s, int bwd, int reps)
+{
+    int Ho, Wo;
+    pn_conv_out_hw(s, &Ho, &Wo);
+    const size_t nx = (size_t)s->N * s->Cin * s->H * s->W, ny = (size_t)s->N * s->Cout * Ho * Wo;
+    const size_t nw = (size_t)s->Cout * s->Cin * s->KH * s->KW;
+    float *x = filled(nx), *w = filled(nw), *y = filled(ny), *dx = filled(nx), *dw = filled(nw);
+    float *work = filled(pn_conv2d_workspace(s));
+    double *t = malloc((size_t)reps * sizeof(double));
+    if (!t) exit(1);
+    for (int r = -1; r < reps; r++) {
+        double t0 = now_s();
+        int rc = bwd ? pn_conv2d_backward(dx, dw, NULL, y, x, w, s, work)
+                     : pn_conv2d_forward(y, x, w, NULL, s, work);
+        if (rc != PN_OK) {
+            fprintf(stderr, "bench_conv: %s\n", pn_last_error());
+            exit(1);
+        }
+        if (r >= 0) t[r] = now_s() - t0;
+    }
+    qsort(t, (size_t)reps, sizeof *t, cmp_double);
+    double med = t[reps / 2];
+    free(x); free(w); free(y); free(dx); free(dw); free(work); free(t);
+    return med;
+}
+
+static double sgemm_peak(void)
+{
+    const int n = 2048;
+    float *a = filled((size_t)n * n), *b = filled((size_t)n * n), *c = filled((size_t)n * n);
+    double best = 1e30;
+    for (int r = 0; r < 4; r++) {
+        double t0 = now_s();
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, a, n, b, n, 0.0f, c, n);
+        double dt = now_s() - t0;
+        if (r > 0 && dt < best) best = dt;
+    }
+    free(a); free(b); free(c);
+    return 2.0 * n * n * (double)n / best * 1e-9;
+}
+
+int main(int argc, char **argv)
+{
+    const char *threads = "1 2";
+    int reps = 7, ns = 3;
+    pn_conv_shape shapes[8] = {
+        { 128, 16, 28, 28, 16, 3, 3, 1, 1, 1 },
+        { 128, 32, 14, 14, 32, 3, 3, 1, 1, 1 },
+        { 128, 64, 7, 7, 64, 3, 3, 1, 1, 1 },
+    };
+    int custom = 0;
+    for (int i = 1; i < argc; i++) {
+        pn_conv_shape c = { 0, 0, 0, 0, 0, 3, 3, 1, 1, 1 };
+        if (i + 1 < argc && !strcmp(argv[i], "-t")) threads = argv[++i];
+        else if (i + 1 < argc && !strcmp(argv[i], "-r")) reps = atoi(argv[++i]);
+        else if (i + 1 < argc && !strcmp(argv[i], "-s") && custom < 8 &&
+                 sscanf(argv[++i], "%d,%d,%d,%d,%d", &c.N, &c.Cin, &c.H, &c.W, &c.Cout) == 5 &&
+                 c.N > 0 && c.Cin > 0 && c.H > 0 && c.W > 0 && c.Cout > 0)
+            shapes[custom++] = c;
+        else {
+            fprintf(stderr, "usage: bench_conv [-t \"1 2\"] [-r REPS] [-s N,Cin,H,W,Cout ...]\n");
+            return 2;
+        }
+    }
+    if (custom) ns = custom;
+    if (reps < 1) reps = 1;
+    char buf[64];
+    snprintf(buf, sizeof buf, "%s", threads);
+    printf("%-22s %3s | %8s %8s %6s | %8s %8s %6s | %s\n", "shape (N,Cin,H,W,Cout)", "thr", "fwd dir",
+           "gemm", "d/g", "bwd dir", "gemm", "d/g", "GFLOP/s; peak = OpenBLAS sgemm 2048^3");
+    for (char *tok = strtok(buf, " "); tok; tok = strtok(NULL, " ")) {
+        const int T = atoi(tok);
+        if (T < 1) continue;
+        pn_set_threads(T);
+        for (int k = 0; k < ns; k++) {
+            const pn_conv_shape *s = &shapes[k];
+            const double macs = (double)s->N * s->Cout * s->Cin * 9 * s->H * s->W;
+            double g[2][2];
+            for (int d = 0; d < 2; d++) {
+                pn_dconv_enable(d == 0);
+                for (int b = 0; b < 2; b++) g[d][b] = (b ? 4 : 2) * macs / time_conv(s, b, reps) * 1e-9;
+            }
+            pn_dconv_enable(1);
+            char name[32];
+            snprintf(name, sizeof name, "%d,%d,%d,%d,%d", s->N, s->Cin, s->H, s->W, s->Cout);
+            printf("%-22s %3d | %8.1f %8.1f %6.2f | %8.1f %8.1f %6.2f |\n", name, T, g[0][0], g[1][0],
+                   g[0][0] / g[1][0], g[0][1], g[1][1], g[0][1] / g[1][1]);
+        }
+        printf("%-22s %3d | peak %.1f GFLOP/s\n", "sgemm 2048^3", T, sgemm_peak());
+    }
+    return 0;
+}
