@@ -101,9 +101,13 @@ static int is_pointwise(const pn_conv_shape *s)
     return s->KH == 1 && s->KW == 1 && s->stride == 1 && s->pad == 0;
 }
 
+/* Kernels up to this size take the depthwise row loops (per-tap ranges on the stack);
+ * larger ones run as grouped GEMMs. */
+#define PN_DW_KMAX 16
+
 static int is_depthwise(const pn_conv_shape *s)
 {
-    return s->Cin == s->groups && s->Cout == s->groups;
+    return s->Cin == s->groups && s->Cout == s->groups && s->KH <= PN_DW_KMAX && s->KW <= PN_DW_KMAX;
 }
 
 /* Input gradient of a stride-1 convolution as a convolution of dout: dinp = conv(dout, W')
@@ -284,6 +288,33 @@ static void col2im(float *dx, const float *col, const pn_conv_shape *s, int Ho, 
 }
 
 /* ------------------------------------------------------------ depthwise */
+/* Row by row: each output row (forward) or input-gradient row is finished while it is in
+ * L1, each tap a vectorized axpy over the row; every element sees its terms in the same
+ * order as a tap-by-tap pass over the whole plane. The weight gradient sums each row in
+ * double lanes (omp simd reduction), then the rows in order. */
+
+/* y[i] += a * x[i*st] for i in [lo, hi) (y and x never overlap: restrict lets it vectorize) */
+static inline void axpy_row(float *restrict y, const float *restrict x, float a, int lo, int hi, int st)
+{
+    if (st == 1) {
+        #pragma omp simd
+        for (int i = lo; i < hi; i++) y[i] += a * x[i];
+    } else {
+        for (int i = lo; i < hi; i++) y[i] += a * x[i * st];
+    }
+}
+
+/* y[i*st] += a * x[i] for i in [lo, hi) */
+static inline void axpy_row_scatter(float *restrict y, const float *restrict x, float a, int lo, int hi,
+                                    int st)
+{
+    if (st == 1) {
+        #pragma omp simd
+        for (int i = lo; i < hi; i++) y[i] += a * x[i];
+    } else {
+        for (int i = lo; i < hi; i++) y[i * st] += a * x[i];
+    }
+}
 
 // inp (N,C,H,W), weight (C,1,KH,KW), bias (C) or NULL, out (N,C,Ho,Wo)
 static void dw_forward(float *out, const float *inp, const float *weight, const float *bias,
@@ -291,32 +322,26 @@ static void dw_forward(float *out, const float *inp, const float *weight, const 
 {
     const int C = s->Cin, H = s->H, W = s->W, KH = s->KH, KW = s->KW, st = s->stride, pad = s->pad;
     const size_t HoWo = (size_t)Ho * Wo;
+    int lo[PN_DW_KMAX], hi[PN_DW_KMAX];
+    for (int kw = 0; kw < KW; kw++) valid_range(Wo, W, st, pad, kw, &lo[kw], &hi[kw]);
     #pragma omp parallel for schedule(static) if ((long)s->N * C * (long)HoWo * KH * KW >= PN_PAR_MIN)
     for (long nc = 0; nc < (long)s->N * C; nc++) {
         const int c = (int)(nc % C);
         const float *x = inp + (size_t)nc * H * W;
         const float *w = weight + (size_t)c * KH * KW;
         float *y = out + (size_t)nc * HoWo;
-        for (size_t i = 0; i < HoWo; i++) y[i] = 0.0f;
-        for (int kh = 0; kh < KH; kh++) {
-            for (int kw = 0; kw < KW; kw++) {
-                const float wv = w[kh * KW + kw];
-                int lo, hi;
-                valid_range(Wo, W, st, pad, kw, &lo, &hi);
-                for (int oh = 0; oh < Ho; oh++) {
-                    const int ih = oh * st - pad + kh;
-                    if (ih < 0 || ih >= H) continue;
-                    const float *xr = x + (size_t)ih * W - pad + kw;
-                    float *yr = y + (size_t)oh * Wo;
-                    if (st == 1)
-                        for (int ow = lo; ow < hi; ow++) yr[ow] += wv * xr[ow];
-                    else
-                        for (int ow = lo; ow < hi; ow++) yr[ow] += wv * xr[ow * st];
-                }
+        for (int oh = 0; oh < Ho; oh++) {
+            float *yr = y + (size_t)oh * Wo;
+            for (int ow = 0; ow < Wo; ow++) yr[ow] = 0.0f;
+            for (int kh = 0; kh < KH; kh++) {
+                const int ih = oh * st - pad + kh;
+                if (ih < 0 || ih >= H) continue;
+                for (int kw = 0; kw < KW; kw++)
+                    axpy_row(yr, x + (size_t)ih * W - pad + kw, w[kh * KW + kw], lo[kw], hi[kw], st);
             }
+            if (bias)
+                for (int ow = 0; ow < Wo; ow++) yr[ow] += bias[c];
         }
-        if (bias)
-            for (size_t i = 0; i < HoWo; i++) y[i] += bias[c];
     }
 }
 
@@ -327,63 +352,61 @@ static void dw_backward(float *dinp, float *dweight, float *dbias, const float *
     const int st = s->stride, pad = s->pad;
     const size_t HW = (size_t)H * W, HoWo = (size_t)Ho * Wo;
     const long work = (long)N * C * (long)HoWo * KH * KW;
-    /* Parameter gradients: one channel per iteration, sums over (n, oh, ow) in double. */
+    int lo[PN_DW_KMAX], hi[PN_DW_KMAX];
+    for (int kw = 0; kw < KW; kw++) valid_range(Wo, W, st, pad, kw, &lo[kw], &hi[kw]);
+    /* Parameter gradients: one channel per iteration, one double sum per tap: over
+     * (n, oh) in that order of the rows' sums (double lanes). */
     #pragma omp parallel for schedule(static) if (work >= PN_PAR_MIN)
     for (int c = 0; c < C; c++) {
-        for (int kh = 0; kh < KH; kh++) {
-            for (int kw = 0; kw < KW; kw++) {
-                int lo, hi;
-                valid_range(Wo, W, st, pad, kw, &lo, &hi);
-                double acc = 0.0;
-                for (int n = 0; n < N; n++) {
-                    const float *x = inp + ((size_t)n * C + c) * HW;
-                    const float *dy = dout + ((size_t)n * C + c) * HoWo;
-                    for (int oh = 0; oh < Ho; oh++) {
-                        const int ih = oh * st - pad + kh;
-                        if (ih < 0 || ih >= H) continue;
-                        const float *xr = x + (size_t)ih * W - pad + kw;
-                        const float *dr = dy + (size_t)oh * Wo;
-                        if (st == 1)
-                            for (int ow = lo; ow < hi; ow++) acc += (double)dr[ow] * xr[ow];
-                        else
-                            for (int ow = lo; ow < hi; ow++) acc += (double)dr[ow] * xr[ow * st];
+        double acc[PN_DW_KMAX * PN_DW_KMAX];
+        for (int t = 0; t < KH * KW; t++) acc[t] = 0.0;
+        double accb = 0.0;
+        for (int n = 0; n < N; n++) {
+            const float *x = inp + ((size_t)n * C + c) * HW;
+            const float *dy = dout + ((size_t)n * C + c) * HoWo;
+            for (int kh = 0; kh < KH; kh++)
+                for (int oh = 0; oh < Ho; oh++) {
+                    const int ih = oh * st - pad + kh;
+                    if (ih < 0 || ih >= H) continue;
+                    const float *xr = x + (size_t)ih * W - pad;
+                    const float *dr = dy + (size_t)oh * Wo;
+                    for (int kw = 0; kw < KW; kw++) {
+                        double r = 0.0; /* the row's sum, in double lanes */
+                        if (st == 1) {
+                            #pragma omp simd reduction(+ : r)
+                            for (int ow = lo[kw]; ow < hi[kw]; ow++) r += (double)dr[ow] * xr[ow + kw];
+                        } else {
+                            for (int ow = lo[kw]; ow < hi[kw]; ow++) r += (double)dr[ow] * xr[ow * st + kw];
+                        }
+                        acc[kh * KW + kw] += r;
                     }
                 }
-                dweight[(size_t)c * KH * KW + kh * KW + kw] += (float)acc;
-            }
+            if (dbias)
+                for (size_t i = 0; i < HoWo; i++) accb += dy[i];
         }
-        if (dbias) {
-            double acc = 0.0;
-            for (int n = 0; n < N; n++) {
-                const float *dy = dout + ((size_t)n * C + c) * HoWo;
-                for (size_t i = 0; i < HoWo; i++) acc += dy[i];
-            }
-            dbias[c] += (float)acc;
-        }
+        for (int t = 0; t < KH * KW; t++) dweight[(size_t)c * KH * KW + t] += (float)acc[t];
+        if (dbias) dbias[c] += (float)accb;
     }
     if (!dinp) return;
+    /* Input gradient row by row: dx row ih gathers, for kh then kw, the dout row oh with
+     * oh*st - pad + kh = ih. */
     #pragma omp parallel for schedule(static) if (work >= PN_PAR_MIN)
     for (long nc = 0; nc < (long)N * C; nc++) {
         const int c = (int)(nc % C);
         float *dx = dinp + (size_t)nc * HW;
         const float *dy = dout + (size_t)nc * HoWo;
         const float *w = weight + (size_t)c * KH * KW;
-        memset(dx, 0, HW * sizeof(float));
-        for (int kh = 0; kh < KH; kh++) {
-            for (int kw = 0; kw < KW; kw++) {
-                const float wv = w[kh * KW + kw];
-                int lo, hi;
-                valid_range(Wo, W, st, pad, kw, &lo, &hi);
-                for (int oh = 0; oh < Ho; oh++) {
-                    const int ih = oh * st - pad + kh;
-                    if (ih < 0 || ih >= H) continue;
-                    float *xr = dx + (size_t)ih * W - pad + kw;
-                    const float *dr = dy + (size_t)oh * Wo;
-                    if (st == 1)
-                        for (int ow = lo; ow < hi; ow++) xr[ow] += wv * dr[ow];
-                    else
-                        for (int ow = lo; ow < hi; ow++) xr[ow * st] += wv * dr[ow];
-                }
+        for (int ih = 0; ih < H; ih++) {
+            float *xr0 = dx + (size_t)ih * W;
+            for (int iw = 0; iw < W; iw++) xr0[iw] = 0.0f;
+            for (int kh = 0; kh < KH; kh++) {
+                const int t = ih + pad - kh;
+                if (t < 0 || t % st) continue;
+                const int oh = t / st;
+                if (oh >= Ho) continue;
+                const float *dr = dy + (size_t)oh * Wo;
+                for (int kw = 0; kw < KW; kw++)
+                    axpy_row_scatter(xr0 - pad + kw, dr, w[kh * KW + kw], lo[kw], hi[kw], st);
             }
         }
     }
