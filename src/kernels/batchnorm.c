@@ -6,11 +6,15 @@
  * as mean, rstd (N/g, C) at [k*C + c]. Work is split over channels (OpenMP,
  * static); inside a channel, chunks run in order, so the running statistics see
  * the same sequence of updates as N/g PyTorch calls on consecutive chunks.
+ * Forward per (chunk, channel): one pass of shifted double sums about the chunk's
+ * first value (pn_sum_shifted) gives mean and variance, a second pass normalizes
+ * (and applies the model's following ReLU: the _ex variants, norm_internal.h).
  *
  * Backward per (chunk k, channel c), M = g*HW, xc = x - mean, gamma = weight_c:
  *   sdy = sum dy, sdyx = sum dy * xc                                  (double)
  *   dx = gamma*rstd*dy - gamma*rstd^3*sdyx/M * xc - gamma*rstd*sdy/M
- *   dweight_c += sum_k rstd_k * sdyx_k,  dbias_c += sum_k sdy_k  (chunk order). */
+ *   dweight_c += sum_k rstd_k * sdyx_k,  dbias_c += sum_k sdy_k  (chunk order).
+ * With relu_out (the backward of BN + ReLU) dy is masked by relu_out > 0 as it is read. */
 #include <math.h>
 #include <stddef.h>
 
