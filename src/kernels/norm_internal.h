@@ -134,15 +134,22 @@ static inline void pn_sum_dy_dyx_relu(const float *dy, const float *out, const f
 {
     double a[PN_LANES] = {0}, b[PN_LANES] = {0};
     size_t i = 0;
-    for (; i + PN_LANES <= n; i += PN_LANES)
+    for (; i + PN_LANES <= n; i += PN_LANES) {
+        float gm[PN_LANES]; /* the masked dy in float first: both loops vectorize */
         for (int k = 0; k < PN_LANES; k++) {
-            double g = out[i + k] > 0.0f ? dy[i + k] : 0.0f;
+            const float d = dy[i + k], o = out[i + k];
+            gm[k] = o > 0.0f ? d : 0.0f;
+        }
+        for (int k = 0; k < PN_LANES; k++) {
+            const double g = gm[k];
             a[k] += g;
             b[k] += g * (x[i + k] - mu);
         }
+    }
     double s = 0, t = 0;
     for (; i < n; i++) {
-        double g = out[i] > 0.0f ? dy[i] : 0.0f;
+        const float d = dy[i], o = out[i];
+        double g = o > 0.0f ? d : 0.0f;
         s += g;
         t += g * (x[i] - mu);
     }
@@ -179,7 +186,8 @@ static inline void pn_norm_dx_row(float *dx, const float *dy, const float *x, co
     if (out) {
         #pragma omp simd
         for (int i = 0; i < n; i++) {
-            const float g = out[i] > 0.0f ? dy[i] : 0.0f;
+            const float d = dy[i], o = out[i]; /* both loaded: a select, vectorized */
+            const float g = o > 0.0f ? d : 0.0f;
             dx[i] = c1 * g + c2 * (x[i] - m) + c3;
         }
     } else {
