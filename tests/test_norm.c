@@ -6,6 +6,7 @@
 
 #include "harness.h"
 #include "kernels/common.h"
+#include "kernels/norm_internal.h"
 #include "proxynorm.h"
 
 static float *fbuf(size_t n) { return calloc(n ? n : 1, sizeof(float)); }
@@ -21,10 +22,12 @@ static int bits_equal(const float *a, const float *b, size_t n)
 }
 
 /* ------------------------------------------------ finite-difference checks */
-/* One normalization layer under test: GN (norm_batch 0) or BN train. */
+/* One normalization layer under test: GN (norm_batch 0) or BN train; relu: followed by
+ * a ReLU fused into the kernels (the internal _ex variants of norm_internal.h). */
 typedef struct {
     int bn, N, C, HW, G, norm_batch, affine;
     float eps;
+    int relu;
 } layer;
 
 static size_t n_stats(const layer *L)
@@ -37,15 +40,28 @@ static size_t n_stats(const layer *L)
 static int layer_fwd(const layer *L, float *out, float *mean, float *rstd, const float *x,
                      const float *w, const float *b)
 {
+    if (L->relu && L->bn)
+        return pn_batchnorm_forward_train_ex(out, mean, rstd, NULL, NULL, x, w, b, L->N, L->C,
+                                             L->HW, L->norm_batch, 0.1f, L->eps, 1);
+    if (L->relu)
+        return pn_groupnorm_forward_ex(out, mean, rstd, x, w, b, L->N, L->C, L->HW, L->G, L->eps, 1);
     if (L->bn)
         return pn_batchnorm_forward_train(out, mean, rstd, NULL, NULL, x, w, b, L->N, L->C, L->HW,
                                           L->norm_batch, 0.1f, L->eps);
     return pn_groupnorm_forward(out, mean, rstd, x, w, b, L->N, L->C, L->HW, L->G, L->eps);
 }
 
+/* out: the forward's output (the ReLU mask when L->relu). */
 static int layer_bwd(const layer *L, float *dx, float *dw, float *db, const float *dy,
-                     const float *x, const float *mean, const float *rstd, const float *w)
+                     const float *x, const float *mean, const float *rstd, const float *w,
+                     const float *out)
 {
+    if (L->relu && L->bn)
+        return pn_batchnorm_backward_ex(dx, dw, db, dy, x, mean, rstd, w, L->N, L->C, L->HW,
+                                        L->norm_batch, out);
+    if (L->relu)
+        return pn_groupnorm_backward_ex(dx, dw, db, dy, x, mean, rstd, w, L->N, L->C, L->HW, L->G,
+                                        out, NULL);
     if (L->bn)
         return pn_batchnorm_backward(dx, dw, db, dy, x, mean, rstd, w, L->N, L->C, L->HW,
                                      L->norm_batch);
@@ -108,23 +124,43 @@ static double fd_error(const layer *L, float *v, size_t nv, const float *analyti
 #define FD_H 1e-2
 #define FD_TOL 2e-3
 
+/* With a ReLU the loss has kinks where a pre-activation is 0: inputs are redrawn until
+ * every pre-activation is at least RELU_GAP from 0, which no step of the differences
+ * (|d out| <= ~2.5 h) crosses. */
+#define RELU_GAP 0.05
+
 static void grad_check(const layer *L)
 {
     size_t n = (size_t)L->N * L->C * L->HW, ns = n_stats(L);
-    float *x = randn(n, 0.3, 1.0), *r = randn(n, 0, 1);
-    float *w = L->affine ? randn(L->C, 1.0, 0.5) : NULL;
-    float *b = L->affine ? randn(L->C, 0.0, 0.5) : NULL;
+    float *x = NULL, *r = randn(n, 0, 1), *w = NULL, *b = NULL;
     float *out = fbuf(n), *mean = fbuf(ns), *rstd = fbuf(ns);
     float *dx = fbuf(n), *dw = fbuf(L->C), *db = fbuf(L->C);
+    for (int tries = 0;; tries++) {
+        free(x), free(w), free(b);
+        x = randn(n, 0.3, 1.0);
+        w = L->affine ? randn(L->C, 1.0, 0.5) : NULL;
+        b = L->affine ? randn(L->C, 0.0, 0.5) : NULL;
+        if (!L->relu) break;
+        layer P = *L;
+        P.relu = 0;
+        CHECK(layer_fwd(&P, out, mean, rstd, x, w, b) == PN_OK, "forward: %s", pn_last_error());
+        double gap = INFINITY;
+        for (size_t i = 0; i < n; i++) gap = fmin(gap, fabs(out[i]));
+        if (gap >= RELU_GAP) break;
+        if (tries == 1000) {
+            CHECK(0, "no input with pre-activations away from 0 in 1000 draws");
+            break;
+        }
+    }
     CHECK(layer_fwd(L, out, mean, rstd, x, w, b) == PN_OK, "forward: %s", pn_last_error());
-    CHECK(layer_bwd(L, dx, dw, db, r, x, mean, rstd, w) == PN_OK, "backward: %s", pn_last_error());
+    CHECK(layer_bwd(L, dx, dw, db, r, x, mean, rstd, w, out) == PN_OK, "backward: %s", pn_last_error());
     /* The ~10^4 forward calls of the differences run on one thread: cheap either way,
      * and under valgrind an OpenMP team's barrier spinning would take minutes. */
     int threads = pn_get_threads();
     pn_set_threads(1);
     double ex = fd_error(L, x, n, dx, x, w, b, r, FD_H);
-    CHECK(ex <= FD_TOL, "%s N=%d C=%d HW=%d G=%d g=%d affine=%d: dinp rel err %.3g",
-          L->bn ? "BN" : "GN", L->N, L->C, L->HW, L->G, L->norm_batch, L->affine, ex);
+    CHECK(ex <= FD_TOL, "%s N=%d C=%d HW=%d G=%d g=%d affine=%d relu=%d: dinp rel err %.3g",
+          L->bn ? "BN" : "GN", L->N, L->C, L->HW, L->G, L->norm_batch, L->affine, L->relu, ex);
     double ew = 0, eb = 0;
     if (L->affine) {
         ew = fd_error(L, w, L->C, dw, x, w, b, r, FD_H);
@@ -134,8 +170,8 @@ static void grad_check(const layer *L)
     }
     pn_set_threads(threads);
     if (getenv("NORM_VERBOSE"))
-        printf("  %s N=%d C=%d HW=%d G=%d g=%d affine=%d: rel err dinp %.2g dweight %.2g dbias %.2g\n",
-               L->bn ? "BN" : "GN", L->N, L->C, L->HW, L->G, L->norm_batch, L->affine, ex, ew, eb);
+        printf("  %s N=%d C=%d HW=%d G=%d g=%d affine=%d relu=%d: rel err dinp %.2g dweight %.2g dbias %.2g\n",
+               L->bn ? "BN" : "GN", L->N, L->C, L->HW, L->G, L->norm_batch, L->affine, L->relu, ex, ew, eb);
     free(x), free(r), free(w), free(b), free(out), free(mean), free(rstd), free(dx), free(dw),
         free(db);
 }
@@ -149,7 +185,7 @@ TEST(gn_gradients)
     };
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
         for (int affine = 0; affine <= 1; affine++) {
-            layer L = { 0, shapes[s][0], shapes[s][1], shapes[s][2], shapes[s][3], 0, affine, 1e-5f };
+            layer L = { 0, shapes[s][0], shapes[s][1], shapes[s][2], shapes[s][3], 0, affine, 1e-5f, 0 };
             grad_check(&L);
         }
 }
@@ -163,9 +199,147 @@ TEST(bn_gradients)
     };
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
         for (int affine = 0; affine <= 1; affine++) {
-            layer L = { 1, shapes[s][0], shapes[s][1], shapes[s][2], 0, shapes[s][3], affine, 1e-5f };
+            layer L = { 1, shapes[s][0], shapes[s][1], shapes[s][2], 0, shapes[s][3], affine, 1e-5f, 0 };
             grad_check(&L);
         }
+}
+
+/* The backward of norm + ReLU fused into the kernels (relu_out mask) against finite
+ * differences of max(norm(x), 0). */
+TEST(norm_relu_gradients)
+{
+    harness_seed(13);
+    static const int shapes[][5] = { /* bn, N, C, HW, G or norm_batch */
+        { 0, 2, 3, 5, 1 }, { 0, 2, 6, 4, 2 }, { 0, 3, 4, 6, 4 }, { 1, 4, 3, 5, 0 },
+        { 1, 4, 3, 5, 2 }, { 1, 6, 2, 3, 3 },
+    };
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
+        for (int affine = 0; affine <= 1; affine++) {
+            const int *h = shapes[s];
+            layer L = { h[0], h[1], h[2], h[3], h[0] ? 0 : h[4], h[0] ? h[4] : 0, affine, 1e-5f, 1 };
+            grad_check(&L);
+        }
+}
+
+/* The fused variants give exactly the unfused norm followed by the model's ReLU
+ * (forward: max(., 0), NaN -> 0; backward: dout masked by out > 0), and the GN backward
+ * with caller scratch exactly the one that allocates. */
+static void relu_ref(float *y, size_t n)
+{
+    for (size_t i = 0; i < n; i++) y[i] = y[i] > 0.0f ? y[i] : 0.0f;
+}
+
+TEST(fused_relu_equals_unfused)
+{
+    harness_seed(17);
+    const int N = 4, C = 6, HW = 29; /* HW not a multiple of the vector width */
+    const size_t n = (size_t)N * C * HW;
+    float *x = randn(n, 0.2, 1.0), *dy = randn(n, 0, 1), *w = randn(C, 1, 0.5), *b = randn(C, 0, 0.5);
+    float *o1 = fbuf(n), *o2 = fbuf(n), *d1 = fbuf(n), *d2 = fbuf(n), *dm = fbuf(n);
+    float *m1 = fbuf((size_t)N * C), *r1 = fbuf((size_t)N * C), *m2 = fbuf((size_t)N * C),
+          *r2 = fbuf((size_t)N * C);
+    float dw1[6], db1[6], dw2[6], db2[6], rm1[6], rv1[6], rm2[6], rv2[6];
+    double *work = calloc(pn_groupnorm_backward_work(N, C), sizeof *work);
+    for (int bn = 0; bn <= 1; bn++)
+        for (int v = 0; v < 3; v++) { /* GN: G = 1, 2, 6; BN: norm_batch 0, 2, 1 */
+            const int G = v == 0 ? 1 : v == 1 ? 2 : 6, g = v == 0 ? 0 : v == 1 ? 2 : 1;
+            const char *what = bn ? "BN" : "GN";
+            for (int c = 0; c < C; c++) rm1[c] = rm2[c] = 0.1f * c, rv1[c] = rv2[c] = 1 + 0.2f * c;
+            int rc1, rc2;
+            if (bn) {
+                rc1 = pn_batchnorm_forward_train(o1, m1, r1, rm1, rv1, x, w, b, N, C, HW, g, 0.1f, 1e-5f);
+                rc2 = pn_batchnorm_forward_train_ex(o2, m2, r2, rm2, rv2, x, w, b, N, C, HW, g, 0.1f,
+                                                    1e-5f, 1);
+            } else {
+                rc1 = pn_groupnorm_forward(o1, m1, r1, x, w, b, N, C, HW, G, 1e-5f);
+                rc2 = pn_groupnorm_forward_ex(o2, m2, r2, x, w, b, N, C, HW, G, 1e-5f, 1);
+            }
+            CHECK(rc1 == PN_OK && rc2 == PN_OK, "%s %d forward: %s", what, v, pn_last_error());
+            size_t zeros = 0;
+            for (size_t i = 0; i < n; i++) zeros += o1[i] <= 0.0f;
+            CHECK(zeros > n / 10 && zeros < n - n / 10, "%s %d: %zu of %zu outputs <= 0", what, v, zeros, n);
+            relu_ref(o1, n);
+            const size_t ns = bn ? (size_t)(N / (g ? g : N)) * C : (size_t)N * G;
+            CHECK(bits_equal(o1, o2, n), "%s %d: fused forward differs", what, v);
+            CHECK(bits_equal(m1, m2, ns) && bits_equal(r1, r2, ns), "%s %d: statistics differ", what, v);
+            if (bn)
+                CHECK(bits_equal(rm1, rm2, C) && bits_equal(rv1, rv2, C), "%s %d: running stats differ", what, v);
+            /* backward: unfused on the masked dout, fused with the mask from o2 */
+            for (size_t i = 0; i < n; i++) dm[i] = o2[i] > 0.0f ? dy[i] : 0.0f;
+            for (int c = 0; c < C; c++) dw1[c] = dw2[c] = 0.5f, db1[c] = db2[c] = -0.25f;
+            if (bn) {
+                rc1 = pn_batchnorm_backward(d1, dw1, db1, dm, x, m1, r1, w, N, C, HW, g);
+                rc2 = pn_batchnorm_backward_ex(d2, dw2, db2, dy, x, m2, r2, w, N, C, HW, g, o2);
+            } else {
+                rc1 = pn_groupnorm_backward(d1, dw1, db1, dm, x, m1, r1, w, N, C, HW, G);
+                rc2 = pn_groupnorm_backward_ex(d2, dw2, db2, dy, x, m2, r2, w, N, C, HW, G, o2, work);
+            }
+            CHECK(rc1 == PN_OK && rc2 == PN_OK, "%s %d backward: %s", what, v, pn_last_error());
+            CHECK(bits_equal(d1, d2, n), "%s %d: fused dinp differs", what, v);
+            CHECK(bits_equal(dw1, dw2, C) && bits_equal(db1, db2, C), "%s %d: fused dweight/dbias differ",
+                  what, v);
+            /* in place: dinp aliasing dout, as the model may run it */
+            memcpy(d2, dy, n * sizeof *d2);
+            rc2 = bn ? pn_batchnorm_backward_ex(d2, NULL, NULL, d2, x, m2, r2, w, N, C, HW, g, o2)
+                     : pn_groupnorm_backward_ex(d2, NULL, NULL, d2, x, m2, r2, w, N, C, HW, G, o2, NULL);
+            CHECK(rc2 == PN_OK && bits_equal(d1, d2, n), "%s %d: in-place fused dinp differs", what, v);
+            if (!bn) { /* unfused GN backward with caller scratch */
+                for (int c = 0; c < C; c++) dw2[c] = 0.5f, db2[c] = -0.25f;
+                rc2 = pn_groupnorm_backward_ex(d2, dw2, db2, dm, x, m1, r1, w, N, C, HW, G, NULL, work);
+                CHECK(rc2 == PN_OK && bits_equal(d1, d2, n) && bits_equal(dw1, dw2, C) &&
+                          bits_equal(db1, db2, C), "GN %d: backward with caller scratch differs", v);
+            }
+        }
+    /* BN eval, and NaN -> 0 as the model's separate ReLU */
+    x[5] = NAN;
+    CHECK(pn_batchnorm_forward_eval(o1, x, rm1, rv1, w, b, N, C, HW, 1e-5f) == PN_OK &&
+              pn_batchnorm_forward_eval_ex(o2, x, rm1, rv1, w, b, N, C, HW, 1e-5f, 1) == PN_OK,
+          "eval: %s", pn_last_error());
+    relu_ref(o1, n);
+    CHECK(bits_equal(o1, o2, n) && o2[5] == 0.0f, "BN eval: fused forward differs");
+    free(x), free(dy), free(w), free(b), free(o1), free(o2), free(d1), free(d2), free(dm);
+    free(m1), free(r1), free(m2), free(r2), free(work);
+}
+
+/* The one-pass statistics (shifted by the first value of each group / chunk) stay exact
+ * when that first value is far out: against two-pass double references. */
+TEST(stats_first_value_outlier)
+{
+    harness_seed(19);
+    const int N = 4, C = 4, HW = 50;
+    const size_t n = (size_t)N * C * HW;
+    float *x = randn(n, 3.0, 0.01), *out = fbuf(n), *m = fbuf((size_t)N * C), *r = fbuf((size_t)N * C);
+    for (int nc = 0; nc < N * C; nc++) x[(size_t)nc * HW] = nc % 2 ? 3e4f : -2e3f;
+    for (int G = 1; G <= C; G *= 2) {
+        CHECK(pn_groupnorm_forward(out, m, r, x, NULL, NULL, N, C, HW, G, 0.0f) == PN_OK, "gn");
+        const size_t gs = (size_t)(C / G) * HW;
+        for (int ng = 0; ng < N * G; ng++) {
+            const float *xg = x + (size_t)ng * gs;
+            double s = 0, q = 0;
+            for (size_t i = 0; i < gs; i++) s += xg[i];
+            const double mu = s / gs;
+            for (size_t i = 0; i < gs; i++) q += (xg[i] - mu) * (xg[i] - mu);
+            CHECK_NEAR(m[ng], mu, 1e-6 * fabs(mu) + 1e-6);
+            CHECK_NEAR(r[ng], 1 / sqrt(q / gs), 1e-6 / sqrt(q / gs));
+        }
+    }
+    CHECK(pn_batchnorm_forward_train(out, m, r, NULL, NULL, x, NULL, NULL, N, C, HW, 2, 0.1f, 0.0f) ==
+              PN_OK, "bn");
+    for (int k = 0; k < N / 2; k++)
+        for (int c = 0; c < C; c++) {
+            double s = 0, q = 0;
+            for (int j = 0; j < 2; j++)
+                for (int i = 0; i < HW; i++) s += x[((size_t)(2 * k + j) * C + c) * HW + i];
+            const double mu = s / (2 * HW);
+            for (int j = 0; j < 2; j++)
+                for (int i = 0; i < HW; i++) {
+                    const double d = x[((size_t)(2 * k + j) * C + c) * HW + i] - mu;
+                    q += d * d;
+                }
+            CHECK_NEAR(m[k * C + c], mu, 1e-6 * fabs(mu) + 1e-6);
+            CHECK_NEAR(r[k * C + c], 1 / sqrt(q / (2 * HW)), 1e-6 / sqrt(q / (2 * HW)));
+        }
+    free(x), free(out), free(m), free(r);
 }
 
 /* ------------------------------------------------------------ references */
@@ -571,6 +745,9 @@ int main(void)
 {
     RUN(gn_gradients);
     RUN(bn_gradients);
+    RUN(norm_relu_gradients);
+    RUN(fused_relu_equals_unfused);
+    RUN(stats_first_value_outlier);
     RUN(gn_matches_layernorm_and_instancenorm);
     RUN(batch_independence);
     RUN(precision_large_mean);

@@ -6,6 +6,7 @@
 
 #include "harness.h"
 #include "kernels/common.h" /* pn_clear_error */
+#include "kernels/norm_internal.h" /* pn_gn_pnact_backward_ex */
 #include "proxynorm.h"
 
 #define NP PN_PROXY_POINTS
@@ -765,6 +766,21 @@ TEST(determinism_aliasing_and_threads)
                                        pc.C, pc.HW, pc.G, pc.act)
                 : pn_pnact_backward(din, none, din, pc.x, fi.m, fi.s, p, pc.N, pc.C, pc.HW, pc.act);
             CHECK(rc == PN_OK && memcmp(din, dx[0], n_el * 4) == 0, "in-place backward differs");
+            if (fused) { /* the model's call: caller-owned scratch for the row sums */
+                double *work = malloc(pn_gn_pnact_backward_work(pc.N, pc.C) * sizeof *work);
+                float *gw[4];
+                for (int j = 0; j < 4; j++) gw[j] = calloc(pc.C, 4);
+                pn_pnact_grads gs = { gw[0], gw[1], gw[2], gw[3] };
+                rc = work ? pn_gn_pnact_backward_ex(din, gs, pc.r, pc.x, fi.mean, fi.rstd, fi.m, fi.s,
+                                                    p, pc.N, pc.C, pc.HW, pc.G, pc.act, work)
+                          : PN_ERR_NOMEM;
+                CHECK(rc == PN_OK && memcmp(din, dx[0], n_el * 4) == 0, "backward with scratch differs");
+                for (int j = 0; j < 4; j++) {
+                    CHECK(memcmp(gw[j], gb[0][j], pc.C * 4) == 0, "grad %d with scratch differs", j);
+                    free(gw[j]);
+                }
+                free(work);
+            }
             fwd_free(&fi);
             free(xin);
             free(din);

@@ -6,12 +6,17 @@
  * as mean, rstd (N/g, C) at [k*C + c]. Work is split over channels (OpenMP,
  * static); inside a channel, chunks run in order, so the running statistics see
  * the same sequence of updates as N/g PyTorch calls on consecutive chunks.
+ * Forward per (chunk, channel): one pass of shifted double sums about the chunk's
+ * first value (pn_sum_shifted) gives mean and variance, a second pass normalizes
+ * (and applies the model's following ReLU: the _ex variants, norm_internal.h).
  *
  * Backward per (chunk k, channel c), M = g*HW, xc = x - mean, gamma = weight_c:
  *   sdy = sum dy, sdyx = sum dy * xc                                  (double)
  *   dx = gamma*rstd*dy - gamma*rstd^3*sdyx/M * xc - gamma*rstd*sdy/M
- *   dweight_c += sum_k rstd_k * sdyx_k,  dbias_c += sum_k sdy_k  (chunk order). */
+ *   dweight_c += sum_k rstd_k * sdyx_k,  dbias_c += sum_k sdy_k  (chunk order).
+ * With relu_out (the backward of BN + ReLU) dy is masked by relu_out > 0 as it is read. */
 #include <math.h>
+#include <stddef.h>
 
 #include "common.h"
 #include "norm_internal.h"
@@ -40,17 +45,29 @@ int pn_batchnorm_forward_train(float *out, float *mean, float *rstd,
                                int N, int C, int HW, int norm_batch,
                                float momentum, float eps)
 {
-    PN_CHECK_PTR(out);
-    PN_CHECK_PTR(mean);
-    PN_CHECK_PTR(rstd);
-    PN_CHECK_PTR(inp);
-    int rc = bn_check(__func__, N, C, HW, norm_batch);
+    return pn_batchnorm_forward_train_ex(out, mean, rstd, running_mean, running_var, inp, weight,
+                                         bias, N, C, HW, norm_batch, momentum, eps, 0);
+}
+
+/* relu: out = max(BN(x), 0) (norm_internal.h). */
+int pn_batchnorm_forward_train_ex(float *out, float *mean, float *rstd,
+                                  float *running_mean, float *running_var,
+                                  const float *inp, const float *weight, const float *bias,
+                                  int N, int C, int HW, int norm_batch,
+                                  float momentum, float eps, int relu)
+{
+    static const char fn[] = "pn_batchnorm_forward_train"; /* errors under the public name */
+    PN_CHECK_PTR_FN(fn, out);
+    PN_CHECK_PTR_FN(fn, mean);
+    PN_CHECK_PTR_FN(fn, rstd);
+    PN_CHECK_PTR_FN(fn, inp);
+    int rc = bn_check(fn, N, C, HW, norm_batch);
     if (rc) return rc;
-    PN_CHECK(eps >= 0.0f, "%s: eps must be >= 0 (got %g)", __func__, (double)eps);
+    PN_CHECK(eps >= 0.0f, "%s: eps must be >= 0 (got %g)", fn, (double)eps);
     PN_CHECK(momentum >= 0.0f && momentum <= 1.0f, "%s: momentum must be in [0, 1] (got %g)",
-             __func__, (double)momentum);
+             fn, (double)momentum);
     PN_CHECK((running_mean == NULL) == (running_var == NULL),
-             "%s: running_mean and running_var must both be given or both be NULL", __func__);
+             "%s: running_mean and running_var must both be given or both be NULL", fn);
 
     const int g = norm_batch <= 0 ? N : norm_batch, chunks = N / g;
     const double count = (double)g * HW;
@@ -58,10 +75,12 @@ int pn_batchnorm_forward_train(float *out, float *mean, float *rstd,
     for (int c = 0; c < C; c++) {
         for (int k = 0; k < chunks; k++) {
             const size_t base = (size_t)k * g * C + c; /* (n, c) index of the chunk's first sample */
-            double s = 0, q = 0;
-            for (int n = 0; n < g; n++) s += pn_sum(inp + (base + (size_t)n * C) * HW, HW);
-            const double mu = s / count;
-            for (int n = 0; n < g; n++) q += pn_sum_sqdev(inp + (base + (size_t)n * C) * HW, HW, mu);
+            /* one pass over the chunk, about its first value (pn_sum_shifted) */
+            const double k0 = inp[base * HW];
+            double s1 = 0, s2 = 0, mu, q;
+            for (int n = 0; n < g; n++)
+                pn_sum_shifted(inp + (base + (size_t)n * C) * HW, HW, k0, &s1, &s2);
+            pn_shifted_moments(k0, s1, s2, count, &mu, &q);
             const double var = q / count, r = 1.0 / sqrt(var + (double)eps);
             mean[(size_t)k * C + c] = (float)mu;
             rstd[(size_t)k * C + c] = (float)r;
@@ -73,12 +92,9 @@ int pn_batchnorm_forward_train(float *out, float *mean, float *rstd,
             const float m = (float)mu;
             const float a = (float)(weight ? r * weight[c] : r);
             const float b = bias ? bias[c] : 0.0f;
-            for (int n = 0; n < g; n++) {
-                const float *x = inp + (base + (size_t)n * C) * HW;
-                float *y = out + (base + (size_t)n * C) * HW;
-                #pragma omp simd
-                for (int i = 0; i < HW; i++) y[i] = (x[i] - m) * a + b;
-            }
+            for (int n = 0; n < g; n++)
+                pn_affine_row(out + (base + (size_t)n * C) * HW, inp + (base + (size_t)n * C) * HW,
+                              HW, m, a, b, relu);
         }
     }
     return PN_OK;
@@ -90,13 +106,23 @@ int pn_batchnorm_forward_eval(float *out, const float *inp,
                               const float *weight, const float *bias,
                               int N, int C, int HW, float eps)
 {
-    PN_CHECK_PTR(out);
-    PN_CHECK_PTR(inp);
-    PN_CHECK_PTR(running_mean);
-    PN_CHECK_PTR(running_var);
+    return pn_batchnorm_forward_eval_ex(out, inp, running_mean, running_var, weight, bias, N, C,
+                                        HW, eps, 0);
+}
+
+int pn_batchnorm_forward_eval_ex(float *out, const float *inp,
+                                 const float *running_mean, const float *running_var,
+                                 const float *weight, const float *bias,
+                                 int N, int C, int HW, float eps, int relu)
+{
+    static const char fn[] = "pn_batchnorm_forward_eval"; /* errors under the public name */
+    PN_CHECK_PTR_FN(fn, out);
+    PN_CHECK_PTR_FN(fn, inp);
+    PN_CHECK_PTR_FN(fn, running_mean);
+    PN_CHECK_PTR_FN(fn, running_var);
     PN_CHECK(N > 0 && C > 0 && HW > 0, "%s: N, C, HW must be > 0 (got N=%d C=%d HW=%d)",
-             __func__, N, C, HW);
-    PN_CHECK(eps >= 0.0f, "%s: eps must be >= 0 (got %g)", __func__, (double)eps);
+             fn, N, C, HW);
+    PN_CHECK(eps >= 0.0f, "%s: eps must be >= 0 (got %g)", fn, (double)eps);
 
     #pragma omp parallel for schedule(static)
     for (long nc = 0; nc < (long)N * C; nc++) {
@@ -105,10 +131,7 @@ int pn_batchnorm_forward_eval(float *out, const float *inp,
         const float m = running_mean[c];
         const float a = (float)(weight ? r * weight[c] : r);
         const float b = bias ? bias[c] : 0.0f;
-        const float *x = inp + (size_t)nc * HW;
-        float *y = out + (size_t)nc * HW;
-        #pragma omp simd
-        for (int i = 0; i < HW; i++) y[i] = (x[i] - m) * a + b;
+        pn_affine_row(out + (size_t)nc * HW, inp + (size_t)nc * HW, HW, m, a, b, relu);
     }
     return PN_OK;
 }
@@ -119,12 +142,23 @@ int pn_batchnorm_backward(float *dinp, float *dweight, float *dbias,
                           const float *mean, const float *rstd, const float *weight,
                           int N, int C, int HW, int norm_batch)
 {
-    PN_CHECK_PTR(dinp);
-    PN_CHECK_PTR(dout);
-    PN_CHECK_PTR(inp);
-    PN_CHECK_PTR(mean);
-    PN_CHECK_PTR(rstd);
-    int rc = bn_check(__func__, N, C, HW, norm_batch);
+    return pn_batchnorm_backward_ex(dinp, dweight, dbias, dout, inp, mean, rstd, weight, N, C, HW,
+                                    norm_batch, NULL);
+}
+
+/* relu_out: the backward of max(BN(x), 0), dout masked by relu_out > 0 (norm_internal.h). */
+int pn_batchnorm_backward_ex(float *dinp, float *dweight, float *dbias,
+                             const float *dout, const float *inp,
+                             const float *mean, const float *rstd, const float *weight,
+                             int N, int C, int HW, int norm_batch, const float *relu_out)
+{
+    static const char fn[] = "pn_batchnorm_backward"; /* errors under the public name */
+    PN_CHECK_PTR_FN(fn, dinp);
+    PN_CHECK_PTR_FN(fn, dout);
+    PN_CHECK_PTR_FN(fn, inp);
+    PN_CHECK_PTR_FN(fn, mean);
+    PN_CHECK_PTR_FN(fn, rstd);
+    int rc = bn_check(fn, N, C, HW, norm_batch);
     if (rc) return rc;
 
     const int g = norm_batch <= 0 ? N : norm_batch, chunks = N / g;
@@ -140,7 +174,8 @@ int pn_batchnorm_backward(float *dinp, float *dweight, float *dbias,
             double sdy = 0, sdyx = 0;
             for (int n = 0; n < g; n++) {
                 const size_t off = (base + (size_t)n * C) * HW;
-                pn_sum_dy_dyx(dout + off, inp + off, HW, m, &sdy, &sdyx);
+                if (relu_out) pn_sum_dy_dyx_relu(dout + off, relu_out + off, inp + off, HW, m, &sdy, &sdyx);
+                else pn_sum_dy_dyx(dout + off, inp + off, HW, m, &sdy, &sdyx);
             }
             dw += r * sdyx;
             db += sdy;
@@ -149,10 +184,8 @@ int pn_batchnorm_backward(float *dinp, float *dweight, float *dbias,
             const float c3 = (float)(-gam * r * sdy * inv_m);
             for (int n = 0; n < g; n++) {
                 const size_t off = (base + (size_t)n * C) * HW;
-                const float *dy = dout + off, *x = inp + off;
-                float *dx = dinp + off;
-                #pragma omp simd
-                for (int i = 0; i < HW; i++) dx[i] = c1 * dy[i] + c2 * (x[i] - m) + c3;
+                pn_norm_dx_row(dinp + off, dout + off, inp + off, relu_out ? relu_out + off : NULL,
+                               HW, m, c1, c2, c3);
             }
         }
         if (dweight) dweight[c] += (float)dw;

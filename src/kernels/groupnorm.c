@@ -1,9 +1,11 @@
 /* GroupNorm (LayerNorm = 1 group, InstanceNorm = C groups): forward and backward.
  *
- * Forward: statistics per (sample, group) from pn_group_stats (two passes, double),
- * then out = (x - mean) * a_c + b_c with a_c = rstd * weight_c, b_c = bias_c,
- * one contiguous loop over HW per (sample, channel). Subtracting the mean first
- * keeps inputs with a large mean (x ~ 100 + 0.01 randn) exact.
+ * Forward: statistics per (sample, group) from pn_group_stats (one pass, double,
+ * about the group's first value), then out = (x - mean) * a_c + b_c with
+ * a_c = rstd * weight_c, b_c = bias_c, one contiguous loop over HW per (sample,
+ * channel), with the model's following ReLU applied in the same loop
+ * (pn_groupnorm_forward_ex). Subtracting the mean first keeps inputs with a large
+ * mean (x ~ 100 + 0.01 randn) exact.
  *
  * Backward (PyTorch's three phases), per (sample n, group g) with D = (C/G)*HW,
  * xc = x - mean, gamma_c = weight_c (1 without affine):
@@ -13,7 +15,10 @@
  *   3. stream:      dx = c1_c * dy + c2 * xc + c3,   c1_c = gamma_c * rstd
  * which is dx = rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)) with
  * dxhat = gamma * dy. Parameter gradients dweight_c = sum_n rstd * sdyx_c and
- * dbias_c = sum_n sdy_c are reduced over n in order 0..N-1 (deterministic). */
+ * dbias_c = sum_n sdy_c are reduced over n in order 0..N-1 (deterministic); the
+ * per-(n, c) sums live in caller-owned scratch (pn_groupnorm_backward_ex) or, from
+ * the public function, in a buffer allocated for the call. With relu_out, dy is
+ * masked by relu_out > 0 as it is read (the backward of GN + ReLU). */
 #include <stdlib.h>
 
 #include "common.h"
@@ -34,13 +39,22 @@ int pn_groupnorm_forward(float *out, float *mean, float *rstd,
                          const float *inp, const float *weight, const float *bias,
                          int N, int C, int HW, int G, float eps)
 {
-    PN_CHECK_PTR(out);
-    PN_CHECK_PTR(mean);
-    PN_CHECK_PTR(rstd);
-    PN_CHECK_PTR(inp);
-    int rc = gn_check_shape(__func__, N, C, HW, G);
+    return pn_groupnorm_forward_ex(out, mean, rstd, inp, weight, bias, N, C, HW, G, eps, 0);
+}
+
+/* relu: out = max(GN(x), 0) (norm_internal.h). */
+int pn_groupnorm_forward_ex(float *out, float *mean, float *rstd,
+                            const float *inp, const float *weight, const float *bias,
+                            int N, int C, int HW, int G, float eps, int relu)
+{
+    static const char fn[] = "pn_groupnorm_forward"; /* errors under the public name */
+    PN_CHECK_PTR_FN(fn, out);
+    PN_CHECK_PTR_FN(fn, mean);
+    PN_CHECK_PTR_FN(fn, rstd);
+    PN_CHECK_PTR_FN(fn, inp);
+    int rc = gn_check_shape(fn, N, C, HW, G);
     if (rc) return rc;
-    PN_CHECK(eps >= 0.0f, "%s: eps must be >= 0 (got %g)", __func__, (double)eps);
+    PN_CHECK(eps >= 0.0f, "%s: eps must be >= 0 (got %g)", fn, (double)eps);
 
     pn_group_stats(mean, rstd, inp, N, C, HW, G, eps);
 
@@ -52,12 +66,14 @@ int pn_groupnorm_forward(float *out, float *mean, float *rstd,
         const float m = mean[ng];
         const float a = weight ? rstd[ng] * weight[c] : rstd[ng];
         const float b = bias ? bias[c] : 0.0f;
-        const float *x = inp + (size_t)nc * HW;
-        float *y = out + (size_t)nc * HW;
-        #pragma omp simd
-        for (int i = 0; i < HW; i++) y[i] = (x[i] - m) * a + b;
+        pn_affine_row(out + (size_t)nc * HW, inp + (size_t)nc * HW, HW, m, a, b, relu);
     }
     return PN_OK;
+}
+
+size_t pn_groupnorm_backward_work(int N, int C)
+{
+    return N > 0 && C > 0 ? 2 * (size_t)N * (size_t)C : 0;
 }
 
 // dout, inp, dinp (N,C,HW); mean, rstd (N,G); weight (C) or NULL; dweight, dbias (C) or NULL
@@ -66,19 +82,33 @@ int pn_groupnorm_backward(float *dinp, float *dweight, float *dbias,
                           const float *mean, const float *rstd, const float *weight,
                           int N, int C, int HW, int G)
 {
-    PN_CHECK_PTR(dinp);
-    PN_CHECK_PTR(dout);
-    PN_CHECK_PTR(inp);
-    PN_CHECK_PTR(mean);
-    PN_CHECK_PTR(rstd);
-    int rc = gn_check_shape(__func__, N, C, HW, G);
+    return pn_groupnorm_backward_ex(dinp, dweight, dbias, dout, inp, mean, rstd, weight, N, C, HW,
+                                    G, NULL, NULL);
+}
+
+/* relu_out: dout masked by relu_out > 0; work: 2*N*C doubles or NULL (norm_internal.h). */
+int pn_groupnorm_backward_ex(float *dinp, float *dweight, float *dbias,
+                             const float *dout, const float *inp,
+                             const float *mean, const float *rstd, const float *weight,
+                             int N, int C, int HW, int G, const float *relu_out, double *work)
+{
+    static const char fn[] = "pn_groupnorm_backward"; /* errors under the public name */
+    PN_CHECK_PTR_FN(fn, dinp);
+    PN_CHECK_PTR_FN(fn, dout);
+    PN_CHECK_PTR_FN(fn, inp);
+    PN_CHECK_PTR_FN(fn, mean);
+    PN_CHECK_PTR_FN(fn, rstd);
+    int rc = gn_check_shape(fn, N, C, HW, G);
     if (rc) return rc;
 
     /* per-(n,c) sums, kept for the parameter gradients: sdy at [nc], sdyx at [N*C + nc] */
-    double *sums = NULL;
+    double *sums = NULL, *owned = NULL;
     if (dweight || dbias) {
-        sums = malloc(2 * (size_t)N * C * sizeof *sums);
-        if (!sums) return pn_error(PN_ERR_NOMEM, "%s: out of memory", __func__);
+        sums = work;
+        if (!sums) {
+            sums = owned = malloc(pn_groupnorm_backward_work(N, C) * sizeof *sums);
+            if (!sums) return pn_error(PN_ERR_NOMEM, "%s: out of memory", fn);
+        }
     }
 
     const int cpg = C / G;
@@ -90,8 +120,9 @@ int pn_groupnorm_backward(float *dinp, float *dweight, float *dbias,
         double Sdy = 0, Sdyx = 0;
         for (int j = 0; j < cpg; j++) {
             double sdy = 0, sdyx = 0;
-            pn_sum_dy_dyx(dout + (size_t)(nc0 + j) * HW, inp + (size_t)(nc0 + j) * HW, HW, mu,
-                          &sdy, &sdyx);
+            const size_t off = (size_t)(nc0 + j) * HW;
+            if (relu_out) pn_sum_dy_dyx_relu(dout + off, relu_out + off, inp + off, HW, mu, &sdy, &sdyx);
+            else pn_sum_dy_dyx(dout + off, inp + off, HW, mu, &sdy, &sdyx);
             const double gam = weight ? weight[c0 + j] : 1.0;
             Sdy += gam * sdy;
             Sdyx += gam * sdyx;
@@ -105,10 +136,9 @@ int pn_groupnorm_backward(float *dinp, float *dweight, float *dbias,
         const float m = mean[ng];
         for (int j = 0; j < cpg; j++) {
             const float c1 = (float)((weight ? weight[c0 + j] : 1.0) * r);
-            const float *dy = dout + (size_t)(nc0 + j) * HW, *x = inp + (size_t)(nc0 + j) * HW;
-            float *dx = dinp + (size_t)(nc0 + j) * HW;
-            #pragma omp simd
-            for (int i = 0; i < HW; i++) dx[i] = c1 * dy[i] + c2 * (x[i] - m) + c3;
+            const size_t off = (size_t)(nc0 + j) * HW;
+            pn_norm_dx_row(dinp + off, dout + off, inp + off, relu_out ? relu_out + off : NULL, HW,
+                           m, c1, c2, c3);
         }
     }
 
@@ -124,7 +154,7 @@ int pn_groupnorm_backward(float *dinp, float *dweight, float *dbias,
             if (dweight) dweight[c] += (float)dw;
             if (dbias) dbias[c] += (float)db;
         }
-        free(sums);
+        free(owned);
     }
     return PN_OK;
 }

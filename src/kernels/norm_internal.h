@@ -4,9 +4,15 @@
 
 #include <stddef.h>
 
+#include "proxynorm.h"
+
+/* PN_CHECK_PTR with the function name given (internal variants report the public name). */
+#define PN_CHECK_PTR_FN(fn, p) PN_CHECK((p) != NULL, "%s: %s is NULL", fn, #p)
+
 /* Mean and reciprocal standard deviation of each (sample, group):
  * inp (N,C,HW), groups of C/G consecutive channels; mean, rstd (N,G).
- * Two passes in double (exact for inputs like randn*0.01 + 100); biased variance;
+ * One pass in double about the group's first value (pn_sum_shifted: as exact as two
+ * passes, e.g. for inputs like randn*0.01 + 100); biased variance;
  * rstd = 1/sqrt(var + eps). Parallel over N*G (each statistic by one thread). */
 void pn_group_stats(float *mean, float *rstd, const float *inp, int N, int C, int HW, int G,
                     float eps);
@@ -55,6 +61,44 @@ static inline void pn_mean_m2(const float *x, size_t n, double *mean, double *m2
     *m2 = pn_sum_sqdev(x, n, mu);
 }
 
+/* One-pass moments about a shift k (a value of the data, e.g. its first element):
+ * *s1 += sum(x - k), *s2 += sum((x - k)^2) over x[0..n), 8 double lanes. Then
+ * mean = k + s1/M and M2 = s2 - s1^2/M (pn_shifted_moments). With k one of the values,
+ * (k - mean)^2 <= M2, so the subtraction loses at most log2(M) of double's 53 bits:
+ * as exact as the two-pass form for float data, in one pass over memory. */
+static inline void pn_sum_shifted(const float *x, size_t n, double k, double *s1, double *s2)
+{
+    double a[PN_LANES] = {0}, b[PN_LANES] = {0};
+    size_t i = 0;
+    for (; i + PN_LANES <= n; i += PN_LANES)
+        for (int l = 0; l < PN_LANES; l++) {
+            double d = x[i + l] - k;
+            a[l] += d;
+            b[l] += d * d;
+        }
+    double s = 0, t = 0;
+    for (; i < n; i++) {
+        double d = x[i] - k;
+        s += d;
+        t += d * d;
+    }
+    for (int l = 0; l < PN_LANES; l++) {
+        s += a[l];
+        t += b[l];
+    }
+    *s1 += s;
+    *s2 += t;
+}
+
+/* Mean and sum of squared deviations of `count` values from their shifted sums. */
+static inline void pn_shifted_moments(double k, double s1, double s2, double count, double *mean,
+                                      double *m2)
+{
+    const double d = s1 / count, q = s2 - s1 * d;
+    *mean = k + d;
+    *m2 = q > 0 ? q : 0.0;
+}
+
 /* *sdy += sum(dy), *sdyx += sum(dy * (x - mu)) over [0..n): the two sums every
  * normalization backward needs (centred, so no cancellation for large means). */
 static inline void pn_sum_dy_dyx(const float *dy, const float *x, size_t n, double mu,
@@ -81,5 +125,109 @@ static inline void pn_sum_dy_dyx(const float *dy, const float *x, size_t n, doub
     *sdy += s;
     *sdyx += t;
 }
+
+/* The same sums with dy masked by a following ReLU: dy_i = out_i > 0 ? dy_i : 0
+ * (out: the ReLU's output, as saved by the forward). Same order and values as
+ * pn_sum_dy_dyx on the masked dy. */
+static inline void pn_sum_dy_dyx_relu(const float *dy, const float *out, const float *x, size_t n,
+                                      double mu, double *sdy, double *sdyx)
+{
+    double a[PN_LANES] = {0}, b[PN_LANES] = {0};
+    size_t i = 0;
+    for (; i + PN_LANES <= n; i += PN_LANES) {
+        float gm[PN_LANES]; /* the masked dy in float first: both loops vectorize */
+        for (int k = 0; k < PN_LANES; k++) {
+            const float d = dy[i + k], o = out[i + k];
+            gm[k] = o > 0.0f ? d : 0.0f;
+        }
+        for (int k = 0; k < PN_LANES; k++) {
+            const double g = gm[k];
+            a[k] += g;
+            b[k] += g * (x[i + k] - mu);
+        }
+    }
+    double s = 0, t = 0;
+    for (; i < n; i++) {
+        const float d = dy[i], o = out[i];
+        double g = o > 0.0f ? d : 0.0f;
+        s += g;
+        t += g * (x[i] - mu);
+    }
+    for (int k = 0; k < PN_LANES; k++) {
+        s += a[k];
+        t += b[k];
+    }
+    *sdy += s;
+    *sdyx += t;
+}
+
+/* y[i] = (x[i] - m) * a + b over [0..n), then max(., 0) when relu (NaN -> 0, as the
+ * model's separate ReLU pass did). The normalize pass of BN and the GroupNorm family. */
+static inline void pn_affine_row(float *y, const float *x, int n, float m, float a, float b,
+                                 int relu)
+{
+    if (relu) {
+        #pragma omp simd
+        for (int i = 0; i < n; i++) {
+            const float v = (x[i] - m) * a + b;
+            y[i] = v > 0.0f ? v : 0.0f;
+        }
+    } else {
+        #pragma omp simd
+        for (int i = 0; i < n; i++) y[i] = (x[i] - m) * a + b;
+    }
+}
+
+/* dx[i] = c1 * dy[i] + c2 * (x[i] - m) + c3, with dy masked by out > 0 when out is not
+ * NULL. dx may alias dy, x or out (each element is read before it is written). */
+static inline void pn_norm_dx_row(float *dx, const float *dy, const float *x, const float *out,
+                                  int n, float m, float c1, float c2, float c3)
+{
+    if (out) {
+        #pragma omp simd
+        for (int i = 0; i < n; i++) {
+            const float d = dy[i], o = out[i]; /* both loaded: a select, vectorized */
+            const float g = o > 0.0f ? d : 0.0f;
+            dx[i] = c1 * g + c2 * (x[i] - m) + c3;
+        }
+    } else {
+        #pragma omp simd
+        for (int i = 0; i < n; i++) dx[i] = c1 * dy[i] + c2 * (x[i] - m) + c3;
+    }
+}
+
+/* ------------------------------------------------------------------------------------
+ * Internal variants of the public normalization kernels (same arguments and checks;
+ * the public functions call them with relu = 0 / relu_out = NULL / work = NULL).
+ *   relu:     the output is max(norm(x), 0): the model's norm + ReLU in one pass.
+ *   relu_out: the output of that ReLU (as the forward wrote it): dout is masked with
+ *             relu_out > 0 inside the backward, i.e. the backward of norm + ReLU.
+ *   work:     caller-owned scratch of pn_groupnorm_backward_work(N, C) doubles (NULL:
+ *             the kernel allocates it for the call). */
+int pn_batchnorm_forward_train_ex(float *out, float *mean, float *rstd, float *running_mean,
+                                  float *running_var, const float *inp, const float *weight,
+                                  const float *bias, int N, int C, int HW, int norm_batch,
+                                  float momentum, float eps, int relu);
+int pn_batchnorm_forward_eval_ex(float *out, const float *inp, const float *running_mean,
+                                 const float *running_var, const float *weight, const float *bias,
+                                 int N, int C, int HW, float eps, int relu);
+int pn_batchnorm_backward_ex(float *dinp, float *dweight, float *dbias, const float *dout,
+                             const float *inp, const float *mean, const float *rstd,
+                             const float *weight, int N, int C, int HW, int norm_batch,
+                             const float *relu_out);
+int pn_groupnorm_forward_ex(float *out, float *mean, float *rstd, const float *inp,
+                            const float *weight, const float *bias, int N, int C, int HW, int G,
+                            float eps, int relu);
+size_t pn_groupnorm_backward_work(int N, int C);
+int pn_groupnorm_backward_ex(float *dinp, float *dweight, float *dbias, const float *dout,
+                             const float *inp, const float *mean, const float *rstd,
+                             const float *weight, int N, int C, int HW, int G,
+                             const float *relu_out, double *work);
+/* pn_gn_pnact_backward with caller-owned scratch for its (N, C, 4) row sums. */
+size_t pn_gn_pnact_backward_work(int N, int C);
+int pn_gn_pnact_backward_ex(float *dinp, pn_pnact_grads g, const float *dout, const float *inp,
+                            const float *mean, const float *rstd, const float *m, const float *s,
+                            pn_pnact_params p, int N, int C, int HW, int G, pn_act act,
+                            double *work);
 
 #endif

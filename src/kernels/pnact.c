@@ -467,26 +467,44 @@ gnpn_dx_row(float *dx, const float *d, const float *x, int HW, float mu, float r
     }
 }
 
+size_t pn_gn_pnact_backward_work(int N, int C)
+{
+    return N > 0 && C > 0 ? 4 * (size_t)N * (size_t)C : 0;
+}
+
 // dinp, dout, inp (N,C,HW), dinp may alias dout or inp; mean, rstd (N,G); m, s (C)
 int pn_gn_pnact_backward(float *dinp, pn_pnact_grads g, const float *dout, const float *inp,
                          const float *mean, const float *rstd, const float *m, const float *s,
                          pn_pnact_params p, int N, int C, int HW, int G, pn_act act)
 {
-    PN_CHECK_PTR(dinp);
-    PN_CHECK_PTR(dout);
-    PN_CHECK_PTR(inp);
-    PN_CHECK_PTR(mean);
-    PN_CHECK_PTR(rstd);
-    PN_CHECK_PTR(m);
-    PN_CHECK_PTR(s);
-    TRY(check_shape(N, C, HW, __func__));
-    TRY(check_gn(C, G, 0.0f, __func__));
-    TRY(check_params(p, C, __func__));
-    TRY(check_act_eps(act, 1.0f, __func__));
+    return pn_gn_pnact_backward_ex(dinp, g, dout, inp, mean, rstd, m, s, p, N, C, HW, G, act, NULL);
+}
+
+/* work: the (N, C, 4) row sums, pn_gn_pnact_backward_work(N, C) doubles, or NULL. */
+int pn_gn_pnact_backward_ex(float *dinp, pn_pnact_grads g, const float *dout, const float *inp,
+                            const float *mean, const float *rstd, const float *m, const float *s,
+                            pn_pnact_params p, int N, int C, int HW, int G, pn_act act,
+                            double *work)
+{
+    static const char fn[] = "pn_gn_pnact_backward"; /* errors under the public name */
+    PN_CHECK_PTR_FN(fn, dinp);
+    PN_CHECK_PTR_FN(fn, dout);
+    PN_CHECK_PTR_FN(fn, inp);
+    PN_CHECK_PTR_FN(fn, mean);
+    PN_CHECK_PTR_FN(fn, rstd);
+    PN_CHECK_PTR_FN(fn, m);
+    PN_CHECK_PTR_FN(fn, s);
+    TRY(check_shape(N, C, HW, fn));
+    TRY(check_gn(C, G, 0.0f, fn));
+    TRY(check_params(p, C, fn));
+    TRY(check_act_eps(act, 1.0f, fn));
     const int Cg = C / G;
     const size_t NC = (size_t)N * C;
-    double *acc = malloc(NC * 4 * sizeof *acc);
-    if (!acc) return pn_error(PN_ERR_NOMEM, "%s: no memory for %d x %d row sums", __func__, N, C);
+    double *acc = work, *owned = NULL;
+    if (!acc) {
+        acc = owned = malloc(NC * 4 * sizeof *acc);
+        if (!acc) return pn_error(PN_ERR_NOMEM, "%s: no memory for %d x %d row sums", fn, N, C);
+    }
     const double inv_count = 1.0 / ((double)Cg * HW);
 
     /* one task per (sample, group): the row sums of its Cg channels, then dx for them
@@ -514,6 +532,6 @@ int pn_gn_pnact_backward(float *dinp, pn_pnact_grads g, const float *dout, const
         }
     }
     pnact_param_grads(g, acc, s, p, N, C, act);
-    free(acc);
+    free(owned);
     return PN_OK;
 }

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "kernels/common.h"
+#include "kernels/norm_internal.h"
 #include "nn/build.h"
 
 /* Elementwise loops of the plain norms: OpenMP only above ~64K elements (fork/join costs
@@ -155,6 +156,23 @@ static size_t norm_saved(const pn_model *m, const pn_op *op, int B)
     return t;
 }
 
+/* Shared scratch (m->work) of the backward: the per-(sample, channel) double sums of the
+ * GroupNorm family's parameter gradients (BN needs none). In floats. */
+static size_t norm_work(const pn_model *m, pn_op *op, int B)
+{
+    if (m->cfg.norm == PN_NORM_NONE || m->cfg.norm == PN_NORM_BN) return 0;
+    const size_t d = norm_fused_pn(m, op) ? pn_gn_pnact_backward_work(B, op->C)
+                                          : pn_groupnorm_backward_work(B, op->C);
+    return d * (sizeof(double) / sizeof(float));
+}
+
+/* BN whose training forward and backward go through the override hooks (sync-BN). */
+static int bn_hooked(const pn_model *m, const pn_op *op)
+{
+    (void)op;
+    return m->cfg.norm == PN_NORM_BN && m->bn_ovr.forward != NULL;
+}
+
 static int norm_fwd(pn_model *m, pn_op *op, const pn_fwd_args *a)
 {
     const int B = a->B;
@@ -171,9 +189,9 @@ static int norm_fwd(pn_model *m, pn_op *op, const pn_fwd_args *a)
     }
     if (op->fold_mode == 2) { /* GN/LN with the folded affine (s gamma, s beta), ReLU, - shift */
         const float *fa = op->fold, *fbias = op->fold + op->C, *fd = op->fold + 2 * op->C;
-        int rc = pn_groupnorm_forward(out, s.mean, s.rstd, inp, fa, fbias, B, op->C, op->HW, op->G, PN_GN_EPS);
+        int rc = pn_groupnorm_forward_ex(out, s.mean, s.rstd, inp, fa, fbias, B, op->C, op->HW, op->G,
+                                         PN_GN_EPS, 1);
         if (rc != PN_OK) return rc;
-        relu_inplace(out, n);
         if (op->iattr[2]) { /* the shift was not folded forward */
             for (int b = 0; b < B; b++)
                 for (int c = 0; c < op->C; c++) {
@@ -197,6 +215,8 @@ static int norm_fwd(pn_model *m, pn_op *op, const pn_fwd_args *a)
         return PN_OK;
     }
     float *y = s.pre ? s.pre : out;
+    /* ReLU in the normalize pass of the kernels; a separate pass after the sync-BN hook */
+    const int relu = act == PN_ACT_RELU, sep_relu = relu && a->training && bn_hooked(m, op);
     int rc;
     if (k == PN_NORM_BN) {
         float *rm = m->buffers + op->buf[0], *rv = m->buffers + op->buf[1];
@@ -204,18 +224,18 @@ static int norm_fwd(pn_model *m, pn_op *op, const pn_fwd_args *a)
             rc = m->bn_ovr.forward(m->bn_ovr.ctx, y, s.mean, s.rstd, rm, rv, inp, pn_op_param(m, op, 0),
                                    pn_op_param(m, op, 1), B, op->C, op->HW, PN_BN_MOMENTUM, PN_BN_EPS);
         else if (a->training)
-            rc = pn_batchnorm_forward_train(y, s.mean, s.rstd, rm, rv, inp, pn_op_param(m, op, 0),
-                                            pn_op_param(m, op, 1), B, op->C, op->HW, m->cfg.norm_batch,
-                                            PN_BN_MOMENTUM, PN_BN_EPS);
+            rc = pn_batchnorm_forward_train_ex(y, s.mean, s.rstd, rm, rv, inp, pn_op_param(m, op, 0),
+                                               pn_op_param(m, op, 1), B, op->C, op->HW,
+                                               m->cfg.norm_batch, PN_BN_MOMENTUM, PN_BN_EPS, relu);
         else
-            rc = pn_batchnorm_forward_eval(y, inp, rm, rv, pn_op_param(m, op, 0), pn_op_param(m, op, 1),
-                                           B, op->C, op->HW, PN_BN_EPS);
+            rc = pn_batchnorm_forward_eval_ex(y, inp, rm, rv, pn_op_param(m, op, 0),
+                                              pn_op_param(m, op, 1), B, op->C, op->HW, PN_BN_EPS, relu);
     } else {
-        rc = pn_groupnorm_forward(y, s.mean, s.rstd, inp, pn_op_param(m, op, 0), pn_op_param(m, op, 1),
-                                  B, op->C, op->HW, op->G, PN_GN_EPS);
+        rc = pn_groupnorm_forward_ex(y, s.mean, s.rstd, inp, pn_op_param(m, op, 0),
+                                     pn_op_param(m, op, 1), B, op->C, op->HW, op->G, PN_GN_EPS, relu);
     }
     if (rc != PN_OK) return rc;
-    if (act == PN_ACT_RELU) relu_inplace(out, n);
+    if (sep_relu) relu_inplace(out, n);
     else if (s.pre) return pn_act_forward(out, s.pre, n, (pn_act)act);
     return PN_OK;
 }
@@ -236,10 +256,28 @@ static int norm_bwd(pn_model *m, pn_op *op, const pn_bwd_args *a)
                               pn_op_param(m, op, 3) };
         pn_pnact_grads g = { pn_op_grad(m, op, 0), pn_op_grad(m, op, 1), pn_op_grad(m, op, 2),
                              pn_op_grad(m, op, 3) };
-        return pn_gn_pnact_backward(dinp, g, dout, inp, s.mean, s.rstd, s.pm, s.ps, p, B, op->C,
-                                    op->HW, op->G, op->act);
+        PN_CHECK(norm_work(m, op, B) <= m->work_floats, "model: %s: workspace not planned for batch %d",
+                 op->name, B);
+        return pn_gn_pnact_backward_ex(dinp, g, dout, inp, s.mean, s.rstd, s.pm, s.ps, p, B, op->C,
+                                       op->HW, op->G, op->act, (double *)(void *)m->work);
     }
     const int act = norm_has_act(op) ? (int)op->act : (int)PN_ACT_IDENTITY;
+    double *work = NULL;
+    if (k != PN_NORM_NONE && k != PN_NORM_BN) {
+        PN_CHECK(norm_work(m, op, B) <= m->work_floats, "model: %s: workspace not planned for batch %d",
+                 op->name, B);
+        work = (double *)(void *)m->work;
+    }
+    /* norm + ReLU: the mask out > 0 applied inside the kernels' backward (not after the hook) */
+    if (act == PN_ACT_RELU && k != PN_NORM_NONE && !bn_hooked(m, op)) {
+        if (k == PN_NORM_BN)
+            return pn_batchnorm_backward_ex(dinp, pn_op_grad(m, op, 0), pn_op_grad(m, op, 1), dout, inp,
+                                            s.mean, s.rstd, pn_op_param(m, op, 0), B, op->C, op->HW,
+                                            m->cfg.norm_batch, a->out);
+        return pn_groupnorm_backward_ex(dinp, pn_op_grad(m, op, 0), pn_op_grad(m, op, 1), dout, inp,
+                                        s.mean, s.rstd, pn_op_param(m, op, 0), B, op->C, op->HW, op->G,
+                                        a->out, work);
+    }
     /* ReLU: out > 0 exactly where the pre-activation is > 0 (derivative 0 at 0, as PyTorch). */
     float *dy = k == PN_NORM_NONE ? dinp : dout;
     int rc = PN_OK;
@@ -254,11 +292,11 @@ static int norm_bwd(pn_model *m, pn_op *op, const pn_bwd_args *a)
         return pn_batchnorm_backward(dinp, pn_op_grad(m, op, 0), pn_op_grad(m, op, 1), dy, inp, s.mean,
                                      s.rstd, pn_op_param(m, op, 0), B, op->C, op->HW, m->cfg.norm_batch);
     }
-    return pn_groupnorm_backward(dinp, pn_op_grad(m, op, 0), pn_op_grad(m, op, 1), dy, inp, s.mean,
-                                 s.rstd, pn_op_param(m, op, 0), B, op->C, op->HW, op->G);
+    return pn_groupnorm_backward_ex(dinp, pn_op_grad(m, op, 0), pn_op_grad(m, op, 1), dy, inp, s.mean,
+                                    s.rstd, pn_op_param(m, op, 0), B, op->C, op->HW, op->G, NULL, work);
 }
 
-const pn_op_vt pn_op_norm = { "norm", norm_saved, NULL, norm_fwd, norm_bwd, NULL,
+const pn_op_vt pn_op_norm = { "norm", norm_saved, norm_work, norm_fwd, norm_bwd, NULL,
                               PN_OP_CLOBBERS_DOUT | PN_OP_IS_NORM };
 
 /* Groups of the GroupNorm family for C channels (0 for BN/none). */
