@@ -629,13 +629,8 @@ int pn_conv2d_backward(float *dinp, float *dweight, float *dbias, const float *d
                 }
             }
             #pragma omp barrier
-            size_t a = nw * (size_t)t / (size_t)nth, b = nw * (size_t)(t + 1) / (size_t)nth;
-            for (size_t i = a; i < b; i++) {
-                const size_t k = off + colsz + pn_dconv_dw_packed_index(i, s->Cin);
-                double acc = 0.0;
-                for (int u = 0; u < nth; u++) acc += work[k + (size_t)u * slice];
-                dweight[i] += (float)acc;
-            }
+            pn_dconv_dw_reduce(dweight, work + off + colsz, slice, nth, s->Cout * t / nth,
+                               s->Cout * (t + 1) / nth, s->Cin);
         }
         return PN_OK;
     }

@@ -39,8 +39,9 @@ int pn_conv2d_backward(float *dinp, float *dweight, float *dbias, const float *d
  * first = 1 on the first image of a call with this scratch (zeroes the padding once).
  * wp: weights packed by pn_dconv_pack_fwd (forward) or pn_dconv_pack_bwd (dinp), each
  * Cin * Cout * 9 floats. The backward: dWp = beta * dWp + this image's weight gradient in
- * the packed layout (Cout/8, Cin, 3, 3, 8) (beta 0 or 1); element i of a (Cout, Cin, 3, 3)
- * gradient is dWp[pn_dconv_dw_packed_index(i, Cin)]. dx written (or NULL). */
+ * the packed layout (Cout/8, Cin, 3, 3, 8) (beta 0 or 1); dx written (or NULL).
+ * pn_dconv_dw_reduce: dweight[co] += sum over u < nslices of the packed gradients at
+ * dWp + u * stride (in double, in order u = 0, 1, ...), for output channels [co_lo, co_hi). */
 int pn_dconv_ok(const pn_conv_shape *s);
 int pn_dconv_dinp_ok(const pn_conv_shape *s);
 /* 0: every convolution takes the im2col + sgemm path (benchmarks, tests); 1 (default): the
@@ -51,7 +52,8 @@ void pn_dconv_pack_fwd(float *wp, const float *w, int Cin, int Cout);
 void pn_dconv_pack_bwd(float *wp, const float *w, int Cin, int Cout);
 void pn_dconv_fwd_image(float *y, const float *x, const float *wp, const pn_conv_shape *s,
                         float *scratch, int first);
-size_t pn_dconv_dw_packed_index(size_t i, int Cin);
+void pn_dconv_dw_reduce(float *dweight, const float *dWp, size_t stride, int nslices, int co_lo,
+                        int co_hi, int Cin);
 void pn_dconv_bwd_image(float *dx, float *dWp, float beta, const float *dy, const float *x,
                         const float *wpb, const pn_conv_shape *s, float *scratch, int first);
 
