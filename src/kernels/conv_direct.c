@@ -136,9 +136,7 @@ static void core(float *y, const float *xp, const float *wp, int Cin, int Cout, 
 {
     const int P = Ho * Wo;
     const size_t ps = (size_t)Hp * Wp;
-#ifndef PN_DC_AVX2
     const int tap[DC_T] = { 0, 1, 2, Wp, Wp + 1, Wp + 2, 2 * Wp, 2 * Wp + 1, 2 * Wp + 2 };
-#endif
     for (int cb = 0; cb < Cout; cb += 16) {
         const int nv = Cout - cb >= 16 ? 2 : 1; /* vectors of 8 output channels */
         const float *w0 = wp + (size_t)(cb / 8) * Cin * DC_T * 8;
@@ -154,31 +152,22 @@ static void core(float *y, const float *xp, const float *wp, int Cin, int Cout, 
             __m256 a00 = _mm256_setzero_ps(), a01 = a00, a10 = a00, a11 = a00, a20 = a00,
                    a21 = a00, a30 = a00, a31 = a00, a40 = a00, a41 = a00, a50 = a00, a51 = a00;
             const float *wa = w0, *wb = nv == 2 ? w1 : w0;
-            /* per (ci, kh): the three kw taps unrolled, their offsets +0/+1/+2 folded into
-             * the addressing (no per-tap offset loads) */
-            const float *x0 = xp + off[0], *x1 = xp + off[1], *x2 = xp + off[2], *x3 = xp + off[3],
-                        *x4 = xp + off[4], *x5 = xp + off[5];
             for (int ci = 0; ci < Cin; ci++) {
-                for (int kh = 0; kh < DC_K; kh++, wa += 24, wb += 24) {
-                    const size_t r = (size_t)ci * ps + (size_t)kh * Wp;
-                    __m256 v0, v1, b;
-#define DC_STEP(X, K, A0, A1)                               \
-    b = _mm256_broadcast_ss(X + r + K);                     \
+                const float *xc = xp + ci * ps;
+                for (int t = 0; t < DC_T; t++, wa += 8, wb += 8) {
+                    const float *xt = xc + tap[t];
+                    const __m256 v0 = _mm256_loadu_ps(wa), v1 = _mm256_loadu_ps(wb);
+                    __m256 b;
+#define DC_STEP(j, A0, A1)                                  \
+    b = _mm256_broadcast_ss(xt + off[j]);                   \
     A0 = _mm256_fmadd_ps(v0, b, A0);                        \
     A1 = _mm256_fmadd_ps(v1, b, A1);
-#define DC_TAP(K)                                           \
-    v0 = _mm256_loadu_ps(wa + 8 * K);                       \
-    v1 = _mm256_loadu_ps(wb + 8 * K);                       \
-    DC_STEP(x0, K, a00, a01)                                \
-    DC_STEP(x1, K, a10, a11)                                \
-    DC_STEP(x2, K, a20, a21)                                \
-    DC_STEP(x3, K, a30, a31)                                \
-    DC_STEP(x4, K, a40, a41)                                \
-    DC_STEP(x5, K, a50, a51)
-                    DC_TAP(0)
-                    DC_TAP(1)
-                    DC_TAP(2)
-#undef DC_TAP
+                    DC_STEP(0, a00, a01)
+                    DC_STEP(1, a10, a11)
+                    DC_STEP(2, a20, a21)
+                    DC_STEP(3, a30, a31)
+                    DC_STEP(4, a40, a41)
+                    DC_STEP(5, a50, a51)
 #undef DC_STEP
                 }
             }
