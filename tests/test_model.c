@@ -846,6 +846,41 @@ TEST(test_batch_independence)
     }
 }
 
+/* PROXYNORM_PROFILE: the per-op timers change nothing (logits and gradients bit for bit),
+ * and the report on free goes to stderr without leaking. */
+TEST(test_profile_env)
+{
+    enum { B = 4, K = 3 };
+    float x[B * 64];
+    int lab[B] = { 0, 1, 2, 0 };
+    harness_seed(78);
+    harness_fill_normal(x, B * 64, 0, 1);
+    float *g[2] = { NULL, NULL }, lg[2][B * K];
+    size_t np = 0;
+    for (int k = 0; k < 2; k++) {
+        if (k) setenv("PROXYNORM_PROFILE", "1", 1);
+        pn_model_config c = tiny_cfg(PN_NORM_GN_PN);
+        pn_model *m = NULL;
+        CHECK(pn_model_create(&m, &c, 5) == PN_OK, "create");
+        if (k) unsetenv("PROXYNORM_PROFILE");
+        if (!m) continue;
+        const float *l;
+        double loss;
+        pn_model_zero_grad(m);
+        CHECK(pn_model_forward(m, x, B, 1, &l) == PN_OK && pn_model_loss(m, lab, 0, &loss, NULL) == PN_OK &&
+                  pn_model_backward(m, 0.25f) == PN_OK, "step: %s", pn_last_error());
+        memcpy(lg[k], l, sizeof lg[k]);
+        np = pn_model_num_params(m);
+        g[k] = malloc(np * sizeof(float));
+        if (g[k]) memcpy(g[k], pn_model_grads(m), np * sizeof(float));
+        pn_model_free(m);
+    }
+    CHECK(g[0] && g[1] && memcmp(g[0], g[1], np * sizeof(float)) == 0, "profiling changed the gradients");
+    CHECK(memcmp(lg[0], lg[1], sizeof lg[0]) == 0, "profiling changed the logits");
+    free(g[0]);
+    free(g[1]);
+}
+
 /* Gradients of a batch of 4 with scale 1/4 equal the sum of two micro-batches of 2
  * (each with scale 1/4), for a batch-independent norm. The arena is planned for 4 and
  * reused (not grown) for 2; a larger batch grows it. Two backwards accumulate 2x. */
@@ -1272,6 +1307,7 @@ int main(void)
     RUN(test_gradcheck_bottleneck_imagenet_stem);
     RUN(test_gradcheck_builder_ops);
     RUN(test_batch_independence);
+    RUN(test_profile_env);
     RUN(test_micro_batches);
     RUN(test_fold);
     RUN(test_visit_norms);

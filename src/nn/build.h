@@ -169,6 +169,10 @@ struct pn_model {
     int fwd_B, fwd_training, have_loss;
     float smoothing;
     pn_bn_override bn_ovr; /* forward NULL: built-in BN */
+
+    /* PROXYNORM_PROFILE set at creation: seconds in each op's forward and backward
+     * (prof_t[2*i], prof_t[2*i+1]), printed to stderr by pn_model_free */
+    double *prof_t;
 };
 
 /* Parameter / gradient / buffer pointers of an op (NULL when absent). */

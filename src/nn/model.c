@@ -26,6 +26,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "kernels/common.h"
 #include "kernels/layers.h"
@@ -305,6 +306,49 @@ static void init_tensor(float *x, const pn_tensor_info *t, int init, double fan,
     }
 }
 
+/* ------------------------------------------------------------ profile */
+static double prof_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* Per op kind (convolutions by shape): forward and backward seconds, and their share. */
+static void prof_report(const pn_model *m)
+{
+    double total = 0;
+    for (int i = 0; i < 2 * m->nops; i++) total += m->prof_t[i];
+    if (total <= 0) return;
+    fprintf(stderr, "proxynorm profile (PROXYNORM_PROFILE): %.3f s in ops\n", total);
+    fprintf(stderr, "  %-34s %4s %9s %9s %6s\n", "op", "n", "fwd s", "bwd s", "share");
+    char *done = calloc((size_t)m->nops, 1);
+    if (!done) return;
+    for (int i = 0; i < m->nops; i++) {
+        if (done[i]) continue;
+        char key[64];
+        const pn_op *op = &m->ops[i];
+        if (op->vt == &pn_op_conv)
+            snprintf(key, sizeof key, "conv %dx%d s%d %d->%d %dx%d", op->cs.KH, op->cs.KW, op->cs.stride,
+                     op->cs.Cin, op->cs.Cout, op->cs.H, op->cs.W);
+        else
+            snprintf(key, sizeof key, "%s", op->vt->kind);
+        double f = 0, b = 0;
+        int n = 0;
+        for (int j = i; j < m->nops; j++) {
+            const pn_op *q = &m->ops[j];
+            if (done[j] || q->vt != op->vt) continue;
+            if (op->vt == &pn_op_conv && memcmp(&q->cs, &op->cs, sizeof q->cs) != 0) continue;
+            done[j] = 1;
+            f += m->prof_t[2 * j];
+            b += m->prof_t[2 * j + 1];
+            n++;
+        }
+        fprintf(stderr, "  %-34s %4d %9.3f %9.3f %5.1f%%\n", key, n, f, b, 100.0 * (f + b) / total);
+    }
+    free(done);
+}
+
 /* ------------------------------------------------------------ backward schedule */
 /* Runs (exec) or simulates (!exec) the backward of the ops; the gradient of the last
  * value is pool buffer 0, which the caller has filled (exec). Needs m->gb (nvals) and
@@ -398,7 +442,9 @@ static int run_backward(pn_model *m, int B, int exec, int *used)
                 a.dout = m->pool[dbuf];
                 a.out = m->vals[op->out].data;
                 a.B = B;
+                const double t0 = m->prof_t ? prof_now() : 0.0;
                 rc = op->vt->backward(m, op, &a);
+                if (m->prof_t) m->prof_t[2 * i + 1] += prof_now() - t0;
             }
             for (int k = 0; k < op->nin && rc == PN_OK; k++)
                 if (tmp[k] >= 0) {
@@ -432,6 +478,7 @@ static void free_contents(pn_model *m)
     free(m->buffers);
     free(m->ws_mem);
     free(m->arena);
+    free(m->prof_t);
     free(m->pool);
     free(m->gb);
     free(m->gref);
@@ -554,6 +601,8 @@ int pn_model_create_arch(pn_model **out, const pn_model_config *cfg, const pn_ar
     }
     m->pool = calloc((size_t)m->npool, sizeof *m->pool);
     if (!m->pool) goto nomem;
+    if (getenv("PROXYNORM_PROFILE") && !(m->prof_t = calloc(2 * (size_t)m->nops, sizeof *m->prof_t)))
+        goto nomem;
     *out = m;
     return PN_OK;
 
@@ -569,6 +618,7 @@ fail:
 void pn_model_free(pn_model *m)
 {
     if (!m) return;
+    if (m->prof_t) prof_report(m);
     free_contents(m);
     free(m);
 }
@@ -754,7 +804,9 @@ int pn_model_forward(pn_model *m, const float *x, int B, int training, const flo
         a.out = m->vals[op->out].data;
         a.B = B;
         a.training = training ? 1 : 0;
+        const double t0 = m->prof_t ? prof_now() : 0.0;
         if ((rc = op->vt->forward(m, op, &a)) != PN_OK) return rc;
+        if (m->prof_t) m->prof_t[2 * i] += prof_now() - t0;
     }
     m->fwd_B = B;
     m->fwd_training = training ? 1 : 0;
