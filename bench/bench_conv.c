@@ -6,8 +6,8 @@
  * (-s: other 3x3 stride-1 pad-1 shapes instead of resnet20's, up to 8)
  *
  * Per shape and thread count: GFLOP/s of the forward (2*MACs) and of the backward (dinp
- * and dweight: 4*MACs), median of REPS calls after one warm-up, for both paths, and the
- * ratio direct / gemm (> 1: the direct kernel is faster). Also OpenBLAS's large square
+ * and dweight: 4*MACs), fastest of REPS calls after one warm-up, the two paths alternating
+ * call by call, and the ratio direct / gemm (> 1: the direct kernel is faster). Also OpenBLAS's large square
  * sgemm (2048^3) as the peak of the machine. */
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,12 +26,6 @@ static double now_s(void)
     return ts.tv_sec + 1e-9 * ts.tv_nsec;
 }
 
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
 static float *filled(size_t n)
 {
     float *p = malloc((n ? n : 1) * sizeof(float));
@@ -47,31 +41,40 @@ static float *filled(size_t n)
     return p;
 }
 
-/* Median seconds of reps forward (bwd = 0) or backward calls. */
-static double time_conv(const pn_conv_shape *s, int bwd, int reps)
+/* Fastest of reps forward (bwd = 0) or backward calls, for the direct kernel (t[0]) and
+ * im2col + sgemm (t[1]), the two alternating call by call so that both see the same state
+ * of the machine (on a shared or throttled machine, medians of separate blocks of calls
+ * differ by 20% from run to run). */
+static void time_conv(const pn_conv_shape *s, int bwd, int reps, double t[2])
 {
     int Ho, Wo;
     pn_conv_out_hw(s, &Ho, &Wo);
     const size_t nx = (size_t)s->N * s->Cin * s->H * s->W, ny = (size_t)s->N * s->Cout * Ho * Wo;
     const size_t nw = (size_t)s->Cout * s->Cin * s->KH * s->KW;
-    float *x = filled(nx), *w = filled(nw), *y = filled(ny), *dx = filled(nx), *dw = filled(nw);
-    float *work = filled(pn_conv2d_workspace(s));
-    double *t = malloc((size_t)reps * sizeof(double));
-    if (!t) exit(1);
-    for (int r = -1; r < reps; r++) {
-        double t0 = now_s();
-        int rc = bwd ? pn_conv2d_backward(dx, dw, NULL, y, x, w, s, work)
-                     : pn_conv2d_forward(y, x, w, NULL, s, work);
-        if (rc != PN_OK) {
-            fprintf(stderr, "bench_conv: %s\n", pn_last_error());
-            exit(1);
-        }
-        if (r >= 0) t[r] = now_s() - t0;
+    size_t nwork = 0;
+    for (int d = 0; d < 2; d++) {
+        pn_dconv_enable(d == 0);
+        size_t k = pn_conv2d_workspace(s);
+        if (k > nwork) nwork = k;
     }
-    qsort(t, (size_t)reps, sizeof *t, cmp_double);
-    double med = t[reps / 2];
-    free(x); free(w); free(y); free(dx); free(dw); free(work); free(t);
-    return med;
+    float *x = filled(nx), *w = filled(nw), *y = filled(ny), *dx = filled(nx), *dw = filled(nw);
+    float *work = filled(nwork);
+    t[0] = t[1] = 1e30;
+    for (int r = -1; r < reps; r++)
+        for (int d = 0; d < 2; d++) {
+            pn_dconv_enable(d == 0);
+            double t0 = now_s();
+            int rc = bwd ? pn_conv2d_backward(dx, dw, NULL, y, x, w, s, work)
+                         : pn_conv2d_forward(y, x, w, NULL, s, work);
+            if (rc != PN_OK) {
+                fprintf(stderr, "bench_conv: %s\n", pn_last_error());
+                exit(1);
+            }
+            double dt = now_s() - t0;
+            if (r >= 0 && dt < t[d]) t[d] = dt;
+        }
+    pn_dconv_enable(1);
+    free(x); free(w); free(y); free(dx); free(dw); free(work);
 }
 
 static double sgemm_peak(void)
@@ -92,7 +95,7 @@ static double sgemm_peak(void)
 int main(int argc, char **argv)
 {
     const char *threads = "1 2";
-    int reps = 7, ns = 3;
+    int reps = 15, ns = 3;
     pn_conv_shape shapes[8] = {
         { 128, 16, 28, 28, 16, 3, 3, 1, 1, 1 },
         { 128, 32, 14, 14, 32, 3, 3, 1, 1, 1 },
@@ -126,11 +129,11 @@ int main(int argc, char **argv)
             const pn_conv_shape *s = &shapes[k];
             const double macs = (double)s->N * s->Cout * s->Cin * 9 * s->H * s->W;
             double g[2][2];
-            for (int d = 0; d < 2; d++) {
-                pn_dconv_enable(d == 0);
-                for (int b = 0; b < 2; b++) g[d][b] = (b ? 4 : 2) * macs / time_conv(s, b, reps) * 1e-9;
+            for (int b = 0; b < 2; b++) {
+                double t[2];
+                time_conv(s, b, reps, t);
+                for (int d = 0; d < 2; d++) g[d][b] = (b ? 4 : 2) * macs / t[d] * 1e-9;
             }
-            pn_dconv_enable(1);
             char name[32];
             snprintf(name, sizeof name, "%d,%d,%d,%d,%d", s->N, s->Cin, s->H, s->W, s->Cout);
             printf("%-22s %3d | %8.1f %8.1f %6.2f | %8.1f %8.1f %6.2f |\n", name, T, g[0][0], g[1][0],
