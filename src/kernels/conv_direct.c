@@ -23,8 +23,8 @@
  *   dweight   dW[co][ci][kh][kw] = sum_p dy[co][p] * xpad[ci][p + kh*Wp + kw]: vectors
  *             of 8 output channels of dy (transposed to (P, Cout)) times broadcasts of
  *             the input; 9 accumulators, one per tap.
- * Sums are in float, as in the GEMM this replaces (the per-image weight gradient is then
- * added across images by the caller, as before). */
+ * Sums are in float, as in the GEMM this replaces; the weight gradient is summed in float
+ * over a thread's images (packed layout), and conv.c adds the threads' sums in double. */
 #include <stddef.h>
 #include <string.h>
 
@@ -41,9 +41,10 @@ static int dc_enabled = 1;
 
 void pn_dconv_enable(int on) { dc_enabled = on != 0; }
 
-/* Up to 64 channels: there the direct kernel beat im2col + sgemm by 1.3x to 1.8x (7x7 to
- * 28x28 planes); at 128 to 512 channels sgemm's blocking wins or ties (bench/bench_conv.c
- * -s ...: 0.74x to 1.15x), so those stay on the GEMM. */
+/* Up to 64 channels: there the direct kernel ran at 0.97x to 1.42x of im2col + sgemm in
+ * isolation (bench/bench_conv.c on resnet20's shapes, mostly 1.1x to 1.3x; more in a whole
+ * training step, docs/RESULTS.md); at 128 to 512 channels sgemm's blocking wins or ties
+ * (bench_conv -s ...: 0.74x to 1.15x), so those stay on the GEMM. */
 int pn_dconv_ok(const pn_conv_shape *s)
 {
     return dc_enabled && s->KH == DC_K && s->KW == DC_K && (s->stride == 1 || s->stride == 2) &&
