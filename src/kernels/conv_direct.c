@@ -8,7 +8,8 @@
  * its memcpy 17%, OpenBLAS packing 15%). Here the input is copied once into a zero-padded
  * plane and the multiply-adds read it in place.
  *
- * Vectorized over output channels, 8 to a lane group (AVX2): an output pixel's 8 channels
+ * Vectorized over output channels, 8 to a lane group (AVX2 + FMA; built without them, the
+ * kernel is left out and every convolution takes im2col + sgemm): an output pixel's 8 channels
  * are one vector, the input pixel is broadcast, the weights of (ci, kh, kw) for 8 output
  * channels are one vector of a packed copy of the weights. Register block: 2 vectors of
  * output channels x 6 output pixels = 12 accumulators. Pixels are numbered flat over the
@@ -30,16 +31,14 @@
 
 #include "layers.h"
 
-#if defined(__AVX2__) && defined(__FMA__)
-#include <immintrin.h>
-#define PN_DC_AVX2 1
-#endif
-
-enum { DC_K = 3, DC_T = 9, DC_NP = 6 };
-
 static int dc_enabled = 1;
 
 void pn_dconv_enable(int on) { dc_enabled = on != 0; }
+
+#if defined(__AVX2__) && defined(__FMA__)
+#include <immintrin.h>
+
+enum { DC_K = 3, DC_T = 9, DC_NP = 6 };
 
 /* Up to 64 channels: there the direct kernel ran at 0.97x to 1.42x of im2col + sgemm in
  * isolation (bench/bench_conv.c on resnet20's shapes, mostly 1.1x to 1.3x; more in a whole
@@ -107,7 +106,6 @@ static void pad_copy(float *xp, const float *x, int C, int H, int W, int pad)
                    (size_t)W * sizeof(float));
 }
 
-#ifdef PN_DC_AVX2
 /* r[j][l] -> r[l][j] for an 8x8 block of floats. */
 static inline void transpose8(__m256 r[8])
 {
@@ -127,7 +125,6 @@ static inline void transpose8(__m256 r[8])
         r[i + 4] = _mm256_permute2f128_ps(s[i], s[i + 4], 0x31);
     }
 }
-#endif
 
 /* The core: y (Cout, Ho*Wo) = sum over (ci, kh, kw) of wp x xp at stride st.
  * xp (Cin, Hp, Wp) padded input, (Ho - 1) * st + 3 <= Hp (same for W);
@@ -149,7 +146,6 @@ static void core(float *y, const float *xp, const float *wp, int Cin, int Cout, 
                 const int p = p0 + (j < np ? j : np - 1);
                 off[j] = p / Wo * st * Wp + p % Wo * st;
             }
-#ifdef PN_DC_AVX2
             __m256 a00 = _mm256_setzero_ps(), a01 = a00, a10 = a00, a11 = a00, a20 = a00,
                    a21 = a00, a30 = a00, a31 = a00, a40 = a00, a41 = a00, a50 = a00, a51 = a00;
             const float *wa = w0, *wb = nv == 2 ? w1 : w0;
@@ -185,25 +181,6 @@ static void core(float *y, const float *xp, const float *wp, int Cin, int Cout, 
                 for (int l = 0; l < 8; l++)
                     _mm256_maskstore_ps(y + (size_t)(cb + 8 + l) * P + p0, mask, u[l]);
             }
-#else
-            float acc[DC_NP][16];
-            memset(acc, 0, sizeof acc);
-            for (int v = 0; v < nv; v++) {
-                const float *wq = v ? w1 : w0;
-                for (int ci = 0; ci < Cin; ci++) {
-                    const float *xc = xp + ci * ps;
-                    for (int t = 0; t < DC_T; t++, wq += 8)
-                        for (int j = 0; j < DC_NP; j++) {
-                            const float xv = xc[tap[t] + off[j]];
-                            for (int l = 0; l < 8; l++) acc[j][v * 8 + l] += wq[l] * xv;
-                        }
-                }
-            }
-            for (int l = 0; l < nv * 8; l++) {
-                float *yr = y + (size_t)(cb + l) * P + p0;
-                for (int j = 0; j < np; j++) yr[j] = acc[j][l];
-            }
-#endif
         }
     }
 }
@@ -229,7 +206,6 @@ static void dweight(float *dWp, float beta, const float *dyT, const float *xp, i
         for (int ci = 0; ci < Cin; ci++) {
             const float *xc = xp + ci * ps;
             float *dp = dWp + ((size_t)(cv / 8) * Cin + ci) * DC_T * 8;
-#ifdef PN_DC_AVX2
             __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0,
                    a7 = a0, a8 = a0;
             const float *d = dyT + cv;
@@ -259,19 +235,6 @@ static void dweight(float *dWp, float beta, const float *dyT, const float *xp, i
             _mm256_storeu_ps(dp, a0); _mm256_storeu_ps(dp + 8, a1); _mm256_storeu_ps(dp + 16, a2);
             _mm256_storeu_ps(dp + 24, a3); _mm256_storeu_ps(dp + 32, a4); _mm256_storeu_ps(dp + 40, a5);
             _mm256_storeu_ps(dp + 48, a6); _mm256_storeu_ps(dp + 56, a7); _mm256_storeu_ps(dp + 64, a8);
-#else
-            float acc[DC_T][8];
-            memset(acc, 0, sizeof acc);
-            const float *d = dyT + cv;
-            for (int oh = 0; oh < Ho; oh++)
-                for (int ow = 0; ow < Wo; ow++, d += Cout) {
-                    const float *xt = xc + (size_t)oh * st * Wp + ow * st;
-                    for (int t = 0; t < DC_T; t++)
-                        for (int l = 0; l < 8; l++) acc[t][l] += d[l] * xt[tap[t]];
-                }
-            for (int t = 0; t < DC_T; t++)
-                for (int l = 0; l < 8; l++) dp[t * 8 + l] = beta == 0.0f ? acc[t][l] : dp[t * 8 + l] + acc[t][l];
-#endif
         }
 }
 
@@ -310,3 +273,44 @@ void pn_dconv_bwd_image(float *dx, float *dWp, float beta, const float *dy, cons
     pad_copy(dyp, dy, Cout, Ho, Wo, q);
     core(dx, dyp, wpb, Cout, s->Cin, s->H, s->W, Ho + 2 * q, Wo + 2 * q, 1);
 }
+
+#else /* no AVX2 + FMA at compile time: im2col + sgemm does every convolution (a portable
+       * C version of this kernel ran far slower than OpenBLAS, e.g. in the sanitizer build). */
+
+int pn_dconv_ok(const pn_conv_shape *s)
+{
+    (void)s;
+    return 0;
+}
+
+int pn_dconv_dinp_ok(const pn_conv_shape *s)
+{
+    (void)s;
+    return 0;
+}
+
+/* Never called: conv.c asks pn_dconv_ok first. */
+size_t pn_dconv_scratch(const pn_conv_shape *s, int backward)
+{
+    (void)s;
+    (void)backward;
+    return 0;
+}
+void pn_dconv_pack_fwd(float *wp, const float *w, int Cin, int Cout) { (void)wp; (void)w; (void)Cin; (void)Cout; }
+void pn_dconv_pack_bwd(float *wp, const float *w, int Cin, int Cout) { (void)wp; (void)w; (void)Cin; (void)Cout; }
+void pn_dconv_fwd_image(float *y, const float *x, const float *wp, const pn_conv_shape *s,
+                        float *scratch, int first)
+{
+    (void)y; (void)x; (void)wp; (void)s; (void)scratch; (void)first;
+}
+void pn_dconv_bwd_image(float *dx, float *dWp, float beta, const float *dy, const float *x,
+                        const float *wpb, const pn_conv_shape *s, float *scratch, int first)
+{
+    (void)dx; (void)dWp; (void)beta; (void)dy; (void)x; (void)wpb; (void)s; (void)scratch; (void)first;
+}
+void pn_dconv_dw_reduce(float *dweight, const float *dWp, size_t stride, int nslices, int co_lo,
+                        int co_hi, int Cin)
+{
+    (void)dweight; (void)dWp; (void)stride; (void)nslices; (void)co_lo; (void)co_hi; (void)Cin;
+}
+#endif
