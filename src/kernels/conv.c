@@ -1,6 +1,9 @@
-/* 2-D convolution (NCHW, zero padding, groups) by im2col + OpenBLAS sgemm.
+/* 2-D convolution (NCHW, zero padding, groups) by im2col + OpenBLAS sgemm, except for the
+ * shapes conv_direct.c takes (3x3, stride 1 or 2, groups 1, up to 64 channels, built with
+ * AVX2 + FMA): those run its direct kernel with the same threading (whole images per
+ * thread, per-thread weight gradients summed in thread order).
  *
- * Layout and strategy
+ * Layout and strategy (im2col + sgemm)
  *   - One image at a time. im2col writes the whole image into `work` as a
  *     (Cin*KH*KW, Ho*Wo) matrix whose rows are ordered (c, kh, kw), so the rows
  *     of group g are the contiguous block [g*Kg, (g+1)*Kg) with Kg = Cin/groups*KH*KW,
@@ -13,8 +16,8 @@
  *     shapes of a ResNet, e.g. 64 x 576 x 1024 on 32x32 inputs.)
  *   - 1x1, stride 1, pad 0: the input image (Cin, H*W) already is the column
  *     matrix; the GEMMs run directly on inp / dinp (no column matrix).
- *   - Depthwise (Cin/groups = Cout/groups = 1): a direct loop (one tiny GEMM per
- *     channel would be all overhead); no workspace.
+ *   - Depthwise (Cin/groups = Cout/groups = 1, kernels up to 16x16): direct row loops
+ *     (one tiny GEMM per channel would be all overhead); no workspace.
  *   - Backward per image: dW_g += dout_g x col_g^T (sgemm, beta 1); then the same
  *     buffer receives dcol_g = W_g^T x dout_g (beta 0) and col2im adds it into dinp.
  *     dbias += sums of dout in double.
