@@ -65,20 +65,18 @@ static void channel_moments(double m[5], const double *mu, const double *sd, con
  * the terms are non-negative and their sum matches the direct mean of y^2 up to
  * double rounding of float data. */
 
-// y (N,C,HW)
-int pn_power_terms(pn_power_decomp *out, const float *y, int N, int C, int HW)
+/* Instance statistics of every (input, channel) row of y (N,C,HW): one allocation of
+ * 3*N*C doubles, mean at [nc], std at [N*C + nc], mean square at [2*N*C + nc] (the
+ * caller frees it); NULL with the error set (under fn's name) when out of memory. */
+static double *row_stats(const float *y, int N, int C, int HW, const char *fn)
 {
-    PN_CHECK_PTR(out);
-    PN_CHECK_PTR(y);
-    PN_CHECK_POS(N);
-    PN_CHECK_POS(C);
-    PN_CHECK_POS(HW);
     const long NC = (long)N * C;
     double *mu = malloc(3 * (size_t)NC * sizeof *mu);
-    if (!mu) return pn_error(PN_ERR_NOMEM, "%s: out of memory (%ld rows)", __func__, NC);
+    if (!mu) {
+        pn_error(PN_ERR_NOMEM, "%s: out of memory (%ld rows)", fn, NC);
+        return NULL;
+    }
     double *sd = mu + NC, *pw = sd + NC;
-
-    /* instance statistics of every (input, channel) row */
     #pragma omp parallel for schedule(static) if (NC * HW >= POWER_PAR_MIN)
     for (long nc = 0; nc < NC; nc++) {
         const float *x = y + (size_t)nc * HW;
@@ -88,6 +86,21 @@ int pn_power_terms(pn_power_decomp *out, const float *y, int N, int C, int HW)
         sd[nc] = sqrt(m2 / HW);
         pw[nc] = pn_sum_sqdev(x, (size_t)HW, 0.0) / HW;
     }
+    return mu;
+}
+
+// y (N,C,HW)
+int pn_power_terms(pn_power_decomp *out, const float *y, int N, int C, int HW)
+{
+    PN_CHECK_PTR(out);
+    PN_CHECK_PTR(y);
+    PN_CHECK_POS(N);
+    PN_CHECK_POS(C);
+    PN_CHECK_POS(HW);
+    const long NC = (long)N * C;
+    double *mu = row_stats(y, N, C, HW, __func__);
+    if (!mu) return PN_ERR_NOMEM;
+    double *sd = mu + NC, *pw = sd + NC;
 
     /* moments over the inputs of each channel, then the channel average in order */
     double t[5] = {0, 0, 0, 0, 0};
@@ -139,18 +152,9 @@ int pn_power_acc_add(pn_power_acc *a, const float *y, int N, int C, int HW)
     PN_CHECK_POS(HW);
     PN_CHECK(C == a->C, "%s: %d channels, the accumulator has %d", __func__, C, a->C);
     const long NC = (long)N * C;
-    double *mu = malloc(3 * (size_t)NC * sizeof *mu);
-    if (!mu) return pn_error(PN_ERR_NOMEM, "%s: out of memory (%ld rows)", __func__, NC);
+    double *mu = row_stats(y, N, C, HW, __func__);
+    if (!mu) return PN_ERR_NOMEM;
     double *sd = mu + NC, *pw = sd + NC;
-    #pragma omp parallel for schedule(static) if (NC * HW >= POWER_PAR_MIN)
-    for (long nc = 0; nc < NC; nc++) {
-        const float *x = y + (size_t)nc * HW;
-        double m, m2;
-        pn_mean_m2(x, (size_t)HW, &m, &m2);
-        mu[nc] = m;
-        sd[nc] = sqrt(m2 / HW);
-        pw[nc] = pn_sum_sqdev(x, (size_t)HW, 0.0) / HW;
-    }
     /* the batch's moments per channel (two passes), merged into the running ones */
     const double na = (double)a->n, nb = (double)N, nt = na + nb;
     double *S = a->s;
