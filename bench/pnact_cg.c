@@ -37,17 +37,23 @@ static int parse_act(const char *s, pn_act *a)
     return 0;
 }
 
-static int run_stats(pn_act act)
+/* PN-Act parameters near their typical values (gamma ~ 1, small beta, beta_t, gamma_t). */
+static pn_pnact_params random_params(float *g, float *b, float *gt, float *bt, int C)
 {
-    enum { C = 4096 };
-    static float g[C], b[C], gt[C], bt[C], m[C], s[C];
     for (int c = 0; c < C; c++) {
         g[c] = 1.0f + 0.5f * frand();
         b[c] = 0.5f * frand();
         gt[c] = 0.2f * frand();
         bt[c] = 0.2f * frand();
     }
-    pn_pnact_params p = { g, b, gt, bt };
+    return (pn_pnact_params){ g, b, gt, bt };
+}
+
+static int run_stats(pn_act act)
+{
+    enum { C = 4096 };
+    static float g[C], b[C], gt[C], bt[C], m[C], s[C];
+    pn_pnact_params p = random_params(g, b, gt, bt, C);
     double sum = 0;
     for (int r = 0; r < 20; r++) {
         if (pn_pnact_stats(m, s, p, C, act, PN_PROXY_EPS)) return 1;
@@ -69,13 +75,7 @@ static int run_step(pn_act act)
         x[i] = frand();
         d[i] = frand();
     }
-    for (int c = 0; c < C; c++) {
-        g[c] = 1.0f + 0.5f * frand();
-        b[c] = 0.5f * frand();
-        gt[c] = 0.2f * frand();
-        bt[c] = 0.2f * frand();
-    }
-    pn_pnact_params p = { g, b, gt, bt };
+    pn_pnact_params p = random_params(g, b, gt, bt, C);
     pn_pnact_grads gr = { dg, db, dgt, dbt };
     int rc = pn_gn_pnact_forward(y, mean, rstd, m, s, x, p, N, C, HW, G, 1e-3f, act, PN_PROXY_EPS) ||
              pn_gn_pnact_backward(d, gr, d, x, mean, rstd, m, s, p, N, C, HW, G, act);
