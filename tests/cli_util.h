@@ -1,5 +1,6 @@
 /* Helpers for tests that run the command line (build/proxynorm) as a child:
- * locating it, running it with captured output, comparing checkpoints.
+ * locating it, a temporary directory with synthetic data, running it with captured
+ * output, comparing checkpoints.
  * Include after harness.h. */
 #ifndef PN_TEST_CLI_UTIL_H
 #define PN_TEST_CLI_UTIL_H
@@ -9,11 +10,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include "io/safetensors.h"
 #include "proxynorm.h"
+#include "synth_idx.h"
 
 static char cu_bin[PATH_MAX];
 
@@ -136,6 +139,34 @@ static inline const char *cu_tp(const char *name)
     k = (k + 1) % 8;
     snprintf(buf[k], sizeof buf[k], "%s/%s", cu_tmpdir, name);
     return buf[k];
+}
+
+/* cu_tmpdir = a new /tmp/pn_test_NAME_XXXXXX; 0 on success (else perror). */
+static inline int cu_make_tmpdir(const char *name)
+{
+    snprintf(cu_tmpdir, sizeof cu_tmpdir, "/tmp/pn_test_%s_XXXXXX", name);
+    if (mkdtemp(cu_tmpdir)) return 0;
+    perror("mkdtemp");
+    return -1;
+}
+
+/* Directory dir (created) with synthetic train (seed 1) and t10k (seed 2) IDX sets of
+ * side x side images (synth_idx.h); 0 on success, else prints the setup failure. */
+static inline int cu_write_data(const char *dir, int ntrain, int ntest, int side)
+{
+    mkdir(dir, 0755);
+    if (write_idx(dir, "train", ntrain, side, 1) == 0 && write_idx(dir, "t10k", ntest, side, 2) == 0)
+        return 0;
+    printf("FAIL setup: cannot write data in %s\n", dir);
+    return -1;
+}
+
+/* rm -rf cu_tmpdir. */
+static inline void cu_remove_tmpdir(void)
+{
+    char cmd[300];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", cu_tmpdir);
+    if (system(cmd) != 0) printf("could not remove %s\n", cu_tmpdir);
 }
 
 /* Runs "proxynorm ARGS" (cu_bin) with stdout/stderr captured in cu_out/cu_err;

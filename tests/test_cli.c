@@ -451,12 +451,10 @@ int main(int argc, char **argv)
         printf("FAIL setup: %s not found (the Makefile builds it before the tests)\nRESULT 0 1\n", cu_bin);
         return 1;
     }
-    strcpy(cu_tmpdir, "/tmp/pn_test_cli_XXXXXX");
-    if (!mkdtemp(cu_tmpdir)) { perror("mkdtemp"); return 1; }
+    if (cu_make_tmpdir("cli")) return 1;
     snprintf(datadir, sizeof datadir, "%s/data", cu_tmpdir);
-    mkdir(datadir, 0755);
-    if (write_idx(datadir, "train", 96, 8, 1) || write_idx(datadir, "t10k", 40, 8, 2)) {
-        printf("FAIL setup: cannot write data\nRESULT 0 1\n");
+    if (cu_write_data(datadir, 96, 40, 8)) {
+        printf("RESULT 0 1\n");
         return 1;
     }
     unsetenv("PROXYNORM_DATA");
@@ -468,8 +466,6 @@ int main(int argc, char **argv)
     RUN(cifar_binary_data);
     RUN(sigint_saves_and_exits_130);
     RUN(bad_input);
-    char cmd[600];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", cu_tmpdir);
-    if (system(cmd) != 0) printf("could not remove %s\n", cu_tmpdir);
+    cu_remove_tmpdir();
     return harness_summary();
 }

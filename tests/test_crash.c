@@ -25,7 +25,7 @@
 #define KILLS_IN_WRITE_MIN 3 /* of which during a checkpoint write */
 #define MAX_TRIES 200
 
-static char tmpdir[256], datadir[300], ref[320], ck[320], cktmp[330];
+static char datadir[300], ref[320], ck[320], cktmp[330];
 
 static double now_s(void)
 {
@@ -147,20 +147,16 @@ int main(void)
                cu_bin);
         return 1;
     }
-    strcpy(tmpdir, "/tmp/pn_test_crash_XXXXXX");
-    if (!mkdtemp(tmpdir)) { perror("mkdtemp"); return 1; }
-    snprintf(datadir, sizeof datadir, "%s/data", tmpdir);
-    mkdir(datadir, 0755);
-    if (write_idx(datadir, "train", 64, 8, 1) || write_idx(datadir, "t10k", 16, 8, 2)) {
-        printf("FAIL setup: cannot write data\nRESULT 0 1\n");
+    if (cu_make_tmpdir("crash")) return 1;
+    snprintf(datadir, sizeof datadir, "%s/data", cu_tmpdir);
+    if (cu_write_data(datadir, 64, 16, 8)) {
+        printf("RESULT 0 1\n");
         return 1;
     }
-    snprintf(ref, sizeof ref, "%s/ref.safetensors", tmpdir);
-    snprintf(ck, sizeof ck, "%s/ck.safetensors", tmpdir);
+    snprintf(ref, sizeof ref, "%s/ref.safetensors", cu_tmpdir);
+    snprintf(ck, sizeof ck, "%s/ck.safetensors", cu_tmpdir);
     snprintf(cktmp, sizeof cktmp, "%s.tmp", ck);
     RUN(kill9_and_resume_reaches_the_same_parameters);
-    char cmd[400];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", tmpdir);
-    if (system(cmd) != 0) printf("could not remove %s\n", tmpdir);
+    cu_remove_tmpdir();
     return harness_summary();
 }

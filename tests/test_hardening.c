@@ -315,14 +315,12 @@ int main(void)
                cu_bin);
         return 1;
     }
-    strcpy(cu_tmpdir, "/tmp/pn_test_hardening_XXXXXX");
-    if (!mkdtemp(cu_tmpdir)) { perror("mkdtemp"); return 1; }
+    if (cu_make_tmpdir("hardening")) return 1;
     snprintf(datadir, sizeof datadir, "%s/data", cu_tmpdir);
     snprintf(mnt, sizeof mnt, "%s/mnt", cu_tmpdir);
-    mkdir(datadir, 0755);
     mkdir(mnt, 0755);
-    if (write_idx(datadir, "train", 32, 8, 1) || write_idx(datadir, "t10k", 16, 8, 2)) {
-        printf("FAIL setup: cannot write data\nRESULT 0 1\n");
+    if (cu_write_data(datadir, 32, 16, 8)) {
+        printf("RESULT 0 1\n");
         return 1;
     }
     unsetenv("PROXYNORM_DATA");
@@ -353,8 +351,6 @@ int main(void)
     RUN(giant_model_metadata_refused);
     RUN(truncated_checkpoints_refused);
 
-    char cmd[400];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", cu_tmpdir);
-    if (!mounted && system(cmd) != 0) printf("could not remove %s\n", cu_tmpdir);
+    if (!mounted) cu_remove_tmpdir(); /* never under a still-mounted tmpfs */
     return harness_summary();
 }

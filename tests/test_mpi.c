@@ -15,6 +15,7 @@
 #include "dist/syncbn.h"
 #include "harness.h"
 #include "synth_idx.h"
+#include "cli_util.h"
 #include "io/safetensors.h"
 #include "nn/model.h"
 #include "proxynorm.h"
@@ -344,30 +345,19 @@ TEST(no_mpi_build_refuses_distributed)
 
 #endif
 
+/* cu_find_bin (cli_util.h), then whether that binary is the sanitizer build's. */
 static int find_bin(void)
 {
-    const char *env = getenv("PROXYNORM_BIN");
-    if (env && *env) {
-        snprintf(bin, sizeof bin, "%s", env);
-    } else {
-        char self[PATH_MAX - 32];
-        ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
-        if (n <= 0) return -1;
-        self[n] = '\0';
-        for (int i = 0; i < 2; i++) {
-            char *slash = strrchr(self, '/');
-            if (!slash) return -1;
-            *slash = '\0';
-        }
-        snprintf(bin, sizeof bin, "%s/proxynorm", self);
-    }
+    int rc = cu_find_bin();
+    snprintf(bin, sizeof bin, "%s", cu_bin);
+    if (rc != 0) return rc;
     char dir[PATH_MAX];
     snprintf(dir, sizeof dir, "%s", bin);
     char *slash = strrchr(dir, '/');
     if (slash) *slash = '\0';
     size_t l = strlen(dir);
     sanitized = l >= 4 && strcmp(dir + l - 4, "-san") == 0;
-    return access(bin, X_OK);
+    return 0;
 }
 
 int main(void)

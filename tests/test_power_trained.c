@@ -514,11 +514,7 @@ TEST(test_cli_power_checkpoint)
 
 int main(void)
 {
-    snprintf(cu_tmpdir, sizeof cu_tmpdir, "/tmp/pn_test_power_trained_XXXXXX");
-    if (!mkdtemp(cu_tmpdir)) {
-        perror("mkdtemp");
-        return 1;
-    }
+    if (cu_make_tmpdir("power_trained")) return 1;
     RUN(test_acc_matches_terms);
     RUN(test_norm_output);
     RUN(test_power_model_sums);
@@ -527,10 +523,10 @@ int main(void)
         printf("FAIL setup: %s not found (the Makefile builds it before the tests)\n", cu_bin);
         harness_failed++;
     } else {
-        mkdir(cu_tp("data"), 0755);
         mkdir(cu_tp("data12"), 0755);
-        if (write_idx(cu_tp("data"), "train", 96, 8, 1) || write_idx(cu_tp("data"), "t10k", 40, 8, 2) ||
-            write_idx(cu_tp("data12"), "train", 8, 12, 3) || write_idx(cu_tp("data12"), "t10k", 8, 12, 4)) {
+        if (cu_write_data(cu_tp("data"), 96, 40, 8)) {
+            harness_failed++;
+        } else if (write_idx(cu_tp("data12"), "train", 8, 12, 3) || write_idx(cu_tp("data12"), "t10k", 8, 12, 4)) {
             printf("FAIL setup: cannot write data\n");
             harness_failed++;
         } else {
@@ -539,8 +535,6 @@ int main(void)
             RUN(test_cli_power_checkpoint);
         }
     }
-    char cmd[300];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", cu_tmpdir);
-    if (system(cmd) != 0) printf("could not remove %s\n", cu_tmpdir);
+    cu_remove_tmpdir();
     return harness_summary();
 }
