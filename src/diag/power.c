@@ -65,6 +65,17 @@ static void channel_moments(double m[5], const double *mu, const double *sd, con
  * the terms are non-negative and their sum matches the direct mean of y^2 up to
  * double rounding of float data. */
 
+/* The decomposition from its five per-channel sums t (squared mean, mean variance, squared
+ * std, std variance, power), averaged over the C channels. */
+static void set_channel_average(pn_power_decomp *out, const double t[5], int C)
+{
+    out->sq_mean = t[0] / C;
+    out->var_mean = t[1] / C;
+    out->sq_std = t[2] / C;
+    out->var_std = t[3] / C;
+    out->power = t[4] / C;
+}
+
 /* Instance statistics of every (input, channel) row of y (N,C,HW): one allocation of
  * 3*N*C doubles, mean at [nc], std at [N*C + nc], mean square at [2*N*C + nc] (the
  * caller frees it); NULL with the error set (under fn's name) when out of memory. */
@@ -115,11 +126,7 @@ int pn_power_terms(pn_power_decomp *out, const float *y, int N, int C, int HW)
         t[4] += ep;
     }
     free(mu);
-    out->sq_mean = t[0] / C;
-    out->var_mean = t[1] / C;
-    out->sq_std = t[2] / C;
-    out->var_std = t[3] / C;
-    out->power = t[4] / C;
+    set_channel_average(out, t, C);
     return PN_OK;
 }
 
@@ -189,11 +196,7 @@ int pn_power_acc_result(const pn_power_acc *a, pn_power_decomp *out)
         t[3] += S[3 * C + c] / n;
         t[4] += S[4 * C + c] / n;
     }
-    out->sq_mean = t[0] / C;
-    out->var_mean = t[1] / C;
-    out->sq_std = t[2] / C;
-    out->var_std = t[3] / C;
-    out->power = t[4] / C;
+    set_channel_average(out, t, C);
     return PN_OK;
 }
 
