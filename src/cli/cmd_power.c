@@ -7,11 +7,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "cli/commands.h"
 #include "data/data.h"
 #include "diag/power.h"
+#include "kernels/common.h"
 #include "nn/model.h"
 #include "train/trainer.h"
 
@@ -112,13 +112,6 @@ static int parse_norms(const char *s, int *norms)
 bad:
     fprintf(stderr, "proxynorm power: bad --norm list\n");
     return -1;
-}
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + 1e-9 * ts.tv_nsec;
 }
 
 /* ------------------------------------------------------- trained networks */
@@ -236,14 +229,14 @@ static int power_checkpoints(const ckpt_opts *o)
             n, d.n, o->split, dir, d.name, o->batch, training ? "batch" : "running",
             pn_get_threads());
     for (int k = 0; k < n; k++) {
-        double t0 = now_s();
+        double t0 = pn_now_s();
         const pn_model_config *mc = pn_model_cfg(models[k]);
         if ((rc = pn_power_model(terms[k], layers, models[k], d.images, d.n, o->batch, training))) {
             fprintf(stderr, "proxynorm power: %s: %s\n", o->ckpts[k], pn_last_error());
             goto done;
         }
         fprintf(stderr, "power: %-12s (%s %s) done in %6.1f s\n", labels[k], mc->arch,
-                pn_norm_name(mc->norm), now_s() - t0);
+                pn_norm_name(mc->norm), pn_now_s() - t0);
     }
 
     /* the table: one row per (checkpoint, layer) */
@@ -477,7 +470,7 @@ int pn_cmd_power(int argc, char **argv)
             cfg.width, cfg.depth, cfg.image, cfg.image, cfg.batch, G,
             (unsigned long long)cfg.seed, pn_get_threads());
     for (int k = 0; k < n_norms; k++) {
-        double t0 = now_s();
+        double t0 = pn_now_s();
         int rc = pn_power_random_net(terms[k], &cfg, (pn_power_norm)norms[k]);
         if (rc) {
             fprintf(stderr, "proxynorm power: %s: %s\n", names[k], pn_last_error());
@@ -485,7 +478,7 @@ int pn_cmd_power(int argc, char **argv)
         }
         const pn_power_decomp *t = &terms[k][cfg.depth - 1];
         fprintf(stderr, "power: %-6s done in %6.1f s  (layer %d: sq_mean %.3g of power %.3g)\n",
-                names[k], now_s() - t0, cfg.depth, t->sq_mean, t->power);
+                names[k], pn_now_s() - t0, cfg.depth, t->sq_mean, t->power);
     }
 
     printf("# power terms of the normalized pre-activation at layer %d (averaged over channels)\n",

@@ -15,6 +15,9 @@ int pn_error(int status, const char *fmt, ...) PN_PRINTF(2, 3);
 /* Clear the thread's error message. */
 void pn_clear_error(void);
 
+/* Seconds on the monotonic clock (for timings and progress). */
+double pn_now_s(void);
+
 /* Argument checks used at the top of kernels: return PN_ERR_ARG with a message. */
 #define PN_CHECK(cond, ...) \
     do { if (!(cond)) return pn_error(PN_ERR_ARG, __VA_ARGS__); } while (0)

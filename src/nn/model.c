@@ -26,7 +26,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "kernels/common.h"
 #include "kernels/layers.h"
@@ -307,13 +306,6 @@ static void init_tensor(float *x, const pn_tensor_info *t, int init, double fan,
 }
 
 /* ------------------------------------------------------------ profile */
-static double prof_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 /* Per op kind (convolutions by shape): forward and backward seconds, and their share. */
 static void prof_report(const pn_model *m)
 {
@@ -442,9 +434,9 @@ static int run_backward(pn_model *m, int B, int exec, int *used)
                 a.dout = m->pool[dbuf];
                 a.out = m->vals[op->out].data;
                 a.B = B;
-                const double t0 = m->prof_t ? prof_now() : 0.0;
+                const double t0 = m->prof_t ? pn_now_s() : 0.0;
                 rc = op->vt->backward(m, op, &a);
-                if (m->prof_t) m->prof_t[2 * i + 1] += prof_now() - t0;
+                if (m->prof_t) m->prof_t[2 * i + 1] += pn_now_s() - t0;
             }
             for (int k = 0; k < op->nin && rc == PN_OK; k++)
                 if (tmp[k] >= 0) {
@@ -804,9 +796,9 @@ int pn_model_forward(pn_model *m, const float *x, int B, int training, const flo
         a.out = m->vals[op->out].data;
         a.B = B;
         a.training = training ? 1 : 0;
-        const double t0 = m->prof_t ? prof_now() : 0.0;
+        const double t0 = m->prof_t ? pn_now_s() : 0.0;
         if ((rc = op->vt->forward(m, op, &a)) != PN_OK) return rc;
-        if (m->prof_t) m->prof_t[2 * i] += prof_now() - t0;
+        if (m->prof_t) m->prof_t[2 * i] += pn_now_s() - t0;
     }
     m->fwd_B = B;
     m->fwd_training = training ? 1 : 0;

@@ -10,7 +10,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
-#include <time.h>
 
 #include "dist/syncbn.h"
 #include "kernels/common.h"
@@ -46,13 +45,6 @@ struct pn_trainer {
     volatile int *stop_flag; /* the run's stop request (shared across ranks) */
     int stop_any;          /* a rank asked to stop (set by the last update) */
 };
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 static double peak_rss_mb(void)
 {
@@ -163,7 +155,7 @@ int pn_trainer_create(pn_trainer **out, const pn_train_config *cfg, const pn_dat
     t->flip = strcmp(train->name, "mnist") != 0; /* digits are not mirror-symmetric */
     t->last_lr = pn_lr_at(cfg->lr, 0, t->warmup_steps, t->total);
     t->last_loss = NAN;
-    t->t_start = now_s();
+    t->t_start = pn_now_s();
     *out = t;
     return PN_OK;
 }
@@ -244,7 +236,7 @@ int pn_trainer_step(pn_trainer *t, double *loss)
     PN_CHECK(t->step < t->total, "training is finished (%ld of %ld updates done)", t->step,
              t->total);
     const pn_train_config *c = &t->cfg;
-    double t0 = now_s();
+    double t0 = pn_now_s();
     long epoch = t->step / t->spe, pos = t->step % t->spe;
     if (t->perm_epoch != epoch) {
         pn_rng r = pn_rng_stream(c->seed, PN_STREAM_SHUFFLE, (uint64_t)epoch);
@@ -321,7 +313,7 @@ int pn_trainer_step(pn_trainer *t, double *loss)
     t->loss_sum += total_loss;
     t->loss_count += B;
     t->session_steps++;
-    t->train_time += now_s() - t0;
+    t->train_time += pn_now_s() - t0;
     if (loss) *loss = t->last_loss;
     return PN_OK;
 }
@@ -764,7 +756,7 @@ int pn_trainer_save(pn_trainer *t, const char *path)
     meta_add(&ml, "augment_flip", "%d", t->flip);
     meta_add(&ml, "train_loss_sum", "%.17g", t->loss_sum);
     meta_add(&ml, "train_loss_count", "%ld", t->loss_count);
-    meta_add(&ml, "seconds", "%.3f", t->prior_seconds + (now_s() - t->t_start));
+    meta_add(&ml, "seconds", "%.3f", t->prior_seconds + (pn_now_s() - t->t_start));
     return pn_checkpoint_save(path, t->model, t->velocity, m, ml.n);
 }
 
@@ -846,7 +838,7 @@ int pn_trainer_load(pn_trainer *t, const char *path)
     t->loss_sum = lsum;
     t->loss_count = count;
     t->prior_seconds = secs;
-    t->t_start = now_s();
+    t->t_start = pn_now_s();
     t->train_time = 0.0;
     t->session_steps = 0;
     t->perm_epoch = -1;
@@ -900,7 +892,7 @@ static void fill_status(pn_trainer *t, pn_train_status *s)
     s->last_loss = t->last_loss;
     s->train_loss = t->loss_count ? t->loss_sum / (double)t->loss_count : NAN;
     s->img_per_s = t->train_time > 0 ? (double)t->session_steps * t->cfg.batch / t->train_time : 0.0;
-    s->seconds = t->prior_seconds + (now_s() - t->t_start);
+    s->seconds = t->prior_seconds + (pn_now_s() - t->t_start);
     long end = t->cfg.stop_at > 0 && t->cfg.stop_at < t->total ? t->cfg.stop_at : t->total;
     long left = end > t->step ? end - t->step : 0;
     s->eta_s = t->session_steps ? (double)left * t->train_time / (double)t->session_steps : 0.0;
@@ -943,7 +935,7 @@ int pn_train_run(pn_trainer *t, const pn_train_callbacks *cb, pn_train_status *f
         t->log = fopen(c->log_path, t->step > 0 ? "a" : "w");
         if (!t->log) return pn_error(PN_ERR_IO, "cannot open the log %s: %s", c->log_path, strerror(errno));
     }
-    t->t_start = now_s();
+    t->t_start = pn_now_s();
     t->train_time = 0.0;
     t->session_steps = 0;
     double last_test_loss = NAN, last_test_acc = NAN;
@@ -963,7 +955,7 @@ int pn_train_run(pn_trainer *t, const pn_train_callbacks *cb, pn_train_status *f
                 st.test_acc = last_test_acc = ta;
                 if (at_end) evaluated_at_end = 1;
             }
-            st.seconds = t->prior_seconds + (now_s() - t->t_start);
+            st.seconds = t->prior_seconds + (pn_now_s() - t->t_start);
             st.peak_rss_mb = peak_rss_mb();
             if ((rc = write_log(t, &st))) return rc;
             if (cb && cb->on_eval) cb->on_eval(cb->user, &st);
