@@ -12,19 +12,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
-
-#include <cblas.h>
 
 #include "kernels/layers.h"
 #include "proxynorm.h"
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + 1e-9 * ts.tv_nsec;
-}
+#include "bench_util.h"
 
 static float *filled(size_t n)
 {
@@ -63,33 +54,18 @@ static void time_conv(const pn_conv_shape *s, int bwd, int reps, double t[2])
     for (int r = -1; r < reps; r++)
         for (int d = 0; d < 2; d++) {
             pn_dconv_enable(d == 0);
-            double t0 = now_s();
+            double t0 = pn_now_s();
             int rc = bwd ? pn_conv2d_backward(dx, dw, NULL, y, x, w, s, work)
                          : pn_conv2d_forward(y, x, w, NULL, s, work);
             if (rc != PN_OK) {
                 fprintf(stderr, "bench_conv: %s\n", pn_last_error());
                 exit(1);
             }
-            double dt = now_s() - t0;
+            double dt = pn_now_s() - t0;
             if (r >= 0 && dt < t[d]) t[d] = dt;
         }
     pn_dconv_enable(1);
     free(x); free(w); free(y); free(dx); free(dw); free(work);
-}
-
-static double sgemm_peak(void)
-{
-    const int n = 2048;
-    float *a = filled((size_t)n * n), *b = filled((size_t)n * n), *c = filled((size_t)n * n);
-    double best = 1e30;
-    for (int r = 0; r < 4; r++) {
-        double t0 = now_s();
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, a, n, b, n, 0.0f, c, n);
-        double dt = now_s() - t0;
-        if (r > 0 && dt < best) best = dt;
-    }
-    free(a); free(b); free(c);
-    return 2.0 * n * n * (double)n / best * 1e-9;
 }
 
 int main(int argc, char **argv)
@@ -139,7 +115,7 @@ int main(int argc, char **argv)
             printf("%-22s %3d | %8.1f %8.1f %6.2f | %8.1f %8.1f %6.2f |\n", name, T, g[0][0], g[1][0],
                    g[0][0] / g[1][0], g[0][1], g[1][1], g[0][1] / g[1][1]);
         }
-        printf("%-22s %3d | peak %.1f GFLOP/s\n", "sgemm 2048^3", T, sgemm_peak());
+        printf("%-22s %3d | peak %.1f GFLOP/s\n", "sgemm 2048^3", T, bench_sgemm_peak());
     }
     return 0;
 }

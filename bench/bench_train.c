@@ -20,19 +20,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
-
-#include <cblas.h>
 
 #include "nn/model.h"
 #include "proxynorm.h"
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + 1e-9 * ts.tv_nsec;
-}
+#include "bench_util.h"
 
 static int cmp_double(const void *a, const void *b)
 {
@@ -84,29 +75,12 @@ static void sgd(float *p, const float *g, float *v, const pn_tensor_info *t, int
 
 static int sgemm_peak(void)
 {
-    const int n = 2048;
-    float *a = malloc((size_t)n * n * sizeof(float)), *b = malloc((size_t)n * n * sizeof(float)),
-          *c = malloc((size_t)n * n * sizeof(float));
-    if (!a || !b || !c) return 1;
-    for (size_t i = 0; i < (size_t)n * n; i++) {
-        a[i] = (float)rng_uniform();
-        b[i] = (float)rng_uniform();
-    }
     for (int t = 1; t <= 2; t++) {
         pn_set_threads(t);
-        double best = 1e30;
-        for (int r = 0; r < 4; r++) {
-            double t0 = now_s();
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, a, n, b, n, 0.0f,
-                        c, n);
-            double dt = now_s() - t0;
-            if (r > 0 && dt < best) best = dt;
-        }
-        printf("PEAK sgemm %d %.1f\n", t, 2.0 * n * n * (double)n / best * 1e-9);
+        const double g = bench_sgemm_peak();
+        if (g < 0) return 1;
+        printf("PEAK sgemm %d %.1f\n", t, g);
     }
-    free(a);
-    free(b);
-    free(c);
     return 0;
 }
 
@@ -153,7 +127,7 @@ int main(int argc, char **argv)
 
     long rss0 = status_kb("VmRSS");
     for (int s = -1; s < steps; s++) {
-        double t0 = now_s();
+        double t0 = pn_now_s();
         pn_model_zero_grad(m);
         for (int o = 0; o < batch; o += micro) {
             double loss;
@@ -166,7 +140,7 @@ int main(int argc, char **argv)
             }
         }
         sgd(pn_model_params(m), pn_model_grads(m), vel, tab, nt, 0.05f, 0.9f, 5e-4f);
-        if (s >= 0) dt[s] = now_s() - t0;
+        if (s >= 0) dt[s] = pn_now_s() - t0;
     }
     long hwm = status_kb("VmHWM");
     qsort(dt, (size_t)steps, sizeof *dt, cmp_double);
