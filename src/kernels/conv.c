@@ -623,8 +623,8 @@ int pn_conv2d_backward(float *dinp, float *dweight, float *dbias, const float *d
             for (int n = lo; n < hi; n++) {
                 float *dx = dinp ? dinp + (size_t)n * s->Cin * HW : NULL;
                 const float *dy = dout + (size_t)n * s->Cout * HoWo;
-                pn_dconv_bwd_image(dx, dW, n == lo ? 0.0f : 1.0f, dy, inp + (size_t)n * s->Cin * HW,
-                                   work, s, scr, n == lo);
+                pn_dconv_bwd_image(ddir ? dx : NULL, dW, n == lo ? 0.0f : 1.0f, dy,
+                                   inp + (size_t)n * s->Cin * HW, work, s, scr, n == lo);
                 if (dx && !ddir) { /* dcol = W^T dy, folded back by col2im */
                     cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Kg, (int)HoWo, s->Cout, 1.0f,
                                 weight, Kg, dy, (int)HoWo, 0.0f, scr + dsz, (int)HoWo);

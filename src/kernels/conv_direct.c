@@ -260,7 +260,6 @@ void pn_dconv_bwd_image(float *dx, float *dWp, float beta, const float *dy, cons
     const int q = 2 - s->pad, P = Ho * Wo, Cout = s->Cout, Hp = s->H + 2 * s->pad, Wp = s->W + 2 * s->pad;
     float *xp = scratch, *dyT = xp + (size_t)s->Cin * pplane(s->H, s->W, s->pad);
     float *dyp = dyT + (size_t)P * Cout;
-    if (dx && !pn_dconv_dinp_ok(s)) dx = NULL; /* the caller computes it */
     if (first) {
         pad_zero(xp, s->Cin, s->H, s->W, s->pad);
         if (dx) pad_zero(dyp, Cout, Ho, Wo, q);

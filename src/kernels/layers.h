@@ -34,7 +34,7 @@ int pn_conv2d_backward(float *dinp, float *dweight, float *dbias, const float *d
 /* Direct 3x3 convolution (conv_direct.c), used by the two calls above for the shapes
  * pn_dconv_ok accepts (stride 1 or 2, groups 1, pad <= 2, Cout a multiple of 8, at most 64
  * channels; none when built without AVX2 + FMA). Its backward computes the input gradient only where pn_dconv_dinp_ok (stride
- * 1, Cin a multiple of 8); otherwise dx is left to the caller. One image per call;
+ * 1, Cin a multiple of 8); otherwise the caller passes dx = NULL and computes it itself. One image per call;
  * scratch: pn_dconv_scratch floats per thread (padded planes, dout transposed);
  * first = 1 on the first image of a call with this scratch (zeroes the padding once).
  * wp: weights packed by pn_dconv_pack_fwd (forward) or pn_dconv_pack_bwd (dinp), each
