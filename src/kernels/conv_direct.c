@@ -126,9 +126,34 @@ static inline void transpose8(__m256 r[8])
     }
 }
 
+/* Pixel j's 8 channels in r_j (j < 6) -> channel l's pixels 0..7 at y + l * ld (pixels 6
+ * and 7 are written as zeros: the caller's next block overwrites them). */
+static inline void store8x6(float *y, size_t ld, __m256 r0, __m256 r1, __m256 r2, __m256 r3,
+                            __m256 r4, __m256 r5)
+{
+    __m256 r[8] = { r0, r1, r2, r3, r4, r5, _mm256_setzero_ps(), _mm256_setzero_ps() };
+    transpose8(r);
+    for (int l = 0; l < 8; l++) _mm256_storeu_ps(y + l * ld, r[l]);
+}
+
+/* The same for the last block of a plane: only pixels 0..np-1 of each channel. */
+static inline void store8x6_masked(float *y, size_t ld, int np, __m256 r0, __m256 r1, __m256 r2,
+                                   __m256 r3, __m256 r4, __m256 r5)
+{
+    const __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(np), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+    __m256 r[8] = { r0, r1, r2, r3, r4, r5, _mm256_setzero_ps(), _mm256_setzero_ps() };
+    transpose8(r);
+    for (int l = 0; l < 8; l++) _mm256_maskstore_ps(y + l * ld, mask, r[l]);
+}
+
 /* The core: y (Cout, Ho*Wo) = sum over (ci, kh, kw) of wp x xp at stride st.
  * xp (Cin, Hp, Wp) padded input, (Ho - 1) * st + 3 <= Hp (same for W);
- * wp (Cout/8, Cin, 3, 3, 8). */
+ * wp (Cout/8, Cin, 3, 3, 8).
+ * Per block the fixed work (offsets, transposes, stores) is kept small, since with 8 or 16
+ * input channels a block has only 72 or 144 steps of 12 multiply-adds: the pixel offsets
+ * advance row by row without divisions, and the 8 channels of a vector go out as whole
+ * 8-pixel stores (the 2 pixels past the block are written again by the next block; the
+ * last block of a plane, which has no next block to fix them, uses masked stores). */
 static void core(float *y, const float *xp, const float *wp, int Cin, int Cout, int Ho, int Wo,
                  int Hp, int Wp, int st)
 {
@@ -139,12 +164,17 @@ static void core(float *y, const float *xp, const float *wp, int Cin, int Cout, 
         const int nv = Cout - cb >= 16 ? 2 : 1; /* vectors of 8 output channels */
         const float *w0 = wp + (size_t)(cb / 8) * Cin * DC_T * 8;
         const float *w1 = w0 + (size_t)Cin * DC_T * 8;
+        int oh = 0, ow = 0; /* the first pixel of the block */
         for (int p0 = 0; p0 < P; p0 += DC_NP) {
             const int np = P - p0 < DC_NP ? P - p0 : DC_NP;
             int off[DC_NP];
-            for (int j = 0; j < DC_NP; j++) {
-                const int p = p0 + (j < np ? j : np - 1);
-                off[j] = p / Wo * st * Wp + p % Wo * st;
+            {
+                int h = oh, w = ow;
+                for (int j = 0; j < DC_NP; j++) {
+                    off[j] = h * st * Wp + w * st;
+                    if (j + 1 < np && ++w == Wo) { w = 0; h++; }
+                }
+                if (np == DC_NP) { oh = h; ow = w + 1; if (ow == Wo) { ow = 0; oh++; } }
             }
             __m256 a00 = _mm256_setzero_ps(), a01 = a00, a10 = a00, a11 = a00, a20 = a00,
                    a21 = a00, a30 = a00, a31 = a00, a40 = a00, a41 = a00, a50 = a00, a51 = a00;
@@ -168,18 +198,14 @@ static void core(float *y, const float *xp, const float *wp, int Cin, int Cout, 
 #undef DC_STEP
                 }
             }
-            /* (pixel, channel) -> (channel, pixel): 8x8 transposes (rows 6 and 7 unused),
-             * then the np valid pixels of each channel in one masked store */
-            const __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(np),
-                                                    _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-            __m256 r[8] = { a00, a10, a20, a30, a40, a50, _mm256_setzero_ps(), _mm256_setzero_ps() };
-            transpose8(r);
-            for (int l = 0; l < 8; l++) _mm256_maskstore_ps(y + (size_t)(cb + l) * P + p0, mask, r[l]);
-            if (nv == 2) {
-                __m256 u[8] = { a01, a11, a21, a31, a41, a51, _mm256_setzero_ps(), _mm256_setzero_ps() };
-                transpose8(u);
-                for (int l = 0; l < 8; l++)
-                    _mm256_maskstore_ps(y + (size_t)(cb + 8 + l) * P + p0, mask, u[l]);
+            /* (pixel, channel) -> (channel, pixel): 8x8 transposes (rows 6 and 7 unused) */
+            float *yb = y + (size_t)cb * P + p0;
+            if (p0 + 8 <= P) {
+                store8x6(yb, (size_t)P, a00, a10, a20, a30, a40, a50);
+                if (nv == 2) store8x6(yb + (size_t)8 * P, (size_t)P, a01, a11, a21, a31, a41, a51);
+            } else {
+                store8x6_masked(yb, (size_t)P, np, a00, a10, a20, a30, a40, a50);
+                if (nv == 2) store8x6_masked(yb + (size_t)8 * P, (size_t)P, np, a01, a11, a21, a31, a41, a51);
             }
         }
     }
@@ -196,46 +222,65 @@ void pn_dconv_fwd_image(float *y, const float *x, const float *wp, const pn_conv
 
 /* dWp (Cout/8, Cin, 3, 3, 8) = beta * dWp + sum_p dyT[p][co] * xp[ci][off(p) + tap]
  * (packed: the accumulators are added as vectors, no transposition per image).
- * dyT (P, Cout); xp (Cin, Hp, Wp) read at stride st; beta 0 or 1. */
+ * dyT (Cout/8, P, 8): 8 output channels of a pixel contiguous; xp (Cin, Hp, Wp) read at
+ * stride st; beta 0 or 1.
+ * A GEMM dW (Cout, Cin*9) = dy (Cout, P) x X^T with X the unformed column matrix: the
+ * register block is 2 vectors of 8 output channels x 6 columns (ci, tap) = 12 accumulators,
+ * per pixel 2 loads of dy, 6 broadcasts of x and 12 multiply-adds (the forward's ratio). The
+ * columns are numbered k = ci * 9 + tap; a last group of fewer than 6 repeats its last
+ * column and stores only the valid ones. Each accumulator is one 8-channel vector of the
+ * packed layout. */
 static void dweight(float *dWp, float beta, const float *dyT, const float *xp, int Cin, int Cout,
                     int Ho, int Wo, int Hp, int Wp, int st)
 {
-    const size_t ps = (size_t)Hp * Wp;
+    const size_t ps = (size_t)Hp * Wp, P = (size_t)Ho * Wo;
     const int tap[DC_T] = { 0, 1, 2, Wp, Wp + 1, Wp + 2, 2 * Wp, 2 * Wp + 1, 2 * Wp + 2 };
-    for (int cv = 0; cv < Cout; cv += 8)
-        for (int ci = 0; ci < Cin; ci++) {
-            const float *xc = xp + ci * ps;
-            float *dp = dWp + ((size_t)(cv / 8) * Cin + ci) * DC_T * 8;
-            __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0,
-                   a7 = a0, a8 = a0;
-            const float *d = dyT + cv;
+    const int K = Cin * DC_T;
+    for (int cb = 0; cb < Cout; cb += 16) {
+        const int nv = Cout - cb >= 16 ? 2 : 1;
+        const float *d0 = dyT + (size_t)(cb / 8) * P * 8, *d1 = nv == 2 ? d0 + P * 8 : d0;
+        for (int k0 = 0; k0 < K; k0 += DC_NP) {
+            const int nk = K - k0 < DC_NP ? K - k0 : DC_NP;
+            size_t co[DC_NP];  /* offset of column k0 + j in xp (for pixel 0) */
+            size_t dst[DC_NP]; /* its vector in the packed dWp, for the first 8 channels */
+            for (int j = 0; j < DC_NP; j++) {
+                const int k = k0 + (j < nk ? j : nk - 1), ci = k / DC_T, t = k % DC_T;
+                co[j] = ci * ps + (size_t)tap[t];
+                dst[j] = (((size_t)(cb / 8) * Cin + ci) * DC_T + t) * 8;
+            }
+            __m256 a00 = _mm256_setzero_ps(), a01 = a00, a10 = a00, a11 = a00, a20 = a00,
+                   a21 = a00, a30 = a00, a31 = a00, a40 = a00, a41 = a00, a50 = a00, a51 = a00;
+            const float *g0 = d0, *g1 = d1;
             for (int oh = 0; oh < Ho; oh++) {
-                const float *xr = xc + (size_t)oh * st * Wp;
-                for (int ow = 0; ow < Wo; ow++, d += Cout) {
-                    const __m256 g = _mm256_loadu_ps(d);
+                const float *xr = xp + (size_t)oh * st * Wp;
+                for (int ow = 0; ow < Wo; ow++, g0 += 8, g1 += 8) {
                     const float *xt = xr + ow * st;
-                    a0 = _mm256_fmadd_ps(g, _mm256_broadcast_ss(xt + tap[0]), a0);
-                    a1 = _mm256_fmadd_ps(g, _mm256_broadcast_ss(xt + tap[1]), a1);
-                    a2 = _mm256_fmadd_ps(g, _mm256_broadcast_ss(xt + tap[2]), a2);
-                    a3 = _mm256_fmadd_ps(g, _mm256_broadcast_ss(xt + tap[3]), a3);
-                    a4 = _mm256_fmadd_ps(g, _mm256_broadcast_ss(xt + tap[4]), a4);
-                    a5 = _mm256_fmadd_ps(g, _mm256_broadcast_ss(xt + tap[5]), a5);
-                    a6 = _mm256_fmadd_ps(g, _mm256_broadcast_ss(xt + tap[6]), a6);
-                    a7 = _mm256_fmadd_ps(g, _mm256_broadcast_ss(xt + tap[7]), a7);
-                    a8 = _mm256_fmadd_ps(g, _mm256_broadcast_ss(xt + tap[8]), a8);
+                    const __m256 v0 = _mm256_loadu_ps(g0), v1 = _mm256_loadu_ps(g1);
+                    __m256 b;
+#define DW_STEP(j, A0, A1)                                  \
+    b = _mm256_broadcast_ss(xt + co[j]);                    \
+    A0 = _mm256_fmadd_ps(v0, b, A0);                        \
+    A1 = _mm256_fmadd_ps(v1, b, A1);
+                    DW_STEP(0, a00, a01)
+                    DW_STEP(1, a10, a11)
+                    DW_STEP(2, a20, a21)
+                    DW_STEP(3, a30, a31)
+                    DW_STEP(4, a40, a41)
+                    DW_STEP(5, a50, a51)
+#undef DW_STEP
                 }
             }
-            if (beta != 0.0f) {
-                a0 = _mm256_add_ps(a0, _mm256_loadu_ps(dp)); a1 = _mm256_add_ps(a1, _mm256_loadu_ps(dp + 8));
-                a2 = _mm256_add_ps(a2, _mm256_loadu_ps(dp + 16)); a3 = _mm256_add_ps(a3, _mm256_loadu_ps(dp + 24));
-                a4 = _mm256_add_ps(a4, _mm256_loadu_ps(dp + 32)); a5 = _mm256_add_ps(a5, _mm256_loadu_ps(dp + 40));
-                a6 = _mm256_add_ps(a6, _mm256_loadu_ps(dp + 48)); a7 = _mm256_add_ps(a7, _mm256_loadu_ps(dp + 56));
-                a8 = _mm256_add_ps(a8, _mm256_loadu_ps(dp + 64));
-            }
-            _mm256_storeu_ps(dp, a0); _mm256_storeu_ps(dp + 8, a1); _mm256_storeu_ps(dp + 16, a2);
-            _mm256_storeu_ps(dp + 24, a3); _mm256_storeu_ps(dp + 32, a4); _mm256_storeu_ps(dp + 40, a5);
-            _mm256_storeu_ps(dp + 48, a6); _mm256_storeu_ps(dp + 56, a7); _mm256_storeu_ps(dp + 64, a8);
+            const __m256 acc[2][DC_NP] = { { a00, a10, a20, a30, a40, a50 },
+                                           { a01, a11, a21, a31, a41, a51 } };
+            for (int v = 0; v < nv; v++)
+                for (int j = 0; j < nk; j++) {
+                    float *dp = dWp + dst[j] + (size_t)v * Cin * DC_T * 8;
+                    __m256 r = acc[v][j];
+                    if (beta != 0.0f) r = _mm256_add_ps(r, _mm256_loadu_ps(dp));
+                    _mm256_storeu_ps(dp, r);
+                }
         }
+    }
 }
 
 void pn_dconv_dw_reduce(float *dweight, const float *dWp, size_t stride, int nslices, int co_lo,
@@ -253,6 +298,25 @@ void pn_dconv_dw_reduce(float *dweight, const float *dWp, size_t stride, int nsl
         }
 }
 
+/* dy (C, P) -> dyT (C/8, P, 8), C a multiple of 8: 8x8 transposes, the last P % 8
+ * pixels one by one. */
+static void to_blocked8(float *dyT, const float *dy, int C, int P)
+{
+    for (int c0 = 0; c0 < C; c0 += 8) {
+        const float *src = dy + (size_t)c0 * P;
+        float *dst = dyT + (size_t)c0 * P;
+        int p = 0;
+        for (; p + 8 <= P; p += 8) {
+            __m256 r[8];
+            for (int l = 0; l < 8; l++) r[l] = _mm256_loadu_ps(src + (size_t)l * P + p);
+            transpose8(r);
+            for (int l = 0; l < 8; l++) _mm256_storeu_ps(dst + (size_t)(p + l) * 8, r[l]);
+        }
+        for (; p < P; p++)
+            for (int l = 0; l < 8; l++) dst[(size_t)p * 8 + l] = src[(size_t)l * P + p];
+    }
+}
+
 void pn_dconv_bwd_image(float *dx, float *dWp, float beta, const float *dy, const float *x,
                         const float *wpb, const pn_conv_shape *s, float *scratch, int first)
 {
@@ -265,8 +329,7 @@ void pn_dconv_bwd_image(float *dx, float *dWp, float beta, const float *dy, cons
         if (dx) pad_zero(dyp, Cout, Ho, Wo, q);
     }
     pad_copy(xp, x, s->Cin, s->H, s->W, s->pad);
-    for (int co = 0; co < Cout; co++)
-        for (int p = 0; p < P; p++) dyT[(size_t)p * Cout + co] = dy[(size_t)co * P + p];
+    to_blocked8(dyT, dy, Cout, P);
     dweight(dWp, beta, dyT, xp, s->Cin, Cout, Ho, Wo, Hp, Wp, s->stride);
     if (!dx) return;
     pad_copy(dyp, dy, Cout, Ho, Wo, q);
