@@ -101,9 +101,14 @@ static void pad_copy(float *xp, const float *x, int C, int H, int W, int pad)
     const int Wp = W + 2 * pad;
     const size_t ps = pplane(H, W, pad);
     for (int c = 0; c < C; c++)
-        for (int h = 0; h < H; h++)
-            memcpy(xp + c * ps + (size_t)(h + pad) * Wp + pad, x + ((size_t)c * H + h) * W,
-                   (size_t)W * sizeof(float));
+        for (int h = 0; h < H; h++) {
+            /* rows of 7 to 32 floats: an inline loop, not a memcpy call per row */
+            float *d = xp + c * ps + (size_t)(h + pad) * Wp + pad;
+            const float *r = x + ((size_t)c * H + h) * W;
+            int i = 0;
+            for (; i + 8 <= W; i += 8) _mm256_storeu_ps(d + i, _mm256_loadu_ps(r + i));
+            for (; i < W; i++) d[i] = r[i];
+        }
 }
 
 /* r[j][l] -> r[l][j] for an 8x8 block of floats. */
