@@ -222,8 +222,13 @@ static void same_as_one_process(const char *norm, int single_mb, int rank_mb, co
 
 TEST(gnpn_two_ranks_equal_one_process)
 {
-    /* Augmentation on: rank 1 draws the crops a single process draws for its images. */
-    same_as_one_process("gn+pn", 128, 32, "", NULL, 2e-5);
+    /* Augmentation on: rank 1 draws the crops a single process draws for its images.
+     * Micro-batches of 32 on both sides: gn+pn does not depend on the micro-batch, and
+     * with the same micro-batches only the order of the final gradient sum differs (the
+     * direct convolution sums a weight gradient over a micro-batch's images in its own
+     * order, and 8 updates of this tiny gn+pn net amplified that difference to 1.2e-3
+     * between micro-batches of 128 and 32 in the sanitizer build). */
+    same_as_one_process("gn+pn", 32, 32, "", NULL, 2e-5);
 }
 
 TEST(bn_two_ranks_equal_one_process_micro_batches)
@@ -247,9 +252,10 @@ TEST(sync_bn_two_ranks_equal_one_process)
 
 TEST(resume_at_another_rank_count)
 {
-    /* 2 ranks stop after 3 updates; 1 process resumes to the end = 1 process throughout. */
+    /* 2 ranks stop after 3 updates; 1 process resumes to the end = 1 process throughout
+     * (one_g: micro-batches of 32, as here). */
     snprintf(cmd, sizeof cmd,
-             MPIRUN "-np 2 %s train --data %s " TINY "--norm gn+pn --batch 128 --micro-batch 64 "
+             MPIRUN "-np 2 %s train --data %s " TINY "--norm gn+pn --batch 128 --micro-batch 32 "
              "--save %s --stop-at 3", bin, datadir, tp("r.safetensors"));
     int rc = sh(cmd);
     CHECK(rc == 0 && strstr(out_buf, "stopped at step 3"), "2 ranks --stop-at 3: exit %d: %s", rc, out_buf);
