@@ -221,7 +221,8 @@ TEST(memory_resnet20_bn_batch128)
     if (!ok) goto done;
     const double bon = (double)pn_model_activation_bytes(on), boff = (double)pn_model_activation_bytes(off);
     printf("  resnet20 bn B=128: activation bytes %.0f without recompute, %.0f with (norm outputs %.0f, "
-           "%d values recomputed)\n", boff, bon, norm_bytes, pn_model_recomputed_values(on));
+           "%d values recomputed in %d shared slots)\n", boff, bon, norm_bytes, pn_model_recomputed_values(on),
+           on->nrslots);
     CHECK(pn_model_recomputed_values(on) == norms, "%d values recomputed, %d norm outputs",
           pn_model_recomputed_values(on), norms);
     CHECK(boff - bon >= norm_bytes - 3 * largest, "saved %.0f bytes, expected >= %.0f", boff - bon,

@@ -11,6 +11,14 @@
  * workspace. The arena is reallocated only when a plan needs more bytes than it holds (a
  * larger B), so a step at a fixed B never allocates.
  *
+ * Value lifetimes: a value keeps its own storage for the whole step, except the outputs
+ * that their op can recompute (pn_op_vt.recompute: the norm op) when recomputation is on
+ * (default; PROXYNORM_RECOMPUTE=0 or pn_model_set_recompute(m, 0) turn it off). Those
+ * share a few slots (plan_recompute: interval colouring of their forward and backward
+ * lifetimes) and are written again from the norm's input and saved statistics just
+ * before the first backward that reads them (ensure_value in run_backward), bit for bit
+ * as the forward wrote them.
+ *
  * Backward: ops run in reverse. Gradients of values live in the pool (each buffer
  * B * the largest value); a value's buffer is taken when its first consumer (in reverse
  * order) writes it and given back after its producer's backward. A residual add passes

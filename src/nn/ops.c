@@ -79,7 +79,8 @@ static double conv_macs(const pn_model *m, const pn_op *op)
     return (double)ho * wo * (double)s.Cout * (double)(s.Cin / s.groups) * s.KH * s.KW;
 }
 
-const pn_op_vt pn_op_conv = { "conv", NULL, conv_work, conv_fwd, conv_bwd, conv_macs, PN_OP_IS_CONV, NULL, NULL };
+const pn_op_vt pn_op_conv = { "conv", NULL, conv_work, conv_fwd, conv_bwd, conv_macs, PN_OP_IS_CONV,
+                              NULL, NULL };
 
 pn_val pn_b_conv(pn_builder *b, pn_val x, const char *name, int cout, int k, int stride,
                  int groups, unsigned flags)
@@ -261,7 +262,8 @@ static int norm_recompute(pn_model *m, pn_op *op, const pn_fwd_args *a)
     const float *inp = a->in[0];
     float *out = a->out;
     const pn_norm_kind k = m->cfg.norm;
-    if (!norm_can_recompute(m, op) || (k == PN_NORM_BN && !a->training))
+    /* (BN made hooked after the forward is fine: the forward saved what the apply needs) */
+    if (op->fold_mode != 0 || (k == PN_NORM_BN && !a->training))
         return pn_error(PN_ERR_ARG, "model: %s: the output cannot be recomputed", op->name);
     if (norm_fused_pn(m, op)) {
         pn_pnact_params p = { pn_op_param(m, op, 0), pn_op_param(m, op, 1), pn_op_param(m, op, 2),
@@ -554,7 +556,8 @@ static double linear_macs(const pn_model *m, const pn_op *op)
     return (double)op->iattr[0] * (double)op->iattr[1];
 }
 
-const pn_op_vt pn_op_linear = { "linear", NULL, NULL, linear_fwd, linear_bwd, linear_macs, PN_OP_IS_LINEAR, NULL, NULL };
+const pn_op_vt pn_op_linear = { "linear", NULL, NULL, linear_fwd, linear_bwd, linear_macs, PN_OP_IS_LINEAR,
+                                NULL, NULL };
 
 pn_val pn_b_linear(pn_builder *b, pn_val x, const char *name, int out)
 {
