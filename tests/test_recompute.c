@@ -81,7 +81,8 @@ static int train_pair(const pn_model_config *c, int B, int steps, const pn_bn_ov
         CHECK(ok, "%s %s: forward: %s", what, nn, pn_last_error());
         if (!ok) break;
         CHECK(same(la, lb, nl), "%s %s step %d: logits differ", what, nn, s);
-        ok = pn_model_loss(a, lab, 0.1f, &lossa, NULL) == PN_OK && pn_model_loss(b, lab, 0.1f, &lossb, NULL) == PN_OK;
+        ok = pn_model_loss(a, lab, 0.1f, &lossa, NULL) == PN_OK &&
+             pn_model_loss(b, lab, 0.1f, &lossb, NULL) == PN_OK;
         CHECK(ok && memcmp(&lossa, &lossb, sizeof lossa) == 0, "%s %s step %d: losses %.17g %.17g", what, nn,
               s, lossa, lossb);
         pn_model_zero_grad(a);

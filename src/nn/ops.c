@@ -494,7 +494,8 @@ static int maxpool_bwd(pn_model *m, pn_op *op, const pn_bwd_args *a)
                                v->H, v->W, op->iattr[0], op->iattr[1], op->iattr[2]);
 }
 
-const pn_op_vt pn_op_maxpool = { "maxpool", maxpool_saved, NULL, maxpool_fwd, maxpool_bwd, NULL, 0, NULL, NULL };
+const pn_op_vt pn_op_maxpool = { "maxpool", maxpool_saved, NULL, maxpool_fwd, maxpool_bwd, NULL, 0,
+                                 NULL, NULL };
 
 _Static_assert(sizeof(int32_t) == sizeof(float), "argmax is stored in float slots");
 
