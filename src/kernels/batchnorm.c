@@ -8,7 +8,11 @@
  * the same sequence of updates as N/g PyTorch calls on consecutive chunks.
  * Forward per (chunk, channel): one pass of shifted double sums about the chunk's
  * first value (pn_sum_shifted) gives mean and variance, a second pass normalizes
- * (and applies the model's following ReLU: the _ex variants, norm_internal.h).
+ * (and applies the model's following ReLU: the _ex variants, norm_internal.h). The
+ * normalize pass is bn_apply_chunk, shared with pn_batchnorm_apply (the model's
+ * recomputation of the output in the backward: the same function on the same
+ * coefficients, so the same bits; the multiplier rstd*weight is rounded from the
+ * double rstd, so it is saved (scale) rather than rebuilt from the float rstd).
  *
  * Backward per (chunk k, channel c), M = g*HW, xc = x - mean, gamma = weight_c:
  *   sdy = sum dy, sdyx = sum dy * xc                                  (double)
@@ -56,6 +60,28 @@ int pn_batchnorm_forward_train_ex(float *out, float *mean, float *rstd,
                                   int N, int C, int HW, int norm_batch,
                                   float momentum, float eps, int relu)
 {
+    return pn_batchnorm_forward_train_save(out, mean, rstd, NULL, running_mean, running_var, inp,
+                                           weight, bias, N, C, HW, norm_batch, momentum, eps, relu);
+}
+
+/* The normalize pass of chunk (k, c) whose first (n, c) row is `base`: g rows of HW,
+ * C rows apart. Not inlined: the forward and pn_batchnorm_apply run this one code. */
+static __attribute__((noinline)) void bn_apply_chunk(float *out, const float *inp, size_t base,
+                                                     int g, int C, int HW, float m, float a,
+                                                     float b, int relu)
+{
+    for (int n = 0; n < g; n++)
+        pn_affine_row(out + (base + (size_t)n * C) * HW, inp + (base + (size_t)n * C) * HW, HW,
+                      m, a, b, relu);
+}
+
+/* scale (N/g, C) or NULL: the multiplier of each chunk, for pn_batchnorm_apply. */
+int pn_batchnorm_forward_train_save(float *out, float *mean, float *rstd, float *scale,
+                                    float *running_mean, float *running_var,
+                                    const float *inp, const float *weight, const float *bias,
+                                    int N, int C, int HW, int norm_batch,
+                                    float momentum, float eps, int relu)
+{
     static const char fn[] = "pn_batchnorm_forward_train"; /* errors under the public name */
     PN_CHECK_PTR_FN(fn, out);
     PN_CHECK_PTR_FN(fn, mean);
@@ -92,11 +118,30 @@ int pn_batchnorm_forward_train_ex(float *out, float *mean, float *rstd,
             const float m = (float)mu;
             const float a = (float)(weight ? r * weight[c] : r);
             const float b = bias ? bias[c] : 0.0f;
-            for (int n = 0; n < g; n++)
-                pn_affine_row(out + (base + (size_t)n * C) * HW, inp + (base + (size_t)n * C) * HW,
-                              HW, m, a, b, relu);
+            if (scale) scale[(size_t)k * C + c] = a;
+            bn_apply_chunk(out, inp, base, g, C, HW, m, a, b, relu);
         }
     }
+    return PN_OK;
+}
+
+// out, inp (N,C,HW); mean, scale (N/g,C) as the training forward saved them; bias (C) or NULL
+int pn_batchnorm_apply(float *out, const float *inp, const float *mean, const float *scale,
+                       const float *bias, int N, int C, int HW, int norm_batch, int relu)
+{
+    static const char fn[] = "pn_batchnorm_apply";
+    PN_CHECK_PTR_FN(fn, out);
+    PN_CHECK_PTR_FN(fn, inp);
+    PN_CHECK_PTR_FN(fn, mean);
+    PN_CHECK_PTR_FN(fn, scale);
+    int rc = bn_check(fn, N, C, HW, norm_batch);
+    if (rc) return rc;
+    const int g = norm_batch <= 0 ? N : norm_batch, chunks = N / g;
+    #pragma omp parallel for schedule(static)
+    for (int c = 0; c < C; c++)
+        for (int k = 0; k < chunks; k++)
+            bn_apply_chunk(out, inp, (size_t)k * g * C + c, g, C, HW, mean[(size_t)k * C + c],
+                           scale[(size_t)k * C + c], bias ? bias[c] : 0.0f, relu);
     return PN_OK;
 }
 

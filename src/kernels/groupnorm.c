@@ -34,6 +34,24 @@ static int gn_check_shape(const char *fn, int N, int C, int HW, int G)
     return PN_OK;
 }
 
+/* The normalize pass: out = (x - mean) * (rstd * weight_c) + bias_c (then ReLU), from the
+ * saved float statistics; the forward and pn_groupnorm_apply (the model's recomputation of
+ * the output in the backward) both run it, so both give the same bits. */
+static void gn_apply(float *out, const float *inp, const float *mean, const float *rstd,
+                     const float *weight, const float *bias, int N, int C, int HW, int G, int relu)
+{
+    const int cpg = C / G;
+    #pragma omp parallel for schedule(static)
+    for (long nc = 0; nc < (long)N * C; nc++) {
+        const int c = (int)(nc % C);
+        const long ng = nc / C * G + c / cpg;
+        const float m = mean[ng];
+        const float a = weight ? rstd[ng] * weight[c] : rstd[ng];
+        const float b = bias ? bias[c] : 0.0f;
+        pn_affine_row(out + (size_t)nc * HW, inp + (size_t)nc * HW, HW, m, a, b, relu);
+    }
+}
+
 // inp, out (N,C,HW); mean, rstd (N,G); weight, bias (C) or NULL
 int pn_groupnorm_forward(float *out, float *mean, float *rstd,
                          const float *inp, const float *weight, const float *bias,
@@ -57,17 +75,23 @@ int pn_groupnorm_forward_ex(float *out, float *mean, float *rstd,
     PN_CHECK(eps >= 0.0f, "%s: eps must be >= 0 (got %g)", fn, (double)eps);
 
     pn_group_stats(mean, rstd, inp, N, C, HW, G, eps);
+    gn_apply(out, inp, mean, rstd, weight, bias, N, C, HW, G, relu);
+    return PN_OK;
+}
 
-    const int cpg = C / G;
-    #pragma omp parallel for schedule(static)
-    for (long nc = 0; nc < (long)N * C; nc++) {
-        const int c = (int)(nc % C);
-        const long ng = nc / C * G + c / cpg;
-        const float m = mean[ng];
-        const float a = weight ? rstd[ng] * weight[c] : rstd[ng];
-        const float b = bias ? bias[c] : 0.0f;
-        pn_affine_row(out + (size_t)nc * HW, inp + (size_t)nc * HW, HW, m, a, b, relu);
-    }
+// out, inp (N,C,HW); mean, rstd (N,G) as the forward saved them; weight, bias (C) or NULL
+int pn_groupnorm_apply(float *out, const float *inp, const float *mean, const float *rstd,
+                       const float *weight, const float *bias, int N, int C, int HW, int G,
+                       int relu)
+{
+    static const char fn[] = "pn_groupnorm_apply";
+    PN_CHECK_PTR_FN(fn, out);
+    PN_CHECK_PTR_FN(fn, inp);
+    PN_CHECK_PTR_FN(fn, mean);
+    PN_CHECK_PTR_FN(fn, rstd);
+    int rc = gn_check_shape(fn, N, C, HW, G);
+    if (rc) return rc;
+    gn_apply(out, inp, mean, rstd, weight, bias, N, C, HW, G, relu);
     return PN_OK;
 }
 

@@ -208,6 +208,13 @@ int pn_batchnorm_forward_train_ex(float *out, float *mean, float *rstd, float *r
                                   float *running_var, const float *inp, const float *weight,
                                   const float *bias, int N, int C, int HW, int norm_batch,
                                   float momentum, float eps, int relu);
+/* The training forward with the multiplier a = rstd*weight of each (chunk, channel)
+ * written to scale (N/g, C) (NULL: not written), for pn_batchnorm_apply. */
+int pn_batchnorm_forward_train_save(float *out, float *mean, float *rstd, float *scale,
+                                    float *running_mean, float *running_var,
+                                    const float *inp, const float *weight, const float *bias,
+                                    int N, int C, int HW, int norm_batch,
+                                    float momentum, float eps, int relu);
 int pn_batchnorm_forward_eval_ex(float *out, const float *inp, const float *running_mean,
                                  const float *running_var, const float *weight, const float *bias,
                                  int N, int C, int HW, float eps, int relu);
@@ -223,6 +230,21 @@ int pn_groupnorm_backward_ex(float *dinp, float *dweight, float *dbias, const fl
                              const float *inp, const float *mean, const float *rstd,
                              const float *weight, int N, int C, int HW, int G,
                              const float *relu_out, double *work);
+/* Apply passes: the output of the last forward again, from its input and the saved
+ * statistics (no new statistics, running statistics untouched), bit for bit what the
+ * forward wrote (the forwards run these same passes). The model recomputes norm outputs
+ * with them in the backward instead of keeping them (src/nn/model.c).
+ *   pn_batchnorm_apply: mean, scale (N/g, C) from pn_batchnorm_forward_train_save.
+ *   pn_groupnorm_apply: mean, rstd (N, G) from pn_groupnorm_forward(_ex).
+ *   pn_gn_pnact_apply:  mean, rstd (N, G), m, s (C) from pn_gn_pnact_forward. */
+int pn_batchnorm_apply(float *out, const float *inp, const float *mean, const float *scale,
+                       const float *bias, int N, int C, int HW, int norm_batch, int relu);
+int pn_groupnorm_apply(float *out, const float *inp, const float *mean, const float *rstd,
+                       const float *weight, const float *bias, int N, int C, int HW, int G,
+                       int relu);
+int pn_gn_pnact_apply(float *out, const float *inp, const float *mean, const float *rstd,
+                      const float *m, const float *s, pn_pnact_params p, int N, int C, int HW,
+                      int G, pn_act act);
 /* pn_gn_pnact_backward with caller-owned scratch for its (N, C, 4) row sums. */
 size_t pn_gn_pnact_backward_work(int N, int C);
 int pn_gn_pnact_backward_ex(float *dinp, pn_pnact_grads g, const float *dout, const float *inp,

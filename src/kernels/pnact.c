@@ -352,6 +352,24 @@ gnpn_fwd_row(float *o, const float *x, int HW, float mu, float rs, float gm, flo
     }
 }
 
+/* The output pass of the fused kernel from the saved statistics; the forward and
+ * pn_gn_pnact_apply (the model's recomputation of the output in the backward) both run
+ * it, so both give the same bits. */
+static void gnpn_apply(float *out, const float *inp, const float *mean, const float *rstd,
+                       const float *m, const float *s, pn_pnact_params p, int N, int C, int HW,
+                       int G, pn_act act)
+{
+    const int Cg = C / G;
+    #pragma omp parallel for schedule(static)
+    for (long r = 0; r < (long)N * C; r++) {
+        const int c = (int)(r % C);
+        const long ng = (r / C) * G + c / Cg;
+        const size_t off = (size_t)r * HW;
+        gnpn_fwd_row(out + off, inp + off, HW, mean[ng], rstd[ng], p.gamma[c], p.beta[c],
+                     m[c], s[c], act);
+    }
+}
+
 // out, inp (N,C,HW), may alias; mean, rstd (N,G); m, s (C)
 int pn_gn_pnact_forward(float *out, float *mean, float *rstd, float *m, float *s,
                         const float *inp, pn_pnact_params p,
@@ -369,15 +387,27 @@ int pn_gn_pnact_forward(float *out, float *mean, float *rstd, float *m, float *s
     TRY(check_act_eps(act, pn_eps, __func__));
     pn_group_stats(mean, rstd, inp, N, C, HW, G, gn_eps);
     pnact_stats_impl(m, s, p, C, act, pn_eps);
-    const int Cg = C / G;
-    #pragma omp parallel for schedule(static)
-    for (long r = 0; r < (long)N * C; r++) {
-        const int c = (int)(r % C);
-        const long ng = (r / C) * G + c / Cg;
-        const size_t off = (size_t)r * HW;
-        gnpn_fwd_row(out + off, inp + off, HW, mean[ng], rstd[ng], p.gamma[c], p.beta[c],
-                     m[c], s[c], act);
-    }
+    gnpn_apply(out, inp, mean, rstd, m, s, p, N, C, HW, G, act);
+    return PN_OK;
+}
+
+// out, inp (N,C,HW), may alias; mean, rstd (N,G), m, s (C) as the forward saved them
+int pn_gn_pnact_apply(float *out, const float *inp, const float *mean, const float *rstd,
+                      const float *m, const float *s, pn_pnact_params p, int N, int C, int HW,
+                      int G, pn_act act)
+{
+    static const char fn[] = "pn_gn_pnact_apply";
+    PN_CHECK_PTR_FN(fn, out);
+    PN_CHECK_PTR_FN(fn, inp);
+    PN_CHECK_PTR_FN(fn, mean);
+    PN_CHECK_PTR_FN(fn, rstd);
+    PN_CHECK_PTR_FN(fn, m);
+    PN_CHECK_PTR_FN(fn, s);
+    TRY(check_shape(N, C, HW, fn));
+    TRY(check_gn(C, G, 0.0f, fn));
+    TRY(check_params(p, C, fn));
+    TRY(check_act_eps(act, 1.0f, fn));
+    gnpn_apply(out, inp, mean, rstd, m, s, p, N, C, HW, G, act);
     return PN_OK;
 }
 

@@ -90,7 +90,14 @@ enum {
 /* An op kind. saved: floats of arena memory the op keeps for batch B (its statistics
  * etc.; op->save points to them during forward and backward). work: floats of the
  * shared scratch (m->work) it needs at batch B. Either may be NULL (0). macs: per image
- * (NULL: 0). */
+ * (NULL: 0).
+ * recompute (optional, with can_recompute): rewrites a->out, the op's output of the last
+ * forward, from its inputs a->in, op->save and the parameters, bit for bit as the forward
+ * wrote it, without new statistics or other side effects (a->training: that forward's
+ * mode). The engine then keeps the output only while the forward needs it and calls
+ * recompute in the backward before the output's first reader there (src/nn/model.c).
+ * can_recompute: 1 when recompute works for this op in the model's present state (it is
+ * asked again whenever the arena is planned). Both NULL: the output is always stored. */
 typedef struct {
     const char *kind;
     size_t (*saved)(const pn_model *m, const pn_op *op, int B);
@@ -99,6 +106,8 @@ typedef struct {
     int (*backward)(pn_model *m, pn_op *op, const pn_bwd_args *a);
     double (*macs)(const pn_model *m, const pn_op *op);
     unsigned flags;
+    int (*can_recompute)(const pn_model *m, const pn_op *op);
+    int (*recompute)(pn_model *m, pn_op *op, const pn_fwd_args *a);
 } pn_op_vt;
 
 /* One op. Fields below `attributes` are free for the op kind to use. */
@@ -130,6 +139,12 @@ typedef struct {
     int alias;     /* storage shared with this earlier value (in-place add), or -1 */
     int consumers; /* number of op inputs reading it */
     int dead;      /* overwritten in place: may not be read again */
+    int aliased;   /* a later value shares its storage */
+    int norm_in;   /* read by a norm op (whose diagnostics read it after the forward) */
+    int last_use;  /* last op reading it (forward order), -1 if none */
+    int last_bwd;  /* last op with a backward call reading it (not PN_OP_PASS_GRAD), -1 if none */
+    int rslot;     /* the plan's shared slot when recomputed in the backward, else -1 */
+    int fresh;     /* backward: recomputed already (rslot >= 0) */
 } pn_value;
 
 /* The model (the engine's state; arch files and op kinds may read it). */
@@ -159,6 +174,9 @@ struct pn_model {
     size_t work_floats, maxact;
     float *work, *probs;
     int *labels;
+    int recompute;    /* recompute outputs in the backward (PROXYNORM_RECOMPUTE, default 1) */
+    int nrslots;      /* shared slots of the recomputed values (plan) */
+    size_t *rslot_numel; /* per-sample floats of each shared slot (nvals entries) */
     int npool;        /* gradient buffers of B * maxact floats */
     float **pool;
     int *gb, *gref, gcap; /* backward schedule: buffer of each value, references of each buffer */

@@ -11,6 +11,14 @@
  * workspace. The arena is reallocated only when a plan needs more bytes than it holds (a
  * larger B), so a step at a fixed B never allocates.
  *
+ * Value lifetimes: a value keeps its own storage for the whole step, except the outputs
+ * that their op can recompute (pn_op_vt.recompute: the norm op) when recomputation is on
+ * (default; PROXYNORM_RECOMPUTE=0 or pn_model_set_recompute(m, 0) turn it off). Those
+ * share a few slots (plan_recompute: interval colouring of their forward and backward
+ * lifetimes) and are written again from the norm's input and saved statistics just
+ * before the first backward that reads them (ensure_value in run_backward), bit for bit
+ * as the forward wrote them.
+ *
  * Backward: ops run in reverse. Gradients of values live in the pool (each buffer
  * B * the largest value); a value's buffer is taken when its first consumer (in reverse
  * order) writes it and given back after its producer's backward. A residual add passes
@@ -44,7 +52,24 @@ int pn_model_set_bn_override(pn_model *m, const pn_bn_override *o)
     } else {
         memset(&m->bn_ovr, 0, sizeof m->bn_ovr);
     }
+    m->plan_B = 0; /* BN through the hooks is not recomputed: plan again at the next forward */
     return PN_OK;
+}
+
+int pn_model_set_recompute(pn_model *m, int on)
+{
+    PN_CHECK_PTR(m);
+    m->recompute = on ? 1 : 0;
+    m->plan_B = 0; /* plan again at the next forward */
+    return PN_OK;
+}
+
+int pn_model_recomputed_values(const pn_model *m)
+{
+    if (!m) return 0;
+    int n = 0;
+    for (int v = 0; v < m->nvals; v++) n += m->vals[v].rslot >= 0;
+    return n;
 }
 
 /* ------------------------------------------------------------ names */
@@ -157,6 +182,8 @@ static pn_val new_value(pn_builder *b, int C, int H, int W, int producer)
     v->W = W;
     v->producer = producer;
     v->alias = -1;
+    v->last_use = v->last_bwd = -1;
+    v->rslot = -1;
     return m->nvals++;
 }
 
@@ -191,8 +218,12 @@ pn_val pn_b_op(pn_builder *b, const pn_op_vt *vt, const pn_val *in, int nin, int
     snprintf(op->name, sizeof op->name, "%s", name ? name : vt->kind);
     op->nin = nin;
     for (int k = 0; k < nin; k++) {
+        pn_value *x = &m->vals[in[k]];
         op->in[k] = in[k];
-        m->vals[in[k]].consumers++;
+        x->consumers++;
+        x->last_use = m->nops - 1;
+        if (!(vt->flags & PN_OP_PASS_GRAD)) x->last_bwd = m->nops - 1;
+        if (vt->flags & PN_OP_IS_NORM) x->norm_in = 1;
     }
     op->out = y;
     for (int i = 0; i < PN_OP_MAX_P; i++) op->p[i] = PN_NONE;
@@ -202,6 +233,7 @@ pn_val pn_b_op(pn_builder *b, const pn_op_vt *vt, const pn_val *in, int nin, int
         pn_value *x = &m->vals[in[0]];
         if (x->producer >= 0 && (m->ops[x->producer].vt->flags & PN_OP_IS_CONV) && x->consumers == 1) {
             m->vals[y].alias = x->alias >= 0 ? x->alias : in[0];
+            m->vals[m->vals[y].alias].aliased = 1;
             x->dead = 1;
         }
     }
@@ -385,9 +417,33 @@ static int accumulate(pn_model *m, int v, int src, int B, int exec, int *used)
     return PN_OK;
 }
 
+/* Before a backward reads value v: a value recomputed in the backward (rslot >= 0) is
+ * rewritten by its producer's recompute the first time (exec only). */
+static int ensure_value(pn_model *m, int v, int B)
+{
+    pn_value *x = &m->vals[v];
+    if (x->rslot < 0 || x->fresh) return PN_OK;
+    const int p = x->producer;
+    pn_op *op = &m->ops[p];
+    pn_fwd_args a;
+    memset(&a, 0, sizeof a);
+    for (int k = 0; k < op->nin; k++) a.in[k] = m->vals[op->in[k]].data;
+    a.out = x->data;
+    a.B = B;
+    a.training = m->fwd_training;
+    const double t0 = m->prof_t ? pn_now_s() : 0.0;
+    int rc = op->vt->recompute(m, op, &a);
+    if (m->prof_t) m->prof_t[2 * p + 1] += pn_now_s() - t0; /* counted as the producer's backward */
+    x->fresh = rc == PN_OK;
+    return rc;
+}
+
 static int run_backward(pn_model *m, int B, int exec, int *used)
 {
-    for (int v = 0; v < m->nvals; v++) m->gb[v] = -1;
+    for (int v = 0; v < m->nvals; v++) {
+        m->gb[v] = -1;
+        m->vals[v].fresh = 0;
+    }
     memset(m->gref, 0, (size_t)m->gcap * sizeof *m->gref);
     *used = 0;
     m->gb[m->nvals - 1] = take_buf(m, used); /* 0: the logits' gradient */
@@ -431,6 +487,9 @@ static int run_backward(pn_model *m, int B, int exec, int *used)
                 if (exec) a.din[k] = m->pool[bi];
             }
             if (exec) {
+                for (int k = 0; k < op->nin && rc == PN_OK; k++) rc = ensure_value(m, op->in[k], B);
+                if (rc == PN_OK) rc = ensure_value(m, op->out, B);
+                if (rc != PN_OK) break;
                 a.dout = m->pool[dbuf];
                 a.out = m->vals[op->out].data;
                 a.B = B;
@@ -472,6 +531,7 @@ static void free_contents(pn_model *m)
     free(m->arena);
     free(m->prof_t);
     free(m->pool);
+    free(m->rslot_numel);
     free(m->gb);
     free(m->gref);
 }
@@ -592,7 +652,12 @@ int pn_model_create_arch(pn_model **out, const pn_model_config *cfg, const pn_ar
         goto fail;
     }
     m->pool = calloc((size_t)m->npool, sizeof *m->pool);
-    if (!m->pool) goto nomem;
+    m->rslot_numel = calloc((size_t)m->nvals, sizeof *m->rslot_numel);
+    if (!m->pool || !m->rslot_numel) goto nomem;
+    {
+        const char *e = getenv("PROXYNORM_RECOMPUTE");
+        m->recompute = !(e && strcmp(e, "0") == 0);
+    }
     if (getenv("PROXYNORM_PROFILE") && !(m->prof_t = calloc(2 * (size_t)m->nops, sizeof *m->prof_t)))
         goto nomem;
     *out = m;
@@ -685,7 +750,8 @@ int pn_model_visit_norms(const pn_model *m, pn_norm_visitor fn, void *ctx)
         if (m->fwd_B > 0) {
             ni.batch = m->fwd_B;
             ni.input = x->data;
-            ni.output = m->vals[op->out].data;
+            /* an output recomputed in the backward is not kept after the forward */
+            ni.output = m->vals[op->out].rslot >= 0 ? NULL : m->vals[op->out].data;
             if (m->cfg.norm != PN_NORM_NONE) {
                 size_t g = m->cfg.norm == PN_NORM_BN
                                ? (size_t)(m->fwd_B / (m->cfg.norm_batch > 0 ? m->cfg.norm_batch : m->fwd_B)) *
@@ -705,14 +771,82 @@ int pn_model_visit_norms(const pn_model *m, pn_norm_visitor fn, void *ctx)
 /* ------------------------------------------------------------ arena */
 static size_t align_up(size_t n) { return (n + ALIGN_FLOATS - 1) / ALIGN_FLOATS * ALIGN_FLOATS; }
 
-/* Lays the arena out for batch B. With base == NULL only counts; returns floats. */
+/* Values recomputed in the backward and their shared slots (sets vals[].rslot,
+ * m->nrslots, m->rslot_numel). Timeline of a step of n ops: forward op i at time i,
+ * backward op i at time 2n-1-i. A value v made by op p and read last by op c (forward
+ * order) lives in the forward over [p, c]; in the backward from the first backward that
+ * reads it, that of its last reader with a backward call (c' = last_bwd), to the
+ * backward of p (which may read its output, e.g. the ReLU mask): [2n-1-max(c',p), 2n-1-p].
+ * Values whose both intervals are disjoint from another's (closed intervals: an op never
+ * writes a slot it reads) share a slot; first fit, largest values first, every slot as
+ * large as its largest value. Recomputed: the output of an op that can recompute it
+ * (vt->can_recompute), unless it is the model input or output, shares storage with another
+ * value (in-place add), is read by a norm (pn_model_norm_output reads norm inputs after the
+ * forward) or its producer reads a recomputed value (which the slot may no longer hold).
+ * Depends on the op list and the model's state only, not on B (sizes scale with B). */
+static void plan_recompute(pn_model *m)
+{
+    const int n = m->nops;
+    m->nrslots = 0;
+    for (int v = 0; v < m->nvals; v++) {
+        pn_value *x = &m->vals[v];
+        x->rslot = -1;
+        x->fresh = 0;
+        if (!m->recompute || !m->rslot_numel || v == 0 || v == m->nvals - 1 || x->producer < 0 ||
+            x->alias >= 0 || x->aliased || x->dead || x->norm_in)
+            continue;
+        const pn_op *op = &m->ops[x->producer];
+        if (!op->vt->recompute || !op->vt->can_recompute || !op->vt->can_recompute(m, op)) continue;
+        int ok = 1;
+        for (int k = 0; k < op->nin; k++) ok = ok && m->vals[op->in[k]].rslot == -1;
+        if (ok) x->rslot = -2; /* candidate, no slot yet */
+    }
+    for (;;) {
+        int v = -1; /* the largest candidate left (the first of equals) */
+        for (int u = 0; u < m->nvals; u++)
+            if (m->vals[u].rslot == -2 && (v < 0 || val_numel(m, u, 1) > val_numel(m, v, 1))) v = u;
+        if (v < 0) break;
+        pn_value *x = &m->vals[v];
+        const int p = x->producer;
+        const int f0 = p, f1 = x->last_use > p ? x->last_use : p;
+        const int b0 = 2 * n - 1 - (x->last_bwd > p ? x->last_bwd : p), b1 = 2 * n - 1 - p;
+        int s = 0;
+        for (; s < m->nrslots; s++) {
+            int free_ = 1;
+            for (int u = 0; u < m->nvals && free_; u++) {
+                const pn_value *y = &m->vals[u];
+                if (y->rslot != s) continue;
+                const int q = y->producer;
+                const int g0 = q, g1 = y->last_use > q ? y->last_use : q;
+                const int h0 = 2 * n - 1 - (y->last_bwd > q ? y->last_bwd : q), h1 = 2 * n - 1 - q;
+                if ((f0 <= g1 && g0 <= f1) || (b0 <= h1 && h0 <= b1)) free_ = 0;
+            }
+            if (free_) break;
+        }
+        if (s == m->nrslots) m->rslot_numel[m->nrslots++] = 0;
+        x->rslot = s;
+        if (val_numel(m, v, 1) > m->rslot_numel[s]) m->rslot_numel[s] = val_numel(m, v, 1);
+    }
+}
+
+/* Lays the arena out for batch B. With base == NULL only counts; returns floats. Values
+ * get their own storage (an in-place add's output its input's), except those recomputed
+ * in the backward (plan_recompute), which live in the shared slots. */
 static size_t plan(pn_model *m, int B, float *base)
 {
     size_t off = 0, work = 0;
     const size_t Bz = (size_t)B;
 #define TAKE(ptr, nfl) do { size_t n_ = align_up(nfl); if (base) (ptr) = base + off; off += n_; } while (0)
+    plan_recompute(m);
     for (int v = 0; v < m->nvals; v++)
-        if (m->vals[v].alias < 0) TAKE(m->vals[v].data, val_numel(m, v, B));
+        if (m->vals[v].alias < 0 && m->vals[v].rslot < 0) TAKE(m->vals[v].data, val_numel(m, v, B));
+    for (int s = 0; s < m->nrslots; s++) {
+        float *slot = NULL;
+        TAKE(slot, Bz * m->rslot_numel[s]);
+        if (base)
+            for (int v = 0; v < m->nvals; v++)
+                if (m->vals[v].rslot == s) m->vals[v].data = slot;
+    }
     if (base)
         for (int v = 0; v < m->nvals; v++)
             if (m->vals[v].alias >= 0) m->vals[v].data = m->vals[m->vals[v].alias].data;
@@ -981,6 +1115,7 @@ int pn_model_fold(pn_model *m, int *nfolded)
     }
     m->folded = 1;
     m->fwd_B = 0;
+    m->plan_B = 0; /* folded norms are not recomputed: plan again at the next forward */
     if (nfolded) *nfolded = count;
     return PN_OK;
 }

@@ -77,7 +77,8 @@ double pn_model_macs(const pn_model *m);
 size_t pn_model_conv_linear_params(const pn_model *m);
 
 /* Norm layers, in forward order. After a forward, input/output point to the layer's
- * input and output of the last batch (batch images, (C, H, W) each), mean/rstd to its
+ * input and output of the last batch (batch images, (C, H, W) each; output is NULL when
+ * the engine recomputes it in the backward instead of keeping it, pn_model_set_recompute), mean/rstd to its
  * statistics (nstat floats: (batch, groups) for the GroupNorm family, (batch/g, C) for
  * BatchNorm with normalization batch g; NULL for --norm none). Before any forward
  * those pointers are NULL and batch is 0. The visitor returns 0 to go on; anything
@@ -107,6 +108,17 @@ int pn_model_backward(pn_model *m, float scale);
 void pn_model_zero_grad(pn_model *m);
 /* Bytes of activation memory currently allocated. */
 size_t pn_model_activation_bytes(const pn_model *m);
+/* Recomputation of activations in the backward (default on; PROXYNORM_RECOMPUTE=0 in the
+ * environment when the model is created turns it off): the outputs of the norm layers
+ * (norm + activation) are not kept from the forward to the backward but written again
+ * from the norm's input and saved statistics just before the backward first reads them,
+ * bit for bit as the forward wrote them (same gradients, same training), in a few slots
+ * shared by values whose lifetimes do not overlap: less activation memory for one extra
+ * normalize pass per norm. Not for BN through pn_model_set_bn_override, nor folded models.
+ * Takes effect at the next forward. */
+int pn_model_set_recompute(pn_model *m, int on);
+/* Values the last forward's plan recomputes in the backward (0 before any forward). */
+int pn_model_recomputed_values(const pn_model *m);
 
 /* Inference folding (exact up to float rounding; the model becomes inference-only:
  * training-mode forwards and the backward are refused):

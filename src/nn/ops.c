@@ -79,7 +79,8 @@ static double conv_macs(const pn_model *m, const pn_op *op)
     return (double)ho * wo * (double)s.Cout * (double)(s.Cin / s.groups) * s.KH * s.KW;
 }
 
-const pn_op_vt pn_op_conv = { "conv", NULL, conv_work, conv_fwd, conv_bwd, conv_macs, PN_OP_IS_CONV };
+const pn_op_vt pn_op_conv = { "conv", NULL, conv_work, conv_fwd, conv_bwd, conv_macs, PN_OP_IS_CONV,
+                              NULL, NULL };
 
 pn_val pn_b_conv(pn_builder *b, pn_val x, const char *name, int cout, int k, int stride,
                  int groups, unsigned flags)
@@ -116,8 +117,10 @@ pn_val pn_b_conv(pn_builder *b, pn_val x, const char *name, int cout, int k, int
 
 /* ------------------------------------------------------------ norms */
 /* iattr[0]: 1 = norm + activation `act`, 0 = norm only (no activation).
- * Saved: mean, rstd (statistics: BN (B/g, C), GN family (B, G)), PN's m, s (C), and for an
- * activation other than ReLU after a plain norm, the pre-activation (B, C, HW). */
+ * Saved: mean, rstd (statistics: BN (B/g, C), GN family (B, G)), BN's multiplier
+ * rstd*weight (B/g, C) (for the recomputation), PN's m, s (C), and for an activation
+ * other than ReLU after a plain norm, the pre-activation (B, C, HW). mean and rstd come
+ * first (pn_model_visit_norms and pn_model_norm_output read them there). */
 static size_t norm_stat_floats(const pn_model *m, const pn_op *op, int B)
 {
     if (m->cfg.norm == PN_NORM_NONE) return 0;
@@ -134,7 +137,7 @@ static int norm_saves_pre(const pn_model *m, const pn_op *op)
            op->act != PN_ACT_RELU && op->act != PN_ACT_IDENTITY;
 }
 
-typedef struct { float *mean, *rstd, *pm, *ps, *pre; } norm_save;
+typedef struct { float *mean, *rstd, *scale, *pm, *ps, *pre; } norm_save;
 
 static norm_save norm_layout(const pn_model *m, const pn_op *op, int B, float *base, size_t *total)
 {
@@ -142,6 +145,7 @@ static norm_save norm_layout(const pn_model *m, const pn_op *op, int B, float *b
     size_t off = 0, g = norm_stat_floats(m, op, B);
 #define TK(p, n) do { if (base) s.p = base + off; off += (n); } while (0)
     if (g) { TK(mean, g); TK(rstd, g); }
+    if (g && m->cfg.norm == PN_NORM_BN) TK(scale, g);
     if (norm_fused_pn(m, op)) { TK(pm, (size_t)op->C); TK(ps, (size_t)op->C); }
     if (norm_saves_pre(m, op)) TK(pre, (size_t)B * (size_t)op->C * (size_t)op->HW);
 #undef TK
@@ -224,9 +228,10 @@ static int norm_fwd(pn_model *m, pn_op *op, const pn_fwd_args *a)
             rc = m->bn_ovr.forward(m->bn_ovr.ctx, y, s.mean, s.rstd, rm, rv, inp, pn_op_param(m, op, 0),
                                    pn_op_param(m, op, 1), B, op->C, op->HW, PN_BN_MOMENTUM, PN_BN_EPS);
         else if (a->training)
-            rc = pn_batchnorm_forward_train_ex(y, s.mean, s.rstd, rm, rv, inp, pn_op_param(m, op, 0),
-                                               pn_op_param(m, op, 1), B, op->C, op->HW,
-                                               m->cfg.norm_batch, PN_BN_MOMENTUM, PN_BN_EPS, relu);
+            rc = pn_batchnorm_forward_train_save(y, s.mean, s.rstd, s.scale, rm, rv, inp,
+                                                 pn_op_param(m, op, 0), pn_op_param(m, op, 1), B,
+                                                 op->C, op->HW, m->cfg.norm_batch, PN_BN_MOMENTUM,
+                                                 PN_BN_EPS, relu);
         else
             rc = pn_batchnorm_forward_eval_ex(y, inp, rm, rv, pn_op_param(m, op, 0),
                                               pn_op_param(m, op, 1), B, op->C, op->HW, PN_BN_EPS, relu);
@@ -238,6 +243,48 @@ static int norm_fwd(pn_model *m, pn_op *op, const pn_fwd_args *a)
     if (sep_relu) relu_inplace(out, n);
     else if (s.pre) return pn_act_forward(out, s.pre, n, (pn_act)act);
     return PN_OK;
+}
+
+/* Recomputation (nn/build.h): the output of the last forward again from the input and
+ * the saved state, by the same apply passes the forward ran (norm_internal.h), so the
+ * same bits. Not for a folded norm (inference only), nor BN through the sync-BN hooks
+ * (they normalize in their own code), nor BN after an evaluation forward (no backward). */
+static int norm_can_recompute(const pn_model *m, const pn_op *op)
+{
+    return op->fold_mode == 0 && !bn_hooked(m, op);
+}
+
+static int norm_recompute(pn_model *m, pn_op *op, const pn_fwd_args *a)
+{
+    const int B = a->B;
+    const size_t n = (size_t)B * (size_t)op->C * (size_t)op->HW;
+    norm_save s = norm_layout(m, op, B, op->save, NULL);
+    const float *inp = a->in[0];
+    float *out = a->out;
+    const pn_norm_kind k = m->cfg.norm;
+    /* (BN made hooked after the forward is fine: the forward saved what the apply needs) */
+    if (op->fold_mode != 0 || (k == PN_NORM_BN && !a->training))
+        return pn_error(PN_ERR_ARG, "model: %s: the output cannot be recomputed", op->name);
+    if (norm_fused_pn(m, op)) {
+        pn_pnact_params p = { pn_op_param(m, op, 0), pn_op_param(m, op, 1), pn_op_param(m, op, 2),
+                              pn_op_param(m, op, 3) };
+        return pn_gn_pnact_apply(out, inp, s.mean, s.rstd, s.pm, s.ps, p, B, op->C, op->HW, op->G,
+                                 op->act);
+    }
+    const int act = norm_has_act(op) ? (int)op->act : (int)PN_ACT_IDENTITY;
+    if (k == PN_NORM_NONE) { /* the forward's calls again */
+        if (act == PN_ACT_RELU) relu_mask(out, inp, inp, n);
+        else if (act == PN_ACT_IDENTITY) memcpy(out, inp, n * sizeof(float));
+        else return pn_act_forward(out, inp, n, (pn_act)act);
+        return PN_OK;
+    }
+    if (s.pre) return pn_act_forward(out, s.pre, n, (pn_act)act); /* the pre-activation is saved */
+    const int relu = act == PN_ACT_RELU;
+    if (k == PN_NORM_BN)
+        return pn_batchnorm_apply(out, inp, s.mean, s.scale, pn_op_param(m, op, 1), B, op->C, op->HW,
+                                  m->cfg.norm_batch, relu);
+    return pn_groupnorm_apply(out, inp, s.mean, s.rstd, pn_op_param(m, op, 0), pn_op_param(m, op, 1),
+                              B, op->C, op->HW, op->G, relu);
 }
 
 /* dinp = norm^T(dout); dout is used as scratch (the activation's derivative is applied to
@@ -297,7 +344,8 @@ static int norm_bwd(pn_model *m, pn_op *op, const pn_bwd_args *a)
 }
 
 const pn_op_vt pn_op_norm = { "norm", norm_saved, norm_work, norm_fwd, norm_bwd, NULL,
-                              PN_OP_CLOBBERS_DOUT | PN_OP_IS_NORM };
+                              PN_OP_CLOBBERS_DOUT | PN_OP_IS_NORM, norm_can_recompute,
+                              norm_recompute };
 
 /* Groups of the GroupNorm family for C channels (0 for BN/none). */
 static int norm_groups(const pn_model_config *c, int C)
@@ -378,7 +426,7 @@ static int add_fwd(pn_model *m, pn_op *op, const pn_fwd_args *a)
     return PN_OK;
 }
 
-const pn_op_vt pn_op_add = { "add", NULL, NULL, add_fwd, NULL, NULL, PN_OP_PASS_GRAD };
+const pn_op_vt pn_op_add = { "add", NULL, NULL, add_fwd, NULL, NULL, PN_OP_PASS_GRAD, NULL, NULL };
 
 pn_val pn_b_add(pn_builder *b, pn_val x, pn_val y)
 {
@@ -408,7 +456,7 @@ static int act_bwd(pn_model *m, pn_op *op, const pn_bwd_args *a)
     return pn_act_backward(a->din[0], a->dout, a->in[0], val_n(m, op->out, a->B), op->act);
 }
 
-const pn_op_vt pn_op_act = { "act", NULL, NULL, act_fwd, act_bwd, NULL, 0 };
+const pn_op_vt pn_op_act = { "act", NULL, NULL, act_fwd, act_bwd, NULL, 0, NULL, NULL };
 
 pn_val pn_b_act(pn_builder *b, pn_val x, pn_act act)
 {
@@ -446,7 +494,8 @@ static int maxpool_bwd(pn_model *m, pn_op *op, const pn_bwd_args *a)
                                v->H, v->W, op->iattr[0], op->iattr[1], op->iattr[2]);
 }
 
-const pn_op_vt pn_op_maxpool = { "maxpool", maxpool_saved, NULL, maxpool_fwd, maxpool_bwd, NULL, 0 };
+const pn_op_vt pn_op_maxpool = { "maxpool", maxpool_saved, NULL, maxpool_fwd, maxpool_bwd, NULL, 0,
+                                 NULL, NULL };
 
 _Static_assert(sizeof(int32_t) == sizeof(float), "argmax is stored in float slots");
 
@@ -480,7 +529,7 @@ static int gap_bwd(pn_model *m, pn_op *op, const pn_bwd_args *a)
     return pn_gap_backward(a->din[0], a->dout, a->B, v->C, v->H * v->W);
 }
 
-const pn_op_vt pn_op_gap = { "gap", NULL, NULL, gap_fwd, gap_bwd, NULL, 0 };
+const pn_op_vt pn_op_gap = { "gap", NULL, NULL, gap_fwd, gap_bwd, NULL, 0, NULL, NULL };
 
 pn_val pn_b_gap(pn_builder *b, pn_val x)
 {
@@ -508,7 +557,8 @@ static double linear_macs(const pn_model *m, const pn_op *op)
     return (double)op->iattr[0] * (double)op->iattr[1];
 }
 
-const pn_op_vt pn_op_linear = { "linear", NULL, NULL, linear_fwd, linear_bwd, linear_macs, PN_OP_IS_LINEAR };
+const pn_op_vt pn_op_linear = { "linear", NULL, NULL, linear_fwd, linear_bwd, linear_macs, PN_OP_IS_LINEAR,
+                                NULL, NULL };
 
 pn_val pn_b_linear(pn_builder *b, pn_val x, const char *name, int out)
 {
