@@ -283,6 +283,20 @@ TEST(fused_relu_equals_unfused)
             rc2 = bn ? pn_batchnorm_backward_ex(d2, NULL, NULL, d2, x, m2, r2, w, N, C, HW, g, o2)
                      : pn_groupnorm_backward_ex(d2, NULL, NULL, d2, x, m2, r2, w, N, C, HW, G, o2, NULL);
             CHECK(rc2 == PN_OK && bits_equal(d1, d2, n), "%s %d: in-place fused dinp differs", what, v);
+            if (bn) { /* the mask recomputed from x with the saved multiplier: the same bits */
+                float sc[24], m3[24], r3[24];
+                for (int c = 0; c < C; c++) rm2[c] = 0.1f * c, rv2[c] = 1 + 0.2f * c;
+                rc2 = pn_batchnorm_forward_train_save(o2, m3, r3, sc, rm2, rv2, x, w, b, N, C, HW, g,
+                                                      0.1f, 1e-5f, 1);
+                CHECK(rc2 == PN_OK && bits_equal(o1, o2, n) && bits_equal(m2, m3, ns), "BN %d: save forward", v);
+                for (int c = 0; c < C; c++) dw2[c] = 0.5f, db2[c] = -0.25f;
+                rc2 = pn_batchnorm_backward_relux(d2, dw2, db2, dy, x, m3, r3, sc, b, w, N, C, HW, g);
+                CHECK(rc2 == PN_OK && bits_equal(d1, d2, n) && bits_equal(dw1, dw2, C) && bits_equal(db1, db2, C),
+                      "BN %d: backward with the mask from x differs", v);
+                memcpy(d2, dy, n * sizeof *d2);
+                rc2 = pn_batchnorm_backward_relux(d2, NULL, NULL, d2, x, m3, r3, sc, b, w, N, C, HW, g);
+                CHECK(rc2 == PN_OK && bits_equal(d1, d2, n), "BN %d: in-place backward, mask from x, differs", v);
+            }
             if (!bn) { /* unfused GN backward with caller scratch */
                 for (int c = 0; c < C; c++) dw2[c] = 0.5f, db2[c] = -0.25f;
                 rc2 = pn_groupnorm_backward_ex(d2, dw2, db2, dm, x, m1, r1, w, N, C, HW, G, NULL, work);

@@ -191,11 +191,12 @@ int pn_batchnorm_backward(float *dinp, float *dweight, float *dbias,
                                     norm_batch, NULL);
 }
 
-/* relu_out: the backward of max(BN(x), 0), dout masked by relu_out > 0 (norm_internal.h). */
-int pn_batchnorm_backward_ex(float *dinp, float *dweight, float *dbias,
-                             const float *dout, const float *inp,
-                             const float *mean, const float *rstd, const float *weight,
-                             int N, int C, int HW, int norm_batch, const float *relu_out)
+/* relu_out: the backward of max(BN(x), 0), dout masked by relu_out > 0 (norm_internal.h).
+ * scale (with bias): the same mask recomputed from x (pn_batchnorm_backward_relux). */
+static int bn_backward(float *dinp, float *dweight, float *dbias, const float *dout,
+                       const float *inp, const float *mean, const float *rstd, const float *weight,
+                       int N, int C, int HW, int norm_batch, const float *relu_out,
+                       const float *scale, const float *bias)
 {
     static const char fn[] = "pn_batchnorm_backward"; /* errors under the public name */
     PN_CHECK_PTR_FN(fn, dinp);
@@ -211,15 +212,18 @@ int pn_batchnorm_backward_ex(float *dinp, float *dweight, float *dbias,
     #pragma omp parallel for schedule(static)
     for (int c = 0; c < C; c++) {
         const double gam = weight ? weight[c] : 1.0;
+        const float bc = bias ? bias[c] : 0.0f;
         double dw = 0, db = 0;
         for (int k = 0; k < chunks; k++) {
             const size_t base = (size_t)k * g * C + c;
             const float m = mean[(size_t)k * C + c];
+            const float a = scale ? scale[(size_t)k * C + c] : 0.0f;
             const double r = rstd[(size_t)k * C + c];
             double sdy = 0, sdyx = 0;
             for (int n = 0; n < g; n++) {
                 const size_t off = (base + (size_t)n * C) * HW;
-                if (relu_out) pn_sum_dy_dyx_relu(dout + off, relu_out + off, inp + off, HW, m, &sdy, &sdyx);
+                if (scale) pn_sum_dy_dyx_relux(dout + off, inp + off, HW, m, a, bc, &sdy, &sdyx);
+                else if (relu_out) pn_sum_dy_dyx_relu(dout + off, relu_out + off, inp + off, HW, m, &sdy, &sdyx);
                 else pn_sum_dy_dyx(dout + off, inp + off, HW, m, &sdy, &sdyx);
             }
             dw += r * sdyx;
@@ -229,12 +233,32 @@ int pn_batchnorm_backward_ex(float *dinp, float *dweight, float *dbias,
             const float c3 = (float)(-gam * r * sdy * inv_m);
             for (int n = 0; n < g; n++) {
                 const size_t off = (base + (size_t)n * C) * HW;
-                pn_norm_dx_row(dinp + off, dout + off, inp + off, relu_out ? relu_out + off : NULL,
-                               HW, m, c1, c2, c3);
+                if (scale) pn_norm_dx_row_relux(dinp + off, dout + off, inp + off, HW, m, a, bc, c1, c2, c3);
+                else pn_norm_dx_row(dinp + off, dout + off, inp + off, relu_out ? relu_out + off : NULL,
+                                    HW, m, c1, c2, c3);
             }
         }
         if (dweight) dweight[c] += (float)dw;
         if (dbias) dbias[c] += (float)db;
     }
     return PN_OK;
+}
+
+int pn_batchnorm_backward_ex(float *dinp, float *dweight, float *dbias,
+                             const float *dout, const float *inp,
+                             const float *mean, const float *rstd, const float *weight,
+                             int N, int C, int HW, int norm_batch, const float *relu_out)
+{
+    return bn_backward(dinp, dweight, dbias, dout, inp, mean, rstd, weight, N, C, HW, norm_batch,
+                       relu_out, NULL, NULL);
+}
+
+int pn_batchnorm_backward_relux(float *dinp, float *dweight, float *dbias, const float *dout,
+                                const float *inp, const float *mean, const float *rstd,
+                                const float *scale, const float *bias, const float *weight, int N,
+                                int C, int HW, int norm_batch)
+{
+    PN_CHECK_PTR_FN("pn_batchnorm_backward", scale);
+    return bn_backward(dinp, dweight, dbias, dout, inp, mean, rstd, weight, N, C, HW, norm_batch,
+                       NULL, scale, bias);
 }

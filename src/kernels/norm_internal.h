@@ -196,6 +196,56 @@ static inline void pn_norm_dx_row(float *dx, const float *dy, const float *x, co
     }
 }
 
+/* The ReLU mask of pn_affine_row recomputed from its input: (x - m) * a + b > 0, the same
+ * float expression, so the same mask as the forward's output > 0 (NaN: false, as there). */
+static inline float pn_relu_x_mask(float dy, float x, float m, float a, float b)
+{
+    const float v = (x - m) * a + b;
+    return v > 0.0f ? dy : 0.0f;
+}
+
+/* pn_sum_dy_dyx_relu with the mask from x (pn_relu_x_mask) instead of the saved output:
+ * one stream fewer; same order and values. */
+static inline void pn_sum_dy_dyx_relux(const float *dy, const float *x, size_t n, float m, float a,
+                                       float b, double *sdy, double *sdyx)
+{
+    double s1[PN_LANES] = {0}, s2[PN_LANES] = {0};
+    const double mu = m;
+    size_t i = 0;
+    for (; i + PN_LANES <= n; i += PN_LANES) {
+        float gm[PN_LANES];
+        for (int k = 0; k < PN_LANES; k++) gm[k] = pn_relu_x_mask(dy[i + k], x[i + k], m, a, b);
+        for (int k = 0; k < PN_LANES; k++) {
+            const double g = gm[k];
+            s1[k] += g;
+            s2[k] += g * (x[i + k] - mu);
+        }
+    }
+    double s = 0, t = 0;
+    for (; i < n; i++) {
+        double g = pn_relu_x_mask(dy[i], x[i], m, a, b);
+        s += g;
+        t += g * (x[i] - mu);
+    }
+    for (int k = 0; k < PN_LANES; k++) {
+        s += s1[k];
+        t += s2[k];
+    }
+    *sdy += s;
+    *sdyx += t;
+}
+
+/* pn_norm_dx_row with the mask from x (pn_relu_x_mask). dx may alias dy or x. */
+static inline void pn_norm_dx_row_relux(float *dx, const float *dy, const float *x, int n, float m,
+                                        float a, float b, float c1, float c2, float c3)
+{
+    #pragma omp simd
+    for (int i = 0; i < n; i++) {
+        const float g = pn_relu_x_mask(dy[i], x[i], m, a, b);
+        dx[i] = c1 * g + c2 * (x[i] - m) + c3;
+    }
+}
+
 /* ------------------------------------------------------------------------------------
  * Internal variants of the public normalization kernels (same arguments and checks;
  * the public functions call them with relu = 0 / relu_out = NULL / work = NULL).
@@ -222,6 +272,13 @@ int pn_batchnorm_backward_ex(float *dinp, float *dweight, float *dbias, const fl
                              const float *inp, const float *mean, const float *rstd,
                              const float *weight, int N, int C, int HW, int norm_batch,
                              const float *relu_out);
+/* The backward of max(BN(x), 0) without the output: the mask is recomputed from x with the
+ * forward's coefficients (scale (N/g, C) from pn_batchnorm_forward_train_save, bias (C) or
+ * NULL). Bit for bit pn_batchnorm_backward_ex with relu_out, reading one tensor fewer. */
+int pn_batchnorm_backward_relux(float *dinp, float *dweight, float *dbias, const float *dout,
+                                const float *inp, const float *mean, const float *rstd,
+                                const float *scale, const float *bias, const float *weight, int N,
+                                int C, int HW, int norm_batch);
 int pn_groupnorm_forward_ex(float *out, float *mean, float *rstd, const float *inp,
                             const float *weight, const float *bias, int N, int C, int HW, int G,
                             float eps, int relu);

@@ -317,10 +317,11 @@ static int norm_bwd(pn_model *m, pn_op *op, const pn_bwd_args *a)
     }
     /* norm + ReLU: the mask out > 0 applied inside the kernels' backward (not after the hook) */
     if (act == PN_ACT_RELU && k != PN_NORM_NONE && !bn_hooked(m, op)) {
-        if (k == PN_NORM_BN)
-            return pn_batchnorm_backward_ex(dinp, pn_op_grad(m, op, 0), pn_op_grad(m, op, 1), dout, inp,
-                                            s.mean, s.rstd, pn_op_param(m, op, 0), B, op->C, op->HW,
-                                            m->cfg.norm_batch, a->out);
+        if (k == PN_NORM_BN) /* the mask from x and the saved multiplier: out is not read */
+            return pn_batchnorm_backward_relux(dinp, pn_op_grad(m, op, 0), pn_op_grad(m, op, 1), dout,
+                                               inp, s.mean, s.rstd, s.scale, pn_op_param(m, op, 1),
+                                               pn_op_param(m, op, 0), B, op->C, op->HW,
+                                               m->cfg.norm_batch);
         return pn_groupnorm_backward_ex(dinp, pn_op_grad(m, op, 0), pn_op_grad(m, op, 1), dout, inp,
                                         s.mean, s.rstd, pn_op_param(m, op, 0), B, op->C, op->HW, op->G,
                                         a->out, work);
