@@ -493,6 +493,101 @@ static int num_threads(void)
 #endif
 }
 
+/* Bias added to every output plane: out (N, C, HW). */
+static void add_bias(float *out, const float *bias, int N, int C, size_t HW)
+{
+    if (!bias) return;
+    const long planes = (long)N * C;
+    #pragma omp parallel for schedule(static) if (planes * (long)HW >= PN_PAR_MIN)
+    for (long p = 0; p < planes; p++) {
+        const float b = bias[p % C];
+        float *y = out + (size_t)p * HW;
+        for (size_t i = 0; i < HW; i++) y[i] += b;
+    }
+}
+
+/* dbias[c] += sum of dout's plane c over the images, in double. dout (N, C, HW). */
+static void bias_grad(float *dbias, const float *dout, int N, int C, size_t HW)
+{
+    #pragma omp parallel for schedule(static) if ((long)N * C * (long)HW >= PN_PAR_MIN)
+    for (int co = 0; co < C; co++) {
+        double acc = 0.0;
+        for (int n = 0; n < N; n++) {
+            const float *dy = dout + ((size_t)n * C + co) * HW;
+            for (size_t i = 0; i < HW; i++) acc += dy[i];
+        }
+        dbias[co] += (float)acc;
+    }
+}
+
+/* The direct kernel's forward (pn_dconv_ok shapes): images in parallel when there are
+ * enough, else one thread. The input is inp, or src when inp is NULL. */
+static void direct_fwd(float *out, const float *inp, const pn_conv_src *src, const float *weight,
+                       const pn_conv_shape *s, float *work)
+{
+    int Ho, Wo;
+    pn_conv_out_hw(s, &Ho, &Wo);
+    const size_t HW = (size_t)s->H * s->W, HoWo = (size_t)Ho * Wo;
+    const int T = img_threads(s, Ho, Wo);
+    pn_dconv_pack_fwd(work, weight, s->Cin, s->Cout);
+    const size_t slice = slice_floats(s, Ho, Wo), off = wflip_floats(s);
+    #pragma omp parallel num_threads(T) if (T > 1 && s->N >= T)
+    {
+        const int t = thread_num();
+        int lo, hi;
+        img_range(s->N, t, num_threads(), &lo, &hi);
+        for (int n = lo; n < hi; n++)
+            pn_dconv_fwd_image(out + (size_t)n * s->Cout * HoWo,
+                               inp ? inp + (size_t)n * s->Cin * HW : NULL, src, n, work, s,
+                               work + off + (size_t)t * slice, n == lo);
+    }
+}
+
+/* The direct kernel's backward (pn_dconv_ok shapes; the input gradient by GEMM + col2im
+ * where pn_dconv_dinp_ok does not hold). The input is inp, or src when inp is NULL. */
+static void direct_bwd(float *dinp, float *dweight, const float *dout, const float *inp,
+                       const pn_conv_src *src, const float *weight, const pn_conv_shape *s,
+                       float *work)
+{
+    int Ho, Wo;
+    pn_conv_out_hw(s, &Ho, &Wo);
+    const size_t HW = (size_t)s->H * s->W, HoWo = (size_t)Ho * Wo;
+    const int T = img_threads(s, Ho, Wo);
+    const int ddir = pn_dconv_dinp_ok(s);
+    if (dinp && ddir) pn_dconv_pack_bwd(work, weight, s->Cin, s->Cout);
+    const size_t dsz = pn_dconv_scratch(s, 1);
+    const int Kg = s->Cin * s->KH * s->KW;
+    const int par = T > 1 && s->N >= T;
+    const size_t slice = slice_floats(s, Ho, Wo), off = wflip_floats(s);
+    const size_t colsz = al16(col_floats(s, Ho, Wo));
+    const size_t nw = (size_t)s->Cout * s->Cin * s->KH * s->KW;
+    /* Each thread sums its images' weight gradient in its slice (packed layout); then
+     * the slices are added in thread order into dweight. */
+    #pragma omp parallel num_threads(T) if (par)
+    {
+        const int t = thread_num(), nth = num_threads();
+        float *scr = work + off + (size_t)t * slice, *dW = scr + colsz;
+        int lo, hi;
+        img_range(s->N, t, nth, &lo, &hi);
+        if (lo == hi) memset(dW, 0, nw * sizeof(float));
+        for (int n = lo; n < hi; n++) {
+            float *dx = dinp ? dinp + (size_t)n * s->Cin * HW : NULL;
+            const float *dy = dout + (size_t)n * s->Cout * HoWo;
+            pn_dconv_bwd_image(ddir ? dx : NULL, dW, n == lo ? 0.0f : 1.0f, dy,
+                               inp ? inp + (size_t)n * s->Cin * HW : NULL, src, n, work, s, scr,
+                               n == lo);
+            if (dx && !ddir) { /* dcol = W^T dy, folded back by col2im */
+                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Kg, (int)HoWo, s->Cout, 1.0f,
+                            weight, Kg, dy, (int)HoWo, 0.0f, scr + dsz, (int)HoWo);
+                col2im(dx, scr + dsz, s, Ho, Wo, 0);
+            }
+        }
+        #pragma omp barrier
+        pn_dconv_dw_reduce(dweight, work + off + colsz, slice, nth, s->Cout * t / nth,
+                           s->Cout * (t + 1) / nth, s->Cin);
+    }
+}
+
 /* --------------------------------------------------------------- public */
 
 int pn_conv2d_forward(float *out, const float *inp, const float *weight, const float *bias,
@@ -514,18 +609,7 @@ int pn_conv2d_forward(float *out, const float *inp, const float *weight, const f
     const size_t HW = (size_t)s->H * s->W, HoWo = (size_t)Ho * Wo;
     const int T = img_threads(s, Ho, Wo);
     if (pn_dconv_ok(s)) {
-        /* Direct kernel: images in parallel when there are enough, else one thread. */
-        pn_dconv_pack_fwd(work, weight, s->Cin, s->Cout);
-        const size_t slice = slice_floats(s, Ho, Wo), off = wflip_floats(s);
-        #pragma omp parallel num_threads(T) if (T > 1 && s->N >= T)
-        {
-            const int t = thread_num();
-            int lo, hi;
-            img_range(s->N, t, num_threads(), &lo, &hi);
-            for (int n = lo; n < hi; n++)
-                pn_dconv_fwd_image(out + (size_t)n * s->Cout * HoWo, inp + (size_t)n * s->Cin * HW,
-                                   work, s, work + off + (size_t)t * slice, n == lo);
-        }
+        direct_fwd(out, inp, NULL, weight, s, work);
     } else if (T > 1 && s->N >= T) {
         /* Whole images per thread; sgemm called inside the region runs in the calling
          * thread (OpenBLAS on OpenMP does so in a parallel region). */
@@ -546,15 +630,7 @@ int pn_conv2d_forward(float *out, const float *inp, const float *weight, const f
             fwd_image(out + (size_t)n * s->Cout * HoWo, inp + (size_t)n * s->Cin * HW, weight, s,
                       Ho, Wo, col, 1);
     }
-    if (bias) {
-        const long planes = (long)s->N * s->Cout;
-        #pragma omp parallel for schedule(static) if (planes * (long)HoWo >= PN_PAR_MIN)
-        for (long p = 0; p < planes; p++) {
-            const float b = bias[p % s->Cout];
-            float *y = out + (size_t)p * HoWo;
-            for (size_t i = 0; i < HoWo; i++) y[i] += b;
-        }
-    }
+    add_bias(out, bias, s->N, s->Cout, HoWo);
     return PN_OK;
 }
 
@@ -576,17 +652,7 @@ int pn_conv2d_backward(float *dinp, float *dweight, float *dbias, const float *d
         return PN_OK;
     }
     const size_t HW = (size_t)s->H * s->W, HoWo = (size_t)Ho * Wo;
-    if (dbias) {
-        #pragma omp parallel for schedule(static) if ((long)s->N * s->Cout * (long)HoWo >= PN_PAR_MIN)
-        for (int co = 0; co < s->Cout; co++) {
-            double acc = 0.0;
-            for (int n = 0; n < s->N; n++) {
-                const float *dy = dout + ((size_t)n * s->Cout + co) * HoWo;
-                for (size_t i = 0; i < HoWo; i++) acc += dy[i];
-            }
-            dbias[co] += (float)acc;
-        }
-    }
+    if (dbias) bias_grad(dbias, dout, s->N, s->Cout, HoWo);
     const int direct = pn_dconv_ok(s);
     const int flip = dinp && flip_dinp(s) && !direct;
     pn_conv_shape fs = flip_shape(s, Ho, Wo);
@@ -603,38 +669,7 @@ int pn_conv2d_backward(float *dinp, float *dweight, float *dbias, const float *d
     }
     const int T = img_threads(s, Ho, Wo);
     if (direct) {
-        const int ddir = pn_dconv_dinp_ok(s);
-        if (dinp && ddir) pn_dconv_pack_bwd(work, weight, s->Cin, s->Cout);
-        const size_t dsz = pn_dconv_scratch(s, 1);
-        const int Kg = s->Cin * s->KH * s->KW;
-        const int par = T > 1 && s->N >= T;
-        const size_t slice = slice_floats(s, Ho, Wo), off = wflip_floats(s);
-        const size_t colsz = al16(col_floats(s, Ho, Wo));
-        const size_t nw = (size_t)s->Cout * s->Cin * s->KH * s->KW;
-        /* Each thread sums its images' weight gradient in its slice (packed layout); then
-         * the slices are added in thread order into dweight. */
-        #pragma omp parallel num_threads(T) if (par)
-        {
-            const int t = thread_num(), nth = num_threads();
-            float *scr = work + off + (size_t)t * slice, *dW = scr + colsz;
-            int lo, hi;
-            img_range(s->N, t, nth, &lo, &hi);
-            if (lo == hi) memset(dW, 0, nw * sizeof(float));
-            for (int n = lo; n < hi; n++) {
-                float *dx = dinp ? dinp + (size_t)n * s->Cin * HW : NULL;
-                const float *dy = dout + (size_t)n * s->Cout * HoWo;
-                pn_dconv_bwd_image(ddir ? dx : NULL, dW, n == lo ? 0.0f : 1.0f, dy,
-                                   inp + (size_t)n * s->Cin * HW, work, s, scr, n == lo);
-                if (dx && !ddir) { /* dcol = W^T dy, folded back by col2im */
-                    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Kg, (int)HoWo, s->Cout, 1.0f,
-                                weight, Kg, dy, (int)HoWo, 0.0f, scr + dsz, (int)HoWo);
-                    col2im(dx, scr + dsz, s, Ho, Wo, 0);
-                }
-            }
-            #pragma omp barrier
-            pn_dconv_dw_reduce(dweight, work + off + colsz, slice, nth, s->Cout * t / nth,
-                               s->Cout * (t + 1) / nth, s->Cin);
-        }
+        direct_bwd(dinp, dweight, dout, inp, NULL, weight, s, work);
         return PN_OK;
     }
     if (T > 1 && s->N >= T && work) {
@@ -669,5 +704,41 @@ int pn_conv2d_backward(float *dinp, float *dweight, float *dbias, const float *d
         bwd_image(dinp ? dinp + (size_t)n * s->Cin * HW : NULL, dweight, 1.0f,
                   dout + (size_t)n * s->Cout * HoWo, inp + (size_t)n * s->Cin * HW, weight, wflip,
                   s, &fs, Ho, Wo, col, 1);
+    return PN_OK;
+}
+
+int pn_conv2d_src_ok(const pn_conv_shape *s) { return pn_dconv_ok(s); }
+
+int pn_conv2d_forward_src(float *out, const pn_conv_src *src, const float *weight,
+                          const float *bias, const pn_conv_shape *s, float *work)
+{
+    int Ho, Wo;
+    int st = conv_check(s, &Ho, &Wo, __func__);
+    if (st) return st;
+    PN_CHECK_PTR(out);
+    PN_CHECK(src && src->plane, "%s: src or src->plane is NULL", __func__);
+    PN_CHECK_PTR(weight);
+    PN_CHECK_PTR(work);
+    PN_CHECK(pn_conv2d_src_ok(s), "%s: not a shape of the direct kernel", __func__);
+    direct_fwd(out, NULL, src, weight, s, work);
+    add_bias(out, bias, s->N, s->Cout, (size_t)Ho * Wo);
+    return PN_OK;
+}
+
+int pn_conv2d_backward_src(float *dinp, float *dweight, float *dbias, const float *dout,
+                           const pn_conv_src *src, const float *weight, const pn_conv_shape *s,
+                           float *work)
+{
+    int Ho, Wo;
+    int st = conv_check(s, &Ho, &Wo, __func__);
+    if (st) return st;
+    PN_CHECK_PTR(dweight);
+    PN_CHECK_PTR(dout);
+    PN_CHECK(src && src->plane, "%s: src or src->plane is NULL", __func__);
+    PN_CHECK_PTR(weight);
+    PN_CHECK_PTR(work);
+    PN_CHECK(pn_conv2d_src_ok(s), "%s: not a shape of the direct kernel", __func__);
+    if (dbias) bias_grad(dbias, dout, s->N, s->Cout, (size_t)Ho * Wo);
+    direct_bwd(dinp, dweight, dout, NULL, src, weight, s, work);
     return PN_OK;
 }

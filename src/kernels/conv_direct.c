@@ -111,6 +111,19 @@ static void pad_copy(float *xp, const float *x, int C, int H, int W, int pad)
         }
 }
 
+/* The interior of xp from image n of src (or from x): pad_copy or the source's planes. */
+static void pad_fill(float *xp, const float *x, const pn_conv_src *src, int n, int C, int H, int W,
+                     int pad)
+{
+    if (!src) {
+        pad_copy(xp, x, C, H, W, pad);
+        return;
+    }
+    const int Wp = W + 2 * pad;
+    const size_t ps = pplane(H, W, pad);
+    for (int c = 0; c < C; c++) src->plane(src->ctx, n, c, xp + c * ps + (size_t)pad * Wp + pad, Wp);
+}
+
 /* r[j][l] -> r[l][j] for an 8x8 block of floats. */
 static inline void transpose8(__m256 r[8])
 {
@@ -216,12 +229,12 @@ static void core(float *y, const float *xp, const float *wp, int Cin, int Cout, 
     }
 }
 
-void pn_dconv_fwd_image(float *y, const float *x, const float *wp, const pn_conv_shape *s,
-                        float *scratch, int first)
+void pn_dconv_fwd_image(float *y, const float *x, const pn_conv_src *src, int n, const float *wp,
+                        const pn_conv_shape *s, float *scratch, int first)
 {
     const int Ho = out_size(s->H, s->pad, s->stride), Wo = out_size(s->W, s->pad, s->stride);
     if (first) pad_zero(scratch, s->Cin, s->H, s->W, s->pad);
-    pad_copy(scratch, x, s->Cin, s->H, s->W, s->pad);
+    pad_fill(scratch, x, src, n, s->Cin, s->H, s->W, s->pad);
     core(y, scratch, wp, s->Cin, s->Cout, Ho, Wo, s->H + 2 * s->pad, s->W + 2 * s->pad, s->stride);
 }
 
@@ -323,7 +336,8 @@ static void to_blocked8(float *dyT, const float *dy, int C, int P)
 }
 
 void pn_dconv_bwd_image(float *dx, float *dWp, float beta, const float *dy, const float *x,
-                        const float *wpb, const pn_conv_shape *s, float *scratch, int first)
+                        const pn_conv_src *src, int n, const float *wpb, const pn_conv_shape *s,
+                        float *scratch, int first)
 {
     const int Ho = out_size(s->H, s->pad, s->stride), Wo = out_size(s->W, s->pad, s->stride);
     const int q = 2 - s->pad, P = Ho * Wo, Cout = s->Cout, Hp = s->H + 2 * s->pad, Wp = s->W + 2 * s->pad;
@@ -333,7 +347,7 @@ void pn_dconv_bwd_image(float *dx, float *dWp, float beta, const float *dy, cons
         pad_zero(xp, s->Cin, s->H, s->W, s->pad);
         if (dx) pad_zero(dyp, Cout, Ho, Wo, q);
     }
-    pad_copy(xp, x, s->Cin, s->H, s->W, s->pad);
+    pad_fill(xp, x, src, n, s->Cin, s->H, s->W, s->pad);
     to_blocked8(dyT, dy, Cout, P);
     dweight(dWp, beta, dyT, xp, s->Cin, Cout, Ho, Wo, Hp, Wp, s->stride);
     if (!dx) return;
@@ -365,15 +379,17 @@ size_t pn_dconv_scratch(const pn_conv_shape *s, int backward)
 }
 void pn_dconv_pack_fwd(float *wp, const float *w, int Cin, int Cout) { (void)wp; (void)w; (void)Cin; (void)Cout; }
 void pn_dconv_pack_bwd(float *wp, const float *w, int Cin, int Cout) { (void)wp; (void)w; (void)Cin; (void)Cout; }
-void pn_dconv_fwd_image(float *y, const float *x, const float *wp, const pn_conv_shape *s,
-                        float *scratch, int first)
+void pn_dconv_fwd_image(float *y, const float *x, const pn_conv_src *src, int n, const float *wp,
+                        const pn_conv_shape *s, float *scratch, int first)
 {
-    (void)y; (void)x; (void)wp; (void)s; (void)scratch; (void)first;
+    (void)y; (void)x; (void)src; (void)n; (void)wp; (void)s; (void)scratch; (void)first;
 }
 void pn_dconv_bwd_image(float *dx, float *dWp, float beta, const float *dy, const float *x,
-                        const float *wpb, const pn_conv_shape *s, float *scratch, int first)
+                        const pn_conv_src *src, int n, const float *wpb, const pn_conv_shape *s,
+                        float *scratch, int first)
 {
-    (void)dx; (void)dWp; (void)beta; (void)dy; (void)x; (void)wpb; (void)s; (void)scratch; (void)first;
+    (void)dx; (void)dWp; (void)beta; (void)dy; (void)x; (void)src; (void)n; (void)wpb; (void)s;
+    (void)scratch; (void)first;
 }
 void pn_dconv_dw_reduce(float *dweight, const float *dWp, size_t stride, int nslices, int co_lo,
                         int co_hi, int Cin)

@@ -31,12 +31,32 @@ int pn_conv2d_forward(float *out, const float *inp, const float *weight, const f
 int pn_conv2d_backward(float *dinp, float *dweight, float *dbias, const float *dout,
                        const float *inp, const float *weight, const pn_conv_shape *s, float *work);
 
+/* An input given by a function instead of a tensor (the model's norm outputs that are
+ * never stored, src/nn/model.c): plane(ctx, n, c, dst, ld) writes channel c of image n
+ * (H rows of W floats) to dst, its rows ld floats apart. */
+typedef struct {
+    void (*plane)(const void *ctx, int n, int c, float *dst, int ld);
+    const void *ctx;
+} pn_conv_src;
+
+/* The forward and backward above with the input from src (the direct kernel fills its
+ * padded planes from it, so the input is never stored). Only for the shapes of the direct
+ * kernel (pn_conv2d_src_ok; PN_ERR_ARG otherwise). The same results, bit for bit, as the
+ * calls above on the tensor that src describes. */
+int pn_conv2d_forward_src(float *out, const pn_conv_src *src, const float *weight,
+                          const float *bias, const pn_conv_shape *s, float *work);
+int pn_conv2d_backward_src(float *dinp, float *dweight, float *dbias, const float *dout,
+                           const pn_conv_src *src, const float *weight, const pn_conv_shape *s,
+                           float *work);
+int pn_conv2d_src_ok(const pn_conv_shape *s);
+
 /* Direct 3x3 convolution (conv_direct.c), used by the two calls above for the shapes
  * pn_dconv_ok accepts (stride 1 or 2, groups 1, pad <= 2, Cout a multiple of 8, at most 64
  * channels; none when built without AVX2 + FMA). Its backward computes the input gradient only where pn_dconv_dinp_ok (stride
  * 1, Cin a multiple of 8); otherwise the caller passes dx = NULL and computes it itself. One image per call;
  * scratch: pn_dconv_scratch floats per thread (padded planes, dout transposed);
  * first = 1 on the first image of a call with this scratch (zeroes the padding once).
+ * The input image is x, or image n of src when src is not NULL (x unused).
  * wp: weights packed by pn_dconv_pack_fwd (forward) or pn_dconv_pack_bwd (dinp), each
  * Cin * Cout * 9 floats. The backward: dWp = beta * dWp + this image's weight gradient in
  * the packed layout (Cout/8, Cin, 3, 3, 8) (beta 0 or 1); dx written (or NULL).
@@ -50,12 +70,13 @@ void pn_dconv_enable(int on);
 size_t pn_dconv_scratch(const pn_conv_shape *s, int backward);
 void pn_dconv_pack_fwd(float *wp, const float *w, int Cin, int Cout);
 void pn_dconv_pack_bwd(float *wp, const float *w, int Cin, int Cout);
-void pn_dconv_fwd_image(float *y, const float *x, const float *wp, const pn_conv_shape *s,
-                        float *scratch, int first);
+void pn_dconv_fwd_image(float *y, const float *x, const pn_conv_src *src, int n, const float *wp,
+                        const pn_conv_shape *s, float *scratch, int first);
 void pn_dconv_dw_reduce(float *dweight, const float *dWp, size_t stride, int nslices, int co_lo,
                         int co_hi, int Cin);
 void pn_dconv_bwd_image(float *dx, float *dWp, float beta, const float *dy, const float *x,
-                        const float *wpb, const pn_conv_shape *s, float *scratch, int first);
+                        const pn_conv_src *src, int n, const float *wpb, const pn_conv_shape *s,
+                        float *scratch, int first);
 
 /* --------------------------------------------------------------- linear */
 /* inp (N,In); weight (Out,In); bias (Out) or NULL; out (N,Out). */
