@@ -297,6 +297,12 @@ TEST(fused_relu_equals_unfused)
                 rc2 = pn_batchnorm_backward_relux(d2, NULL, NULL, d2, x, m3, r3, sc, b, w, N, C, HW, g);
                 CHECK(rc2 == PN_OK && bits_equal(d1, d2, n), "BN %d: in-place backward, mask from x, differs", v);
             }
+            if (!bn) { /* the mask recomputed from x (mean, rstd * weight, bias): the same bits */
+                for (int c = 0; c < C; c++) dw2[c] = 0.5f, db2[c] = -0.25f;
+                rc2 = pn_groupnorm_backward_relux(d2, dw2, db2, dy, x, m2, r2, w, b, N, C, HW, G, work);
+                CHECK(rc2 == PN_OK && bits_equal(d1, d2, n) && bits_equal(dw1, dw2, C) && bits_equal(db1, db2, C),
+                      "GN %d: backward with the mask from x differs", v);
+            }
             if (!bn) { /* unfused GN backward with caller scratch */
                 for (int c = 0; c < C; c++) dw2[c] = 0.5f, db2[c] = -0.25f;
                 rc2 = pn_groupnorm_backward_ex(d2, dw2, db2, dm, x, m1, r1, w, N, C, HW, G, NULL, work);

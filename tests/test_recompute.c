@@ -45,7 +45,8 @@ static int same(const float *a, const float *b, size_t n) { return memcmp(a, b, 
 /* steps SGD steps on two models of config c (same seed), recompute on in a and off in b:
  * everything equal to the bit. Returns the recomputed values of a (checked > 0 by the
  * caller where the model has norms). */
-static int train_pair(const pn_model_config *c, int B, int steps, const pn_bn_override *ovr)
+static int train_pair_u(const pn_model_config *c, int B, int steps, const pn_bn_override *ovr, int unstore,
+                        int *unstored)
 {
     pn_model *a = NULL, *b = NULL;
     int recomputed = -1;
@@ -57,6 +58,7 @@ static int train_pair(const pn_model_config *c, int B, int steps, const pn_bn_ov
     }
     pn_model_set_recompute(a, 1);
     pn_model_set_recompute(b, 0);
+    pn_model_set_unstore(a, unstore);
     if (ovr) {
         CHECK(pn_model_set_bn_override(a, ovr) == PN_OK && pn_model_set_bn_override(b, ovr) == PN_OK,
               "override: %s", pn_last_error());
@@ -98,6 +100,8 @@ static int train_pair(const pn_model_config *c, int B, int steps, const pn_bn_ov
             CHECK(pn_model_backward(a, 1.0f / B) == PN_OK && same(pn_model_grads(a), g1, np),
                   "%s %s: a second backward differs", what, nn);
             recomputed = pn_model_recomputed_values(a);
+            if (unstored) *unstored = pn_model_unstored_values(a);
+            CHECK(unstore || pn_model_unstored_values(a) == 0, "%s %s: unstored values with unstore off", what, nn);
             CHECK(pn_model_recomputed_values(b) == 0, "%s %s: recomputed with recompute off", what, nn);
             norm_outputs o = { 0, 0 };
             pn_model_visit_norms(a, visit_outputs, &o);
@@ -126,6 +130,11 @@ done:
     pn_model_free(a);
     pn_model_free(b);
     return recomputed;
+}
+
+static int train_pair(const pn_model_config *c, int B, int steps, const pn_bn_override *ovr)
+{
+    return train_pair_u(c, B, steps, ovr, 1, NULL);
 }
 
 TEST(resnet_all_norms_bit_identical)
@@ -170,6 +179,28 @@ static int ovr_bwd(void *ctx, float *dinp, float *dw, float *db, const float *do
 {
     (void)ctx;
     return pn_batchnorm_backward(dinp, dw, db, dout, inp, mean, rstd, w, N, C, HW, 0);
+}
+
+/* Width 8: every 3x3 convolution has 8 to 32 channels, the direct kernel's shapes, so the
+ * norm + ReLU outputs they read are never written in training (unstored); without the
+ * direct kernel (no AVX2 at build time) nothing is unstored. Bit for bit as storing them,
+ * and as recomputing them into memory. */
+TEST(unstored_bit_identical)
+{
+    static const pn_norm_kind norms[] = { PN_NORM_BN, PN_NORM_GN, PN_NORM_LN, PN_NORM_IN,
+                                          PN_NORM_GN_PN, PN_NORM_LN_PN, PN_NORM_LN_WS };
+    const int direct = pn_conv2d_src_ok(&(pn_conv_shape){ 1, 8, 8, 8, 8, 3, 3, 1, 1, 1 });
+    for (size_t i = 0; i <= sizeof norms / sizeof *norms; i++) {
+        const int ghost = i == sizeof norms / sizeof *norms; /* and ghost BN */
+        pn_model_config c = cfg_of("resnet20", ghost ? PN_NORM_BN : norms[i], ghost ? 2 : 0, 8, 8);
+        int u = -1, u0 = -1;
+        const int r = train_pair_u(&c, 4, 3, NULL, 1, &u);
+        CHECK(r > 0 && (direct ? u > 0 && u < r : u == 0), "resnet20 %s%s: %d unstored of %d recomputed",
+              pn_norm_name(c.norm), ghost ? " ghost" : "", u, r);
+        train_pair_u(&c, 4, 2, NULL, 0, &u0); /* recomputed into memory instead: the same bits */
+        CHECK(u0 == 0, "unstore off: %d unstored", u0);
+        if (i == 0) printf("  resnet20 w8 bn: %d of %d recomputed values unstored\n", u, r);
+    }
 }
 
 TEST(bn_override_not_recomputed)
@@ -238,6 +269,7 @@ int main(void)
 {
     RUN(resnet_all_norms_bit_identical);
     RUN(bottleneck_and_effnet_bit_identical);
+    RUN(unstored_bit_identical);
     RUN(bn_override_not_recomputed);
     RUN(memory_resnet20_bn_batch128);
     return harness_summary();

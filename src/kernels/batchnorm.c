@@ -60,6 +60,7 @@ int pn_batchnorm_forward_train_ex(float *out, float *mean, float *rstd,
                                   int N, int C, int HW, int norm_batch,
                                   float momentum, float eps, int relu)
 {
+    PN_CHECK_PTR_FN("pn_batchnorm_forward_train", out);
     return pn_batchnorm_forward_train_save(out, mean, rstd, NULL, running_mean, running_var, inp,
                                            weight, bias, N, C, HW, norm_batch, momentum, eps, relu);
 }
@@ -83,7 +84,7 @@ int pn_batchnorm_forward_train_save(float *out, float *mean, float *rstd, float 
                                     float momentum, float eps, int relu)
 {
     static const char fn[] = "pn_batchnorm_forward_train"; /* errors under the public name */
-    PN_CHECK_PTR_FN(fn, out);
+    /* out NULL: statistics only (the model applies them later, see pn_affine_plane) */
     PN_CHECK_PTR_FN(fn, mean);
     PN_CHECK_PTR_FN(fn, rstd);
     PN_CHECK_PTR_FN(fn, inp);
@@ -119,7 +120,7 @@ int pn_batchnorm_forward_train_save(float *out, float *mean, float *rstd, float 
             const float a = (float)(weight ? r * weight[c] : r);
             const float b = bias ? bias[c] : 0.0f;
             if (scale) scale[(size_t)k * C + c] = a;
-            bn_apply_chunk(out, inp, base, g, C, HW, m, a, b, relu);
+            if (out) bn_apply_chunk(out, inp, base, g, C, HW, m, a, b, relu);
         }
     }
     return PN_OK;

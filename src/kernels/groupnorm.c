@@ -110,11 +110,12 @@ int pn_groupnorm_backward(float *dinp, float *dweight, float *dbias,
                                     G, NULL, NULL);
 }
 
-/* relu_out: dout masked by relu_out > 0; work: 2*N*C doubles or NULL (norm_internal.h). */
-int pn_groupnorm_backward_ex(float *dinp, float *dweight, float *dbias,
-                             const float *dout, const float *inp,
-                             const float *mean, const float *rstd, const float *weight,
-                             int N, int C, int HW, int G, const float *relu_out, double *work)
+/* relu_out: dout masked by relu_out > 0; relux: the same mask recomputed from x with the
+ * forward's coefficients (bias needed then); work: 2*N*C doubles or NULL (norm_internal.h). */
+static int gn_backward(float *dinp, float *dweight, float *dbias, const float *dout,
+                       const float *inp, const float *mean, const float *rstd, const float *weight,
+                       const float *bias, int N, int C, int HW, int G, const float *relu_out,
+                       int relux, double *work)
 {
     static const char fn[] = "pn_groupnorm_backward"; /* errors under the public name */
     PN_CHECK_PTR_FN(fn, dinp);
@@ -145,7 +146,11 @@ int pn_groupnorm_backward_ex(float *dinp, float *dweight, float *dbias,
         for (int j = 0; j < cpg; j++) {
             double sdy = 0, sdyx = 0;
             const size_t off = (size_t)(nc0 + j) * HW;
-            if (relu_out) pn_sum_dy_dyx_relu(dout + off, relu_out + off, inp + off, HW, mu, &sdy, &sdyx);
+            if (relux) {
+                const int c = (int)(c0 + j);
+                const float mf = mean[ng], a = weight ? rstd[ng] * weight[c] : rstd[ng];
+                pn_sum_dy_dyx_relux(dout + off, inp + off, HW, mf, a, bias ? bias[c] : 0.0f, &sdy, &sdyx);
+            } else if (relu_out) pn_sum_dy_dyx_relu(dout + off, relu_out + off, inp + off, HW, mu, &sdy, &sdyx);
             else pn_sum_dy_dyx(dout + off, inp + off, HW, mu, &sdy, &sdyx);
             const double gam = weight ? weight[c0 + j] : 1.0;
             Sdy += gam * sdy;
@@ -161,8 +166,14 @@ int pn_groupnorm_backward_ex(float *dinp, float *dweight, float *dbias,
         for (int j = 0; j < cpg; j++) {
             const float c1 = (float)((weight ? weight[c0 + j] : 1.0) * r);
             const size_t off = (size_t)(nc0 + j) * HW;
-            pn_norm_dx_row(dinp + off, dout + off, inp + off, relu_out ? relu_out + off : NULL, HW,
-                           m, c1, c2, c3);
+            if (relux) {
+                const int c = (int)(c0 + j);
+                const float a = weight ? rstd[ng] * weight[c] : rstd[ng];
+                pn_norm_dx_row_relux(dinp + off, dout + off, inp + off, HW, m, a, bias ? bias[c] : 0.0f,
+                                     c1, c2, c3);
+            } else
+                pn_norm_dx_row(dinp + off, dout + off, inp + off, relu_out ? relu_out + off : NULL, HW,
+                               m, c1, c2, c3);
         }
     }
 
@@ -181,4 +192,22 @@ int pn_groupnorm_backward_ex(float *dinp, float *dweight, float *dbias,
         free(owned);
     }
     return PN_OK;
+}
+
+int pn_groupnorm_backward_ex(float *dinp, float *dweight, float *dbias,
+                             const float *dout, const float *inp,
+                             const float *mean, const float *rstd, const float *weight,
+                             int N, int C, int HW, int G, const float *relu_out, double *work)
+{
+    return gn_backward(dinp, dweight, dbias, dout, inp, mean, rstd, weight, NULL, N, C, HW, G,
+                       relu_out, 0, work);
+}
+
+int pn_groupnorm_backward_relux(float *dinp, float *dweight, float *dbias, const float *dout,
+                                const float *inp, const float *mean, const float *rstd,
+                                const float *weight, const float *bias, int N, int C, int HW,
+                                int G, double *work)
+{
+    return gn_backward(dinp, dweight, dbias, dout, inp, mean, rstd, weight, bias, N, C, HW, G,
+                       NULL, 1, work);
 }

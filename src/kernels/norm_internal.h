@@ -178,6 +178,16 @@ static inline void pn_affine_row(float *y, const float *x, int n, float m, float
     }
 }
 
+/* pn_affine_row over a plane of H rows of W (src contiguous) into rows ld floats apart:
+ * element for element the same floats as pn_affine_row over the whole plane (no
+ * reduction, no contraction), so a convolution can read a norm's output straight from its
+ * input (pn_conv_src, the model's unstored norm outputs). */
+static inline void pn_affine_plane(float *dst, int ld, const float *src, int H, int W, float m,
+                                   float a, float b, int relu)
+{
+    for (int h = 0; h < H; h++) pn_affine_row(dst + (size_t)h * ld, src + (size_t)h * W, W, m, a, b, relu);
+}
+
 /* dx[i] = c1 * dy[i] + c2 * (x[i] - m) + c3, with dy masked by out > 0 when out is not
  * NULL. dx may alias dy, x or out (each element is read before it is written). */
 static inline void pn_norm_dx_row(float *dx, const float *dy, const float *x, const float *out,
@@ -259,7 +269,9 @@ int pn_batchnorm_forward_train_ex(float *out, float *mean, float *rstd, float *r
                                   const float *bias, int N, int C, int HW, int norm_batch,
                                   float momentum, float eps, int relu);
 /* The training forward with the multiplier a = rstd*weight of each (chunk, channel)
- * written to scale (N/g, C) (NULL: not written), for pn_batchnorm_apply. */
+ * written to scale (N/g, C) (NULL: not written), for pn_batchnorm_apply. out NULL:
+ * statistics only (running statistics updated; the output is applied later from
+ * mean, scale and bias, e.g. by pn_affine_plane). */
 int pn_batchnorm_forward_train_save(float *out, float *mean, float *rstd, float *scale,
                                     float *running_mean, float *running_var,
                                     const float *inp, const float *weight, const float *bias,
@@ -279,6 +291,13 @@ int pn_batchnorm_backward_relux(float *dinp, float *dweight, float *dbias, const
                                 const float *inp, const float *mean, const float *rstd,
                                 const float *scale, const float *bias, const float *weight, int N,
                                 int C, int HW, int norm_batch);
+/* The GN-family backward of norm + ReLU with the mask recomputed from x with the forward's
+ * coefficients (mean, rstd * weight, bias): bit for bit pn_groupnorm_backward_ex with
+ * relu_out, without reading the output. */
+int pn_groupnorm_backward_relux(float *dinp, float *dweight, float *dbias, const float *dout,
+                                const float *inp, const float *mean, const float *rstd,
+                                const float *weight, const float *bias, int N, int C, int HW,
+                                int G, double *work);
 int pn_groupnorm_forward_ex(float *out, float *mean, float *rstd, const float *inp,
                             const float *weight, const float *bias, int N, int C, int HW, int G,
                             float eps, int relu);
@@ -302,6 +321,15 @@ int pn_groupnorm_apply(float *out, const float *inp, const float *mean, const fl
 int pn_gn_pnact_apply(float *out, const float *inp, const float *mean, const float *rstd,
                       const float *m, const float *s, pn_pnact_params p, int N, int C, int HW,
                       int G, pn_act act);
+/* pn_gn_pnact_forward's statistics only (mean, rstd (N, G), m, s (C)), and its output
+ * pass for one (sample n, channel c) plane: src (H, W) into dst rows ld apart, with
+ * mu = mean[n*G + c/(C/G)], rs = rstd[same], gm = gamma[c], bt = beta[c], mm = m[c],
+ * ss = s[c]; the same floats as the forward for ReLU and identity (elementwise). */
+int pn_gn_pnact_stats(float *mean, float *rstd, float *m, float *s, const float *inp,
+                      pn_pnact_params p, int N, int C, int HW, int G, float gn_eps, pn_act act,
+                      float pn_eps);
+void pn_gn_pnact_plane(float *dst, int ld, const float *src, int H, int W, float mu, float rs,
+                       float gm, float bt, float mm, float ss, pn_act act);
 /* pn_gn_pnact_backward with caller-owned scratch for its (N, C, 4) row sums. */
 size_t pn_gn_pnact_backward_work(int N, int C);
 int pn_gn_pnact_backward_ex(float *dinp, pn_pnact_grads g, const float *dout, const float *inp,

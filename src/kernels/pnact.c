@@ -391,6 +391,34 @@ int pn_gn_pnact_forward(float *out, float *mean, float *rstd, float *m, float *s
     return PN_OK;
 }
 
+// mean, rstd (N,G); m, s (C): the statistics of pn_gn_pnact_forward without its output pass
+int pn_gn_pnact_stats(float *mean, float *rstd, float *m, float *s, const float *inp,
+                      pn_pnact_params p, int N, int C, int HW, int G, float gn_eps, pn_act act,
+                      float pn_eps)
+{
+    static const char fn[] = "pn_gn_pnact_forward";
+    PN_CHECK_PTR_FN(fn, mean);
+    PN_CHECK_PTR_FN(fn, rstd);
+    PN_CHECK_PTR_FN(fn, m);
+    PN_CHECK_PTR_FN(fn, s);
+    PN_CHECK_PTR_FN(fn, inp);
+    TRY(check_shape(N, C, HW, fn));
+    TRY(check_gn(C, G, gn_eps, fn));
+    TRY(check_params(p, C, fn));
+    TRY(check_act_eps(act, pn_eps, fn));
+    pn_group_stats(mean, rstd, inp, N, C, HW, G, gn_eps);
+    pnact_stats_impl(m, s, p, C, act, pn_eps);
+    return PN_OK;
+}
+
+// dst: H rows of W, ld apart; src (H, W): one (sample, channel) plane of the output pass
+void pn_gn_pnact_plane(float *dst, int ld, const float *src, int H, int W, float mu, float rs,
+                       float gm, float bt, float mm, float ss, pn_act act)
+{
+    for (int h = 0; h < H; h++)
+        gnpn_fwd_row(dst + (size_t)h * ld, src + (size_t)h * W, W, mu, rs, gm, bt, mm, ss, act);
+}
+
 // out, inp (N,C,HW), may alias; mean, rstd (N,G), m, s (C) as the forward saved them
 int pn_gn_pnact_apply(float *out, const float *inp, const float *mean, const float *rstd,
                       const float *m, const float *s, pn_pnact_params p, int N, int C, int HW,

@@ -112,8 +112,8 @@ static double se_macs(const pn_model *m, const pn_op *op)
 
 /* PN_OP_IS_LINEAR: counted with the convolutions and linear layers (torchvision's SE is
  * two 1x1 convolutions with bias); never weight-standardized. */
-static const pn_op_vt op_se = { "se", se_saved, se_work, se_fwd, se_bwd, se_macs, PN_OP_IS_LINEAR,
-                                NULL, NULL };
+static const pn_op_vt op_se = { .kind = "se", .saved = se_saved, .work = se_work, .forward = se_fwd,
+                         .backward = se_bwd, .macs = se_macs, .flags = PN_OP_IS_LINEAR };
 
 static pn_val b_se(pn_builder *b, pn_val x, const char *name, int Cr)
 {
@@ -190,7 +190,8 @@ static int dp_bwd(pn_model *m, pn_op *op, const pn_bwd_args *a)
                                 (size_t)v->C * (size_t)v->H * (size_t)v->W);
 }
 
-static const pn_op_vt op_droppath = { "droppath", dp_saved, NULL, dp_fwd, dp_bwd, NULL, 0, NULL, NULL };
+static const pn_op_vt op_droppath = { .kind = "droppath", .saved = dp_saved, .forward = dp_fwd,
+                               .backward = dp_bwd };
 
 static pn_val b_droppath(pn_builder *b, pn_val x, const char *name, double p, int block)
 {

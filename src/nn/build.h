@@ -64,18 +64,23 @@ enum {
 /* Arguments of an op's forward and backward. in[k] are the input values (B, C_k, H_k, W_k),
  * out the output value. In the backward, din[k] is NULL when input k needs no gradient
  * (the model input); otherwise the op WRITES it (the engine accumulates when a value has
- * several consumers). dout may be used as scratch only by ops with PN_OP_CLOBBERS_DOUT. */
+ * several consumers). dout may be used as scratch only by ops with PN_OP_CLOBBERS_DOUT.
+ * Unstored values (training only, see pn_op_vt.can_unstore): src[k] non-NULL means input
+ * k is given by its producer's planes (in[k] is NULL); virt_out: this forward computes
+ * what its output needs (statistics) but does not write the output. */
 typedef struct {
     const float *in[PN_OP_MAX_IN];
+    const pn_conv_src *src[PN_OP_MAX_IN];
     float *out;
-    int B, training;
+    int B, training, virt_out;
 } pn_fwd_args;
 
 typedef struct {
     float *din[PN_OP_MAX_IN];
     float *dout;
     const float *in[PN_OP_MAX_IN];
-    const float *out;
+    const pn_conv_src *src[PN_OP_MAX_IN];
+    const float *out; /* NULL when the output is unstored */
     int B;
 } pn_bwd_args;
 
@@ -97,7 +102,14 @@ enum {
  * mode). The engine then keeps the output only while the forward needs it and calls
  * recompute in the backward before the output's first reader there (src/nn/model.c).
  * can_recompute: 1 when recompute works for this op in the model's present state (it is
- * asked again whenever the arena is planned). Both NULL: the output is always stored. */
+ * asked again whenever the arena is planned). Both NULL: the output is always stored.
+ * Unstored outputs (optional; training only): a recomputed output whose every reader takes
+ * it as planes (accepts_src) need not be written at all: can_unstore(m, op) says the op
+ * can skip it (its forward with a->virt_out computes statistics only, its backward does
+ * not read the output); plane(m, op, in0, B, n, c, H, W, dst, ld) writes plane (n, c) of
+ * the output of the last training forward (H rows of W, ld apart) from in0 (its input
+ * 0) and op->save, bit for bit as the forward would have. accepts_src(m, op, k): the op
+ * takes input k as planes (a->src[k]) in its forward and backward. */
 typedef struct {
     const char *kind;
     size_t (*saved)(const pn_model *m, const pn_op *op, int B);
@@ -108,6 +120,10 @@ typedef struct {
     unsigned flags;
     int (*can_recompute)(const pn_model *m, const pn_op *op);
     int (*recompute)(pn_model *m, pn_op *op, const pn_fwd_args *a);
+    int (*can_unstore)(const pn_model *m, const pn_op *op);
+    void (*plane)(const pn_model *m, const pn_op *op, const float *in0, int B, int n, int c, int H,
+                  int W, float *dst, int ld);
+    int (*accepts_src)(const pn_model *m, const pn_op *op, int k);
 } pn_op_vt;
 
 /* One op. Fields below `attributes` are free for the op kind to use. */
@@ -145,6 +161,7 @@ typedef struct {
     int last_bwd;  /* last op with a backward call reading it (not PN_OP_PASS_GRAD), -1 if none */
     int rslot;     /* the plan's shared slot when recomputed in the backward, else -1 */
     int fresh;     /* backward: recomputed already (rslot >= 0) */
+    int unstored;  /* training: never written, its readers take it as its producer's planes */
 } pn_value;
 
 /* The model (the engine's state; arch files and op kinds may read it). */
@@ -175,6 +192,7 @@ struct pn_model {
     float *work, *probs;
     int *labels;
     int recompute;    /* recompute outputs in the backward (PROXYNORM_RECOMPUTE, default 1) */
+    int unstore;      /* leave recomputed values read only as planes unstored (PROXYNORM_UNSTORE) */
     int nrslots;      /* shared slots of the recomputed values (plan) */
     size_t *rslot_numel; /* per-sample floats of each shared slot (nvals entries) */
     int npool;        /* gradient buffers of B * maxact floats */

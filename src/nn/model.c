@@ -64,6 +64,22 @@ int pn_model_set_recompute(pn_model *m, int on)
     return PN_OK;
 }
 
+int pn_model_set_unstore(pn_model *m, int on)
+{
+    PN_CHECK_PTR(m);
+    m->unstore = on ? 1 : 0;
+    m->plan_B = 0; /* plan again at the next forward */
+    return PN_OK;
+}
+
+int pn_model_unstored_values(const pn_model *m)
+{
+    if (!m) return 0;
+    int n = 0;
+    for (int v = 0; v < m->nvals; v++) n += m->vals[v].unstored;
+    return n;
+}
+
 int pn_model_recomputed_values(const pn_model *m)
 {
     if (!m) return 0;
@@ -417,12 +433,48 @@ static int accumulate(pn_model *m, int v, int src, int B, int exec, int *used)
     return PN_OK;
 }
 
+/* An unstored value as a convolution input: its producer's planes from the producer's
+ * input 0 (stored) and saved statistics. */
+typedef struct {
+    pn_conv_src src;
+    const pn_model *m;
+    const pn_op *op;
+    const float *in0;
+    int B, H, W;
+} unstored_src;
+
+static void unstored_plane(const void *ctx, int n, int c, float *dst, int ld)
+{
+    const unstored_src *u = ctx;
+    u->op->vt->plane(u->m, u->op, u->in0, u->B, n, c, u->H, u->W, dst, ld);
+}
+
+/* u describes value v for batch B (v unstored). */
+static const pn_conv_src *unstored_init(unstored_src *u, const pn_model *m, int v, int B)
+{
+    const pn_value *x = &m->vals[v];
+    u->m = m;
+    u->op = &m->ops[x->producer];
+    u->in0 = m->vals[u->op->in[0]].data;
+    u->B = B;
+    u->H = x->H;
+    u->W = x->W;
+    u->src.plane = unstored_plane;
+    u->src.ctx = u;
+    return &u->src;
+}
+
+/* Value v is unstored in this step: the last forward was a training one and never wrote it
+ * (the readers take its planes; after a forward outside training it is recomputed as any
+ * other recomputed value). */
+static int unstored(const pn_model *m, int v) { return m->fwd_training && m->vals[v].unstored; }
+
 /* Before a backward reads value v: a value recomputed in the backward (rslot >= 0) is
  * rewritten by its producer's recompute the first time (exec only). */
 static int ensure_value(pn_model *m, int v, int B)
 {
     pn_value *x = &m->vals[v];
-    if (x->rslot < 0 || x->fresh) return PN_OK;
+    if (x->rslot < 0 || x->fresh || unstored(m, v)) return PN_OK;
     const int p = x->producer;
     pn_op *op = &m->ops[p];
     pn_fwd_args a;
@@ -472,11 +524,13 @@ static int run_backward(pn_model *m, int B, int exec, int *used)
         } else {
             int tmp[PN_OP_MAX_IN];
             pn_bwd_args a;
+            unstored_src us[PN_OP_MAX_IN];
             memset(&a, 0, sizeof a);
             for (int k = 0; k < op->nin; k++) {
                 const int v = op->in[k];
                 tmp[k] = -1;
-                if (exec) a.in[k] = m->vals[v].data;
+                if (exec && unstored(m, v)) a.src[k] = unstored_init(&us[k], m, v, B);
+                else if (exec) a.in[k] = m->vals[v].data;
                 if (v == 0) continue; /* the model input: no gradient */
                 int bi;
                 if (m->gb[v] < 0) {
@@ -491,7 +545,7 @@ static int run_backward(pn_model *m, int B, int exec, int *used)
                 if (rc == PN_OK) rc = ensure_value(m, op->out, B);
                 if (rc != PN_OK) break;
                 a.dout = m->pool[dbuf];
-                a.out = m->vals[op->out].data;
+                a.out = unstored(m, op->out) ? NULL : m->vals[op->out].data;
                 a.B = B;
                 const double t0 = m->prof_t ? pn_now_s() : 0.0;
                 rc = op->vt->backward(m, op, &a);
@@ -657,6 +711,8 @@ int pn_model_create_arch(pn_model **out, const pn_model_config *cfg, const pn_ar
     {
         const char *e = getenv("PROXYNORM_RECOMPUTE");
         m->recompute = !(e && strcmp(e, "0") == 0);
+        e = getenv("PROXYNORM_UNSTORE");
+        m->unstore = !(e && strcmp(e, "0") == 0);
     }
     if (getenv("PROXYNORM_PROFILE") && !(m->prof_t = calloc(2 * (size_t)m->nops, sizeof *m->prof_t)))
         goto nomem;
@@ -829,6 +885,29 @@ static void plan_recompute(pn_model *m)
     }
 }
 
+/* Recomputed values that training never writes (vals[].unstored): their producer can skip
+ * the output (vt->can_unstore: its forward then computes statistics only and its backward
+ * does not read the output) and every op reading them takes them as planes
+ * (vt->accepts_src: the direct convolution fills its padded input from the producer's
+ * plane function). They keep their slot for forwards outside training. */
+static void plan_unstored(pn_model *m)
+{
+    for (int v = 0; v < m->nvals; v++) {
+        pn_value *x = &m->vals[v];
+        x->unstored = 0;
+        if (!m->unstore || x->rslot < 0 || x->consumers < 1) continue;
+        const pn_op *p = &m->ops[x->producer];
+        if (!p->vt->can_unstore || !p->vt->plane || !p->vt->can_unstore(m, p)) continue;
+        int ok = 1;
+        for (int i = 0; i < m->nops && ok; i++) {
+            const pn_op *op = &m->ops[i];
+            for (int k = 0; k < op->nin && ok; k++)
+                if (op->in[k] == v) ok = op->vt->accepts_src && op->vt->accepts_src(m, op, k);
+        }
+        x->unstored = ok;
+    }
+}
+
 /* Lays the arena out for batch B. With base == NULL only counts; returns floats. Values
  * get their own storage (an in-place add's output its input's), except those recomputed
  * in the backward (plan_recompute), which live in the shared slots. */
@@ -838,6 +917,7 @@ static size_t plan(pn_model *m, int B, float *base)
     const size_t Bz = (size_t)B;
 #define TAKE(ptr, nfl) do { size_t n_ = align_up(nfl); if (base) (ptr) = base + off; off += n_; } while (0)
     plan_recompute(m);
+    plan_unstored(m);
     for (int v = 0; v < m->nvals; v++)
         if (m->vals[v].alias < 0 && m->vals[v].rslot < 0) TAKE(m->vals[v].data, val_numel(m, v, B));
     for (int s = 0; s < m->nrslots; s++) {
@@ -925,9 +1005,15 @@ int pn_model_forward(pn_model *m, const float *x, int B, int training, const flo
     for (int i = 0; i < m->nops; i++) {
         pn_op *op = &m->ops[i];
         pn_fwd_args a;
+        unstored_src us[PN_OP_MAX_IN];
         memset(&a, 0, sizeof a);
-        for (int k = 0; k < op->nin; k++) a.in[k] = m->vals[op->in[k]].data;
-        a.out = m->vals[op->out].data;
+        for (int k = 0; k < op->nin; k++) {
+            const int v = op->in[k];
+            if (training && m->vals[v].unstored) a.src[k] = unstored_init(&us[k], m, v, B);
+            else a.in[k] = m->vals[v].data;
+        }
+        a.virt_out = training && m->vals[op->out].unstored;
+        a.out = a.virt_out ? NULL : m->vals[op->out].data;
         a.B = B;
         a.training = training ? 1 : 0;
         const double t0 = m->prof_t ? pn_now_s() : 0.0;

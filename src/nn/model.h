@@ -119,6 +119,16 @@ size_t pn_model_activation_bytes(const pn_model *m);
 int pn_model_set_recompute(pn_model *m, int on);
 /* Values the last forward's plan recomputes in the backward (0 before any forward). */
 int pn_model_recomputed_values(const pn_model *m);
+/* Unstored values (default on with recomputation; PROXYNORM_UNSTORE=0 when the model is
+ * created turns it off): a recomputed norm + ReLU output whose readers are all direct 3x3
+ * convolutions is not even written in training: the forward computes the statistics only,
+ * and each reading convolution fills its padded input planes from the norm's input and
+ * those statistics, in its forward and again in its backward (pn_conv_src), bit for bit the
+ * same floats. Saves the output pass and the recomputation pass. Takes effect at the next
+ * forward. */
+int pn_model_set_unstore(pn_model *m, int on);
+/* Values the last forward's plan leaves unstored in training (0 before any forward). */
+int pn_model_unstored_values(const pn_model *m);
 
 /* Inference folding (exact up to float rounding; the model becomes inference-only:
  * training-mode forwards and the backward are refused):

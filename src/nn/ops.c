@@ -48,8 +48,26 @@ static int conv_fwd(pn_model *m, pn_op *op, const pn_fwd_args *a)
     op->cs.N = a->B;
     PN_CHECK(pn_conv2d_workspace(&op->cs) <= m->work_floats,
              "model: thread count changed since the arena was planned (pn_set_threads between forward and backward?)");
-    return pn_conv2d_forward(a->out, a->in[0], op->fw ? op->fw : conv_weight(m, op),
-                             op->fb ? op->fb : pn_op_param(m, op, 1), &op->cs, m->work);
+    const float *w = op->fw ? op->fw : conv_weight(m, op), *bias = op->fb ? op->fb : pn_op_param(m, op, 1);
+    if (a->src[0]) return pn_conv2d_forward_src(a->out, a->src[0], w, bias, &op->cs, m->work);
+    return pn_conv2d_forward(a->out, a->in[0], w, bias, &op->cs, m->work);
+}
+
+/* The backward from the stored input or from its planes (a->src[0]). */
+static int conv_backward_in(pn_model *m, pn_op *op, const pn_bwd_args *a, float *dweight, const float *w)
+{
+    if (a->src[0])
+        return pn_conv2d_backward_src(a->din[0], dweight, pn_op_grad(m, op, 1), a->dout, a->src[0], w,
+                                      &op->cs, m->work);
+    return pn_conv2d_backward(a->din[0], dweight, pn_op_grad(m, op, 1), a->dout, a->in[0], w, &op->cs,
+                              m->work);
+}
+
+/* Its input as planes: the direct kernel's shapes (not a folded, inference-only conv). */
+static int conv_accepts_src(const pn_model *m, const pn_op *op, int k)
+{
+    (void)m;
+    return k == 0 && !op->fw && pn_conv2d_src_ok(&op->cs);
 }
 
 static int conv_bwd(pn_model *m, pn_op *op, const pn_bwd_args *a)
@@ -57,13 +75,10 @@ static int conv_bwd(pn_model *m, pn_op *op, const pn_bwd_args *a)
     op->cs.N = a->B;
     PN_CHECK(pn_conv2d_workspace(&op->cs) <= m->work_floats,
              "model: thread count changed since the arena was planned (pn_set_threads between forward and backward?)");
-    if (!op->what)
-        return pn_conv2d_backward(a->din[0], m->grads + op->p[0], pn_op_grad(m, op, 1), a->dout,
-                                  a->in[0], m->params + op->p[0], &op->cs, m->work);
+    if (!op->what) return conv_backward_in(m, op, a, m->grads + op->p[0], m->params + op->p[0]);
     const int O = op->cs.Cout, K = op->cs.Cin / op->cs.groups * op->cs.KH * op->cs.KW;
     memset(m->dwhat, 0, (size_t)O * (size_t)K * sizeof(float));
-    int rc = pn_conv2d_backward(a->din[0], m->dwhat, pn_op_grad(m, op, 1), a->dout, a->in[0],
-                                op->what, &op->cs, m->work);
+    int rc = conv_backward_in(m, op, a, m->dwhat, op->what);
     if (rc != PN_OK) return rc;
     return pn_ws_backward(m->grads + op->p[0], m->dwhat, m->params + op->p[0], op->wmean,
                           op->wrstd, O, K);
@@ -79,8 +94,9 @@ static double conv_macs(const pn_model *m, const pn_op *op)
     return (double)ho * wo * (double)s.Cout * (double)(s.Cin / s.groups) * s.KH * s.KW;
 }
 
-const pn_op_vt pn_op_conv = { "conv", NULL, conv_work, conv_fwd, conv_bwd, conv_macs, PN_OP_IS_CONV,
-                              NULL, NULL };
+const pn_op_vt pn_op_conv = { .kind = "conv", .work = conv_work, .forward = conv_fwd,
+                              .backward = conv_bwd, .macs = conv_macs, .flags = PN_OP_IS_CONV,
+                              .accepts_src = conv_accepts_src };
 
 pn_val pn_b_conv(pn_builder *b, pn_val x, const char *name, int cout, int k, int stride,
                  int groups, unsigned flags)
@@ -177,6 +193,28 @@ static int bn_hooked(const pn_model *m, const pn_op *op)
     return m->cfg.norm == PN_NORM_BN && m->bn_ovr.forward != NULL;
 }
 
+/* The training forward of an unstored output (a->virt_out, norm_can_unstore): the
+ * statistics and running statistics the forward would compute, no output pass (the
+ * consumers read the output through norm_plane). */
+static int norm_stats_only(pn_model *m, pn_op *op, const pn_fwd_args *a, norm_save s)
+{
+    const int B = a->B;
+    PN_CHECK(a->training && op->fold_mode == 0, "model: %s: an unstored output outside training", op->name);
+    if (norm_fused_pn(m, op)) {
+        pn_pnact_params p = { pn_op_param(m, op, 0), pn_op_param(m, op, 1), pn_op_param(m, op, 2),
+                              pn_op_param(m, op, 3) };
+        return pn_gn_pnact_stats(s.mean, s.rstd, s.pm, s.ps, a->in[0], p, B, op->C, op->HW, op->G,
+                                 PN_GN_EPS, op->act, PN_PROXY_EPS);
+    }
+    if (m->cfg.norm == PN_NORM_BN)
+        return pn_batchnorm_forward_train_save(NULL, s.mean, s.rstd, s.scale, m->buffers + op->buf[0],
+                                               m->buffers + op->buf[1], a->in[0], pn_op_param(m, op, 0),
+                                               pn_op_param(m, op, 1), B, op->C, op->HW,
+                                               m->cfg.norm_batch, PN_BN_MOMENTUM, PN_BN_EPS, 1);
+    pn_group_stats(s.mean, s.rstd, a->in[0], B, op->C, op->HW, op->G, PN_GN_EPS);
+    return PN_OK;
+}
+
 static int norm_fwd(pn_model *m, pn_op *op, const pn_fwd_args *a)
 {
     const int B = a->B;
@@ -205,6 +243,7 @@ static int norm_fwd(pn_model *m, pn_op *op, const pn_fwd_args *a)
         }
         return PN_OK;
     }
+    if (a->virt_out) return norm_stats_only(m, op, a, s);
     if (norm_fused_pn(m, op)) {
         pn_pnact_params p = { pn_op_param(m, op, 0), pn_op_param(m, op, 1), pn_op_param(m, op, 2),
                               pn_op_param(m, op, 3) };
@@ -322,9 +361,9 @@ static int norm_bwd(pn_model *m, pn_op *op, const pn_bwd_args *a)
                                                inp, s.mean, s.rstd, s.scale, pn_op_param(m, op, 1),
                                                pn_op_param(m, op, 0), B, op->C, op->HW,
                                                m->cfg.norm_batch);
-        return pn_groupnorm_backward_ex(dinp, pn_op_grad(m, op, 0), pn_op_grad(m, op, 1), dout, inp,
-                                        s.mean, s.rstd, pn_op_param(m, op, 0), B, op->C, op->HW, op->G,
-                                        a->out, work);
+        return pn_groupnorm_backward_relux(dinp, pn_op_grad(m, op, 0), pn_op_grad(m, op, 1), dout, inp,
+                                           s.mean, s.rstd, pn_op_param(m, op, 0), pn_op_param(m, op, 1),
+                                           B, op->C, op->HW, op->G, work);
     }
     /* ReLU: out > 0 exactly where the pre-activation is > 0 (derivative 0 at 0, as PyTorch). */
     float *dy = k == PN_NORM_NONE ? dinp : dout;
@@ -344,9 +383,44 @@ static int norm_bwd(pn_model *m, pn_op *op, const pn_bwd_args *a)
                                     s.rstd, pn_op_param(m, op, 0), B, op->C, op->HW, op->G, NULL, work);
 }
 
-const pn_op_vt pn_op_norm = { "norm", norm_saved, norm_work, norm_fwd, norm_bwd, NULL,
-                              PN_OP_CLOBBERS_DOUT | PN_OP_IS_NORM, norm_can_recompute,
-                              norm_recompute };
+/* Unstored (src/nn/model.c): norm + ReLU of every kind but none and sync-BN; the backward
+ * then recomputes the ReLU mask from x (pn_*_backward_relux, gn+pn needs no output). ReLU
+ * only: its planes give the forward's floats whatever the row length (an elementwise
+ * expression, no contraction); vectorized SiLU/GELU might not. */
+static int norm_can_unstore(const pn_model *m, const pn_op *op)
+{
+    return norm_can_recompute(m, op) && m->cfg.norm != PN_NORM_NONE && norm_has_act(op) &&
+           op->act == PN_ACT_RELU && !norm_saves_pre(m, op);
+}
+
+/* Plane (n, c) of the output of the last training forward, from its input in0 and the saved
+ * statistics: the forward's own per-element expressions (pn_affine_plane, pn_gn_pnact_plane). */
+static void norm_plane(const pn_model *m, const pn_op *op, const float *in0, int B, int n, int c, int H,
+                       int W, float *dst, int ld)
+{
+    norm_save s = norm_layout(m, op, B, op->save, NULL);
+    const float *src = in0 + ((size_t)n * op->C + c) * (size_t)op->HW;
+    const float *w = pn_op_param(m, op, 0), *b = pn_op_param(m, op, 1);
+    if (m->cfg.norm == PN_NORM_BN) {
+        const int g = m->cfg.norm_batch > 0 ? m->cfg.norm_batch : B;
+        const size_t kc = (size_t)(n / g) * op->C + c;
+        pn_affine_plane(dst, ld, src, H, W, s.mean[kc], s.scale[kc], b ? b[c] : 0.0f, 1);
+        return;
+    }
+    const size_t ng = (size_t)n * op->G + c / (op->C / op->G);
+    if (norm_fused_pn(m, op)) {
+        pn_gn_pnact_plane(dst, ld, src, H, W, s.mean[ng], s.rstd[ng], w[c], b[c], s.pm[c], s.ps[c], op->act);
+        return;
+    }
+    const float a = w ? s.rstd[ng] * w[c] : s.rstd[ng];
+    pn_affine_plane(dst, ld, src, H, W, s.mean[ng], a, b ? b[c] : 0.0f, 1);
+}
+
+const pn_op_vt pn_op_norm = { .kind = "norm", .saved = norm_saved, .work = norm_work,
+                              .forward = norm_fwd, .backward = norm_bwd,
+                              .flags = PN_OP_CLOBBERS_DOUT | PN_OP_IS_NORM, .can_unstore = norm_can_unstore,
+                              .plane = norm_plane,
+                              .can_recompute = norm_can_recompute, .recompute = norm_recompute };
 
 /* Groups of the GroupNorm family for C channels (0 for BN/none). */
 static int norm_groups(const pn_model_config *c, int C)
@@ -427,7 +501,7 @@ static int add_fwd(pn_model *m, pn_op *op, const pn_fwd_args *a)
     return PN_OK;
 }
 
-const pn_op_vt pn_op_add = { "add", NULL, NULL, add_fwd, NULL, NULL, PN_OP_PASS_GRAD, NULL, NULL };
+const pn_op_vt pn_op_add = { .kind = "add", .forward = add_fwd, .flags = PN_OP_PASS_GRAD };
 
 pn_val pn_b_add(pn_builder *b, pn_val x, pn_val y)
 {
@@ -457,7 +531,7 @@ static int act_bwd(pn_model *m, pn_op *op, const pn_bwd_args *a)
     return pn_act_backward(a->din[0], a->dout, a->in[0], val_n(m, op->out, a->B), op->act);
 }
 
-const pn_op_vt pn_op_act = { "act", NULL, NULL, act_fwd, act_bwd, NULL, 0, NULL, NULL };
+const pn_op_vt pn_op_act = { .kind = "act", .forward = act_fwd, .backward = act_bwd };
 
 pn_val pn_b_act(pn_builder *b, pn_val x, pn_act act)
 {
@@ -495,8 +569,8 @@ static int maxpool_bwd(pn_model *m, pn_op *op, const pn_bwd_args *a)
                                v->H, v->W, op->iattr[0], op->iattr[1], op->iattr[2]);
 }
 
-const pn_op_vt pn_op_maxpool = { "maxpool", maxpool_saved, NULL, maxpool_fwd, maxpool_bwd, NULL, 0,
-                                 NULL, NULL };
+const pn_op_vt pn_op_maxpool = { .kind = "maxpool", .saved = maxpool_saved, .forward = maxpool_fwd,
+                                 .backward = maxpool_bwd };
 
 _Static_assert(sizeof(int32_t) == sizeof(float), "argmax is stored in float slots");
 
@@ -530,7 +604,7 @@ static int gap_bwd(pn_model *m, pn_op *op, const pn_bwd_args *a)
     return pn_gap_backward(a->din[0], a->dout, a->B, v->C, v->H * v->W);
 }
 
-const pn_op_vt pn_op_gap = { "gap", NULL, NULL, gap_fwd, gap_bwd, NULL, 0, NULL, NULL };
+const pn_op_vt pn_op_gap = { .kind = "gap", .forward = gap_fwd, .backward = gap_bwd };
 
 pn_val pn_b_gap(pn_builder *b, pn_val x)
 {
@@ -558,8 +632,8 @@ static double linear_macs(const pn_model *m, const pn_op *op)
     return (double)op->iattr[0] * (double)op->iattr[1];
 }
 
-const pn_op_vt pn_op_linear = { "linear", NULL, NULL, linear_fwd, linear_bwd, linear_macs, PN_OP_IS_LINEAR,
-                                NULL, NULL };
+const pn_op_vt pn_op_linear = { .kind = "linear", .forward = linear_fwd, .backward = linear_bwd,
+                                .macs = linear_macs, .flags = PN_OP_IS_LINEAR };
 
 pn_val pn_b_linear(pn_builder *b, pn_val x, const char *name, int out)
 {
