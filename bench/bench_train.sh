@@ -52,11 +52,12 @@ for r in $(seq 1 "$rounds"); do
     for t in $threads; do
         for n in $norms; do
             for mb in 128 8; do
-                ours() { "$bin" -n "$n" -t "$t" -m "$mb" -s "$steps" | tee /dev/stderr | sed "s/^/$r /" >>"$tmp/res"; }
+                # (RESULT lines to stderr without tee /dev/stderr, which truncates a redirected file)
+                ours() { "$bin" -n "$n" -t "$t" -m "$mb" -s "$steps" | sed "s/^/$r /" | tee -a "$tmp/res" | cut -d' ' -f2- >&2; }
                 torch() {
                     [ $havetorch = 1 ] || return 0
                     "$py" "$here/bench_train_torch.py" -n "$n" -t "$t" -m "$mb" -s "$steps" | grep RESULT |
-                        tee /dev/stderr | sed "s/^/$r /" >>"$tmp/res"
+                        sed "s/^/$r /" | tee -a "$tmp/res" | cut -d' ' -f2- >&2
                 }
                 if [ $((r % 2)) = 1 ]; then ours; torch; else torch; ours; fi
             done
