@@ -391,6 +391,24 @@ int pn_gn_pnact_forward(float *out, float *mean, float *rstd, float *m, float *s
     return PN_OK;
 }
 
+/* The checks of a call on the forward's saved state (apply, backward): the input, mean and
+ * rstd (N, G), PN's m and s (C), the shapes, parameters and activation. */
+static int check_saved(const char *fn, const float *inp, const float *mean, const float *rstd,
+                       const float *m, const float *s, pn_pnact_params p, int N, int C, int HW,
+                       int G, pn_act act)
+{
+    PN_CHECK_PTR_FN(fn, inp);
+    PN_CHECK_PTR_FN(fn, mean);
+    PN_CHECK_PTR_FN(fn, rstd);
+    PN_CHECK_PTR_FN(fn, m);
+    PN_CHECK_PTR_FN(fn, s);
+    TRY(check_shape(N, C, HW, fn));
+    TRY(check_gn(C, G, 0.0f, fn));
+    TRY(check_params(p, C, fn));
+    TRY(check_act_eps(act, 1.0f, fn));
+    return PN_OK;
+}
+
 // mean, rstd (N,G); m, s (C): the statistics of pn_gn_pnact_forward without its output pass
 int pn_gn_pnact_stats(float *mean, float *rstd, float *m, float *s, const float *inp,
                       pn_pnact_params p, int N, int C, int HW, int G, float gn_eps, pn_act act,
@@ -426,15 +444,7 @@ int pn_gn_pnact_apply(float *out, const float *inp, const float *mean, const flo
 {
     static const char fn[] = "pn_gn_pnact_apply";
     PN_CHECK_PTR_FN(fn, out);
-    PN_CHECK_PTR_FN(fn, inp);
-    PN_CHECK_PTR_FN(fn, mean);
-    PN_CHECK_PTR_FN(fn, rstd);
-    PN_CHECK_PTR_FN(fn, m);
-    PN_CHECK_PTR_FN(fn, s);
-    TRY(check_shape(N, C, HW, fn));
-    TRY(check_gn(C, G, 0.0f, fn));
-    TRY(check_params(p, C, fn));
-    TRY(check_act_eps(act, 1.0f, fn));
+    TRY(check_saved(fn, inp, mean, rstd, m, s, p, N, C, HW, G, act));
     gnpn_apply(out, inp, mean, rstd, m, s, p, N, C, HW, G, act);
     return PN_OK;
 }
@@ -547,15 +557,7 @@ int pn_gn_pnact_backward_ex(float *dinp, pn_pnact_grads g, const float *dout, co
     static const char fn[] = "pn_gn_pnact_backward"; /* errors under the public name */
     PN_CHECK_PTR_FN(fn, dinp);
     PN_CHECK_PTR_FN(fn, dout);
-    PN_CHECK_PTR_FN(fn, inp);
-    PN_CHECK_PTR_FN(fn, mean);
-    PN_CHECK_PTR_FN(fn, rstd);
-    PN_CHECK_PTR_FN(fn, m);
-    PN_CHECK_PTR_FN(fn, s);
-    TRY(check_shape(N, C, HW, fn));
-    TRY(check_gn(C, G, 0.0f, fn));
-    TRY(check_params(p, C, fn));
-    TRY(check_act_eps(act, 1.0f, fn));
+    TRY(check_saved(fn, inp, mean, rstd, m, s, p, N, C, HW, G, act));
     const int Cg = C / G;
     const size_t NC = (size_t)N * C;
     double *acc = work, *owned = NULL;
