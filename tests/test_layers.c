@@ -656,12 +656,12 @@ TEST(conv_shapes_and_workspace)
     /* (a build without AVX2 + FMA has no direct kernel: im2col + sgemm's workspace) */
     CHECK(!pn_dconv_ok(&d) ? pn_conv2d_workspace(&d) == (size_t)16 * 32 * 9 + 32 * 9 * 64
           : pn_dconv_wino_ok(&d)
-              /* Winograd (2x2 tiles: 4x4 of them, planes of 10x10, chunks of 18 tiles):
-               * U (16 per channel pair), then per thread the padded input, dout
-               * transposed, the input gradient's Winograd scratch (dout's planes padded
-               * and channels last, V, M, the output tiles) and the weight gradient */
+              /* Winograd (2x2 tiles: 4x4 of them, planes of 10x10, one chunk of all 16
+               * tiles): U (16 per channel pair), then per thread the padded input, dout
+               * transposed, the input gradient's Winograd scratch (dout's planes padded,
+               * planar and channels last; V and M) and the weight gradient */
               ? pn_conv2d_workspace(&d) == (size_t)16 * 32 * 16 + 16 * 100 + 64 * 32 +
-                                               (32 * 100 * 2 + 16 * 18 * (32 + 16) + 4 * 16 * 16) + 32 * 16 * 9
+                                               (32 * 100 * 2 + 16 * 16 * (32 + 16)) + 32 * 16 * 9
               : pn_conv2d_workspace(&d) == (size_t)16 * 32 * 9 * 2 + 16 * 100 + 64 * 32 + 32 * 100,
           "direct workspace %zu", pn_conv2d_workspace(&d));
     pn_dconv_winograd_enable(0);

@@ -217,9 +217,11 @@ static void core(float *y, const float *xp, const float *wp, int Cin, int Cout, 
  * of 36. Layouts (channels in the vector lanes throughout, transposed at entry and exit):
  *   xq (Ci, Hq, Wq) padded planes, Hq = 2 th + 2, Wq = 2 tw + 2
  *   xt (Hq * Wq, Ci) the same, channels last
- *   V  (16, TC, Ci) and M (16, TC, Co) for a chunk of TC tiles (so that V and M stay
- *      within about 150 KB, in L2)
- *   Yt (2 th * 2 tw, Co) output tiles, channels last, then transposed into y (Co, Ho*Wo)
+ *      (from x directly; from a pn_conv_src through xq)
+ *   V  (16, TC, Ci) and M (16, TC, Co) for a chunk of TC tiles, whole tile rows (so that
+ *      V and M stay within about 150 KB, in L2)
+ *   y  (Co, Ho*Wo) written by the output transform, 8 tiles x 8 channels transposed at a
+ *      time
  *   U  (16, Co/8, Ci, 8) transformed packed weights
  * The GEMM's register block is that of core: 2 vectors of 8 output channels x 6 tiles. */
 
@@ -231,7 +233,7 @@ int pn_dconv_wino_ok(const pn_conv_shape *s) { return wino_enabled && pn_dconv_d
 
 typedef struct {
     int Ho, Wo, th, tw, Hq, Wq, T, TC;
-    size_t xq, xt, V, M, Yt, total; /* offsets in floats */
+    size_t xq, xt, V, M, total; /* offsets in floats */
 } wino_geom;
 
 /* The geometry for an input of Ci channels and Hi x Wi with padding pad, Co outputs. */
@@ -245,16 +247,15 @@ static wino_geom wino_plan(int Ci, int Co, int Hi, int Wi, int pad)
     g.Hq = 2 * g.th + 2;
     g.Wq = 2 * g.tw + 2;
     g.T = g.th * g.tw;
-    int tc = 6 * (384 / (Ci + Co) > 1 ? 384 / (Ci + Co) : 1);
-    const int tmax = (g.T + 5) / 6 * 6;
-    g.TC = tc < tmax ? tc : tmax;
+    /* chunks of whole tile rows, about 6 * 384 / (Ci + Co) tiles */
+    const int tc = 6 * (384 / (Ci + Co) > 1 ? 384 / (Ci + Co) : 1), R = tc / g.tw > 1 ? tc / g.tw : 1;
+    g.TC = (R < g.th ? R : g.th) * g.tw;
     const size_t plane = (size_t)Ci * g.Hq * g.Wq;
     g.xq = 0;
     g.xt = (plane + 15) & ~(size_t)15;
     g.V = g.xt + ((plane + 15) & ~(size_t)15);
     g.M = g.V + (size_t)16 * g.TC * Ci;
-    g.Yt = g.M + (size_t)16 * g.TC * Co;
-    g.total = g.Yt + (size_t)4 * g.T * Co;
+    g.total = g.M + (size_t)16 * g.TC * Co;
     return g;
 }
 
@@ -288,6 +289,31 @@ static void to_chlast(float *xt, const float *xq, int Ci, int P)
         for (; p < P; p++)
             for (int l = 0; l < 8; l++) xt[(size_t)p * Ci + c0 + l] = src[(size_t)l * P + p];
     }
+}
+
+/* x (Ci, Hi, Wi) -> the interior of xt (Hq, Wq, Ci) at row and column pad (the padding
+ * and the rest of the plane are left as they are: zero). 8 channels x 8 columns at a time,
+ * the last columns of a row by masked loads. */
+static void pad_chlast(float *xt, const float *x, int Ci, int Hi, int Wi, int pad, int Wq)
+{
+    const size_t ps = (size_t)Hi * Wi;
+    for (int c0 = 0; c0 < Ci; c0 += 8)
+        for (int h = 0; h < Hi; h++) {
+            const float *src = x + (size_t)c0 * ps + (size_t)h * Wi;
+            float *dst = xt + ((size_t)(h + pad) * Wq + pad) * Ci + c0;
+            for (int w = 0; w < Wi; w += 8) {
+                const int nw = Wi - w < 8 ? Wi - w : 8;
+                __m256 r[8];
+                if (nw == 8)
+                    for (int l = 0; l < 8; l++) r[l] = _mm256_loadu_ps(src + l * ps + w);
+                else {
+                    const __m256i m = _mm256_cmpgt_epi32(_mm256_set1_epi32(nw), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+                    for (int l = 0; l < 8; l++) r[l] = _mm256_maskload_ps(src + l * ps + w, m);
+                }
+                transpose8(r);
+                for (int l = 0; l < nw; l++) _mm256_storeu_ps(dst + (size_t)(w + l) * Ci, r[l]);
+            }
+        }
 }
 
 /* V (16, TC, Ci) for tiles [t0, t0 + nt) from xt. */
@@ -366,52 +392,61 @@ static void wino_gemm(float *M, const float *V, const float *U, const wino_geom 
     }
 }
 
-/* Yt (2 th, 2 tw, Co) tiles [t0, t0 + nt) = A^T M A. */
-static void wino_otrans(float *Yt, const float *M, const wino_geom *g, int Co, int t0, int nt)
+/* y (Co, Ho * Wo) for the tile rows [i0, i0 + rows) (the chunk's tiles, M (16, TC, Co)):
+ * Y = A^T M A. Per 8 tiles of a row and 8 channels: the 2x2 outputs of each tile (8 channels
+ * a vector), transposed to 8 tiles a vector and interleaved into 16 pixels of a row of y;
+ * the pixels past Wo and the rows past Ho (partial tiles) are not written. */
+static void wino_otrans(float *y, const float *M, const wino_geom *g, int Co, int i0, int rows)
 {
-    const size_t xs = (size_t)g->TC * Co, rs = (size_t)2 * g->tw * Co;
-    for (int k = 0; k < nt; k++) {
-        const int t = t0 + k, i = t / g->tw, j = t % g->tw;
-        const float *m = M + (size_t)k * Co;
-        float *o = Yt + ((size_t)2 * i * 2 * g->tw + 2 * j) * Co;
-        for (int c0 = 0; c0 < Co; c0 += 8) {
-            __m256 r[2][4]; /* (A^T M)[r][b] */
-            for (int b = 0; b < 4; b++) {
-                const float *p = m + (size_t)b * xs + c0;
-                const __m256 m0 = _mm256_loadu_ps(p), m1 = _mm256_loadu_ps(p + 4 * xs),
-                             m2 = _mm256_loadu_ps(p + 8 * xs), m3 = _mm256_loadu_ps(p + 12 * xs);
-                r[0][b] = _mm256_add_ps(_mm256_add_ps(m0, m1), m2);
-                r[1][b] = _mm256_sub_ps(_mm256_sub_ps(m1, m2), m3);
+    const size_t xs = (size_t)g->TC * Co, P = (size_t)g->Ho * g->Wo;
+    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    for (int ir = 0; ir < rows; ir++) {
+        const int i = i0 + ir;
+        for (int j0 = 0; j0 < g->tw; j0 += 8) {
+            const int nj = g->tw - j0 < 8 ? g->tw - j0 : 8;
+            const int nv = g->Wo - 2 * j0 < 16 ? g->Wo - 2 * j0 : 16; /* valid pixels */
+            const __m256i m0 = _mm256_cmpgt_epi32(_mm256_set1_epi32(nv), lane),
+                          m1 = _mm256_cmpgt_epi32(_mm256_set1_epi32(nv - 8), lane);
+            for (int c0 = 0; c0 < Co; c0 += 8) {
+                __m256 o[2][2][8]; /* [r][s][tile] */
+                for (int t = 0; t < 8; t++) {
+                    if (t >= nj) {
+                        o[0][0][t] = o[0][1][t] = o[1][0][t] = o[1][1][t] = _mm256_setzero_ps();
+                        continue;
+                    }
+                    const float *m = M + ((size_t)ir * g->tw + j0 + t) * Co + c0;
+                    __m256 r[2][4]; /* (A^T M)[r][b] */
+                    for (int b = 0; b < 4; b++) {
+                        const float *q = m + (size_t)b * xs;
+                        const __m256 q0 = _mm256_loadu_ps(q), q1 = _mm256_loadu_ps(q + 4 * xs),
+                                     q2 = _mm256_loadu_ps(q + 8 * xs), q3 = _mm256_loadu_ps(q + 12 * xs);
+                        r[0][b] = _mm256_add_ps(_mm256_add_ps(q0, q1), q2);
+                        r[1][b] = _mm256_sub_ps(_mm256_sub_ps(q1, q2), q3);
+                    }
+                    for (int a = 0; a < 2; a++) {
+                        o[a][0][t] = _mm256_add_ps(_mm256_add_ps(r[a][0], r[a][1]), r[a][2]);
+                        o[a][1][t] = _mm256_sub_ps(_mm256_sub_ps(r[a][1], r[a][2]), r[a][3]);
+                    }
+                }
+                for (int a = 0; a < 2 && 2 * i + a < g->Ho; a++) {
+                    transpose8(o[a][0]);
+                    transpose8(o[a][1]);
+                    float *dst = y + (size_t)c0 * P + (size_t)(2 * i + a) * g->Wo + 2 * j0;
+                    for (int l = 0; l < 8; l++, dst += P) {
+                        const __m256 lo = _mm256_unpacklo_ps(o[a][0][l], o[a][1][l]),
+                                     hi = _mm256_unpackhi_ps(o[a][0][l], o[a][1][l]);
+                        const __m256 p0 = _mm256_permute2f128_ps(lo, hi, 0x20),
+                                     p1 = _mm256_permute2f128_ps(lo, hi, 0x31);
+                        if (nv == 16) {
+                            _mm256_storeu_ps(dst, p0);
+                            _mm256_storeu_ps(dst + 8, p1);
+                        } else {
+                            _mm256_maskstore_ps(dst, m0, p0);
+                            if (nv > 8) _mm256_maskstore_ps(dst + 8, m1, p1);
+                        }
+                    }
+                }
             }
-            for (int a = 0; a < 2; a++) {
-                float *q = o + (size_t)a * rs + c0;
-                _mm256_storeu_ps(q, _mm256_add_ps(_mm256_add_ps(r[a][0], r[a][1]), r[a][2]));
-                _mm256_storeu_ps(q + Co, _mm256_sub_ps(_mm256_sub_ps(r[a][1], r[a][2]), r[a][3]));
-            }
-        }
-    }
-}
-
-/* Yt (2 th, 2 tw, Co) -> y (Co, Ho * Wo): the first Ho rows and Wo columns. */
-static void wino_store(float *y, const float *Yt, const wino_geom *g, int Co)
-{
-    const int P = g->Ho * g->Wo, yw = 2 * g->tw;
-    for (int c0 = 0; c0 < Co; c0 += 8) {
-        float *dst = y + (size_t)c0 * P;
-        int p = 0, oh = 0, ow = 0;
-        for (; p + 8 <= P; p += 8) {
-            __m256 r[8];
-            for (int l = 0; l < 8; l++) {
-                r[l] = _mm256_loadu_ps(Yt + ((size_t)oh * yw + ow) * Co + c0);
-                if (++ow == g->Wo) { ow = 0; oh++; }
-            }
-            transpose8(r);
-            for (int l = 0; l < 8; l++) _mm256_storeu_ps(dst + (size_t)l * P + p, r[l]);
-        }
-        for (; p < P; p++) {
-            const float *s = Yt + ((size_t)oh * yw + ow) * Co + c0;
-            for (int l = 0; l < 8; l++) dst[(size_t)l * P + p] = s[l];
-            if (++ow == g->Wo) { ow = 0; oh++; }
         }
     }
 }
@@ -423,18 +458,22 @@ static void wino_conv(float *y, const float *x, const pn_conv_src *src, int n, c
                       int Ci, int Co, int Hi, int Wi, int pad, float *scratch, int first)
 {
     const wino_geom g = wino_plan(Ci, Co, Hi, Wi, pad);
-    float *xq = scratch + g.xq, *xt = scratch + g.xt, *V = scratch + g.V, *M = scratch + g.M,
-          *Yt = scratch + g.Yt;
-    if (first) pad_zero(xq, Ci, g.Hq, g.Wq);
-    pad_fill(xq, x, src, n, Ci, Hi, Wi, pad, g.Hq, g.Wq);
-    to_chlast(xt, xq, Ci, g.Hq * g.Wq);
-    for (int t0 = 0; t0 < g.T; t0 += g.TC) {
-        const int nt = g.T - t0 < g.TC ? g.T - t0 : g.TC;
-        wino_itrans(V, xt, &g, Ci, t0, nt);
-        wino_gemm(M, V, U, &g, Ci, Co, nt);
-        wino_otrans(Yt, M, &g, Co, t0, nt);
+    float *xq = scratch + g.xq, *xt = scratch + g.xt, *V = scratch + g.V, *M = scratch + g.M;
+    if (src) { /* the source's planes, then transposed */
+        if (first) pad_zero(xq, Ci, g.Hq, g.Wq);
+        pad_fill(xq, x, src, n, Ci, Hi, Wi, pad, g.Hq, g.Wq);
+        to_chlast(xt, xq, Ci, g.Hq * g.Wq);
+    } else {
+        if (first) pad_zero(xt, Ci, g.Hq, g.Wq);
+        pad_chlast(xt, x, Ci, Hi, Wi, pad, g.Wq);
     }
-    wino_store(y, Yt, &g, Co);
+    const int R = g.TC / g.tw; /* tile rows per chunk */
+    for (int i0 = 0; i0 < g.th; i0 += R) {
+        const int rows = g.th - i0 < R ? g.th - i0 : R, nt = rows * g.tw;
+        wino_itrans(V, xt, &g, Ci, i0 * g.tw, nt);
+        wino_gemm(M, V, U, &g, Ci, Co, nt);
+        wino_otrans(y, M, &g, Co, i0, rows);
+    }
 }
 
 /* w (Cout, Cin, 3, 3) -> U (16, Co/8, Ci, 8) for the forward (Co = Cout, Ci = Cin) or, bwd,
