@@ -661,7 +661,7 @@ TEST(conv_shapes_and_workspace)
                * transposed, the input gradient's Winograd scratch (dout's planes padded,
                * planar and channels last; V and M) and the weight gradient */
               ? pn_conv2d_workspace(&d) == (size_t)16 * 32 * 16 + 16 * 100 + 64 * 32 +
-                                               (32 * 100 * 2 + 16 * 16 * (32 + 16)) + 32 * 16 * 9
+                                               (32 * 100 * 2 + 16 * (16 * 32 + 16) + 16 * (16 * 16 + 16)) + 32 * 16 * 9
               : pn_conv2d_workspace(&d) == (size_t)16 * 32 * 9 * 2 + 16 * 100 + 64 * 32 + 32 * 100,
           "direct workspace %zu", pn_conv2d_workspace(&d));
     pn_dconv_winograd_enable(0);

@@ -218,7 +218,7 @@ static void core(float *y, const float *xp, const float *wp, int Cin, int Cout, 
  *   xq (Ci, Hq, Wq) padded planes, Hq = 2 th + 2, Wq = 2 tw + 2
  *   xt (Hq * Wq, Ci) the same, channels last
  *      (from x directly; from a pn_conv_src through xq)
- *   V  (16, TC, Ci) and M (16, TC, Co) for a chunk of TC tiles, whole tile rows (so that
+ *   V  (16, TC, Ci) and M (16, TC, Co) (each xi padded by 16 floats) for a chunk of TC tiles, whole tile rows (so that
  *      V and M stay within about 150 KB, in L2)
  *   y  (Co, Ho*Wo) written by the output transform, 8 tiles x 8 channels transposed at a
  *      time
@@ -233,6 +233,7 @@ int pn_dconv_wino_ok(const pn_conv_shape *s) { return wino_enabled && pn_dconv_d
 
 typedef struct {
     int Ho, Wo, th, tw, Hq, Wq, T, TC;
+    size_t vs, ms; /* floats between the V[xi] (the M[xi]) */
     size_t xq, xt, V, M, total; /* offsets in floats */
 } wino_geom;
 
@@ -254,8 +255,12 @@ static wino_geom wino_plan(int Ci, int Co, int Hi, int Wi, int pad)
     g.xq = 0;
     g.xt = (plane + 15) & ~(size_t)15;
     g.V = g.xt + ((plane + 15) & ~(size_t)15);
-    g.M = g.V + (size_t)16 * g.TC * Ci;
-    g.total = g.M + (size_t)16 * g.TC * Co;
+    /* 16 floats more per xi: the 16 V[xi] (M[xi]) are read and written together, and at
+     * strides of 4 KB (64 channels x 16 tiles) they would all fall in the same L1 sets */
+    g.vs = (size_t)g.TC * Ci + 16;
+    g.ms = (size_t)g.TC * Co + 16;
+    g.M = g.V + 16 * g.vs;
+    g.total = g.M + 16 * g.ms;
     return g;
 }
 
@@ -294,7 +299,7 @@ static void to_chlast(float *xt, const float *xq, int Ci, int P)
 /* x (Ci, Hi, Wi) -> the interior of xt (Hq, Wq, Ci) at row and column pad (the padding
  * and the rest of the plane are left as they are: zero). 8 channels x 8 columns at a time,
  * the last columns of a row by masked loads. */
-static void pad_chlast(float *xt, const float *x, int Ci, int Hi, int Wi, int pad, int Wq)
+__attribute__((noinline)) static void pad_chlast(float *xt, const float *x, int Ci, int Hi, int Wi, int pad, int Wq)
 {
     const size_t ps = (size_t)Hi * Wi;
     for (int c0 = 0; c0 < Ci; c0 += 8)
@@ -317,9 +322,9 @@ static void pad_chlast(float *xt, const float *x, int Ci, int Hi, int Wi, int pa
 }
 
 /* V (16, TC, Ci) for tiles [t0, t0 + nt) from xt. */
-static void wino_itrans(float *V, const float *xt, const wino_geom *g, int Ci, int t0, int nt)
+__attribute__((noinline)) static void wino_itrans(float *V, const float *xt, const wino_geom *g, int Ci, int t0, int nt)
 {
-    const size_t xs = (size_t)g->TC * Ci, rs = (size_t)g->Wq * Ci;
+    const size_t xs = g->vs, rs = (size_t)g->Wq * Ci;
     for (int k = 0; k < nt; k++) {
         const int t = t0 + k, i = t / g->tw, j = t % g->tw;
         const float *base = xt + ((size_t)2 * i * g->Wq + 2 * j) * Ci;
@@ -348,38 +353,53 @@ static void wino_itrans(float *V, const float *xt, const wino_geom *g, int Ci, i
     }
 }
 
-/* M[xi] (nt, Co) = V[xi] (nt, Ci) x U[xi]^T for the 16 xi; U (16, Co/8, Ci, 8). */
-static void wino_gemm(float *M, const float *V, const float *U, const wino_geom *g, int Ci, int Co,
+/* M[xi] (nt, Co) = V[xi] (nt, Ci) x U[xi]^T for the 16 xi; U (16, Co/8, Ci, 8).
+ * noinline: inlined into wino_conv, GCC 12 kept the tile pointers on the stack (5 more loads
+ * per 12 multiply-adds, ~15% slower). The transforms are kept apart too (profiles). */
+__attribute__((noinline)) static void wino_gemm(float *M, const float *V, const float *U, const wino_geom *g, int Ci, int Co,
                       int nt)
 {
     for (int xi = 0; xi < 16; xi++) {
-        const float *Ux = U + (size_t)xi * Co * Ci, *Vx = V + (size_t)xi * g->TC * Ci;
-        float *Mx = M + (size_t)xi * g->TC * Co;
+        const float *Ux = U + (size_t)xi * Co * Ci, *Vx = V + (size_t)xi * g->vs;
+        float *Mx = M + (size_t)xi * g->ms;
         for (int cb = 0; cb < Co; cb += 16) {
             const int nv = Co - cb >= 16 ? 2 : 1;
             const float *w0 = Ux + (size_t)(cb / 8) * Ci * 8, *w1 = nv == 2 ? w0 + (size_t)Ci * 8 : w0;
             for (int k0 = 0; k0 < nt; k0 += DC_NP) {
                 const int np = nt - k0 < DC_NP ? nt - k0 : DC_NP;
-                const float *x[DC_NP];
-                for (int j = 0; j < DC_NP; j++) x[j] = Vx + (size_t)(k0 + (j < np ? j : np - 1)) * Ci;
                 __m256 a00 = _mm256_setzero_ps(), a01 = a00, a10 = a00, a11 = a00, a20 = a00,
                        a21 = a00, a30 = a00, a31 = a00, a40 = a00, a41 = a00, a50 = a00, a51 = a00;
                 const float *wa = w0, *wb = w1;
-                for (int ci = 0; ci < Ci; ci++, wa += 8, wb += 8) {
-                    const __m256 v0 = _mm256_loadu_ps(wa), v1 = _mm256_loadu_ps(wb);
-                    __m256 b;
 #define WG_STEP(j, A0, A1)                                  \
-    b = _mm256_broadcast_ss(x[j] + ci);                     \
+    b = _mm256_broadcast_ss(WG_X(j));                       \
     A0 = _mm256_fmadd_ps(v0, b, A0);                        \
     A1 = _mm256_fmadd_ps(v1, b, A1);
-                    WG_STEP(0, a00, a01)
-                    WG_STEP(1, a10, a11)
-                    WG_STEP(2, a20, a21)
-                    WG_STEP(3, a30, a31)
-                    WG_STEP(4, a40, a41)
-                    WG_STEP(5, a50, a51)
-#undef WG_STEP
+#define WG_LOOP                                             \
+    for (int ci = 0; ci < Ci; ci++, wa += 8, wb += 8) {     \
+        const __m256 v0 = _mm256_loadu_ps(wa), v1 = _mm256_loadu_ps(wb); \
+        __m256 b;                                           \
+        WG_STEP(0, a00, a01)                                \
+        WG_STEP(1, a10, a11)                                \
+        WG_STEP(2, a20, a21)                                \
+        WG_STEP(3, a30, a31)                                \
+        WG_STEP(4, a40, a41)                                \
+        WG_STEP(5, a50, a51)                                \
+    }
+                if (np == DC_NP) { /* the 6 tiles' rows of V at one base and stride Ci */
+                    const float *xb = Vx + (size_t)k0 * Ci;
+                    const size_t ld = (size_t)Ci;
+#define WG_X(j) (xb + (j) * ld + ci)
+                    WG_LOOP
+#undef WG_X
+                } else { /* the last block: its last tile repeated */
+                    const float *x[DC_NP];
+                    for (int j = 0; j < DC_NP; j++) x[j] = Vx + (size_t)(k0 + (j < np ? j : np - 1)) * Ci;
+#define WG_X(j) (x[j] + ci)
+                    WG_LOOP
+#undef WG_X
                 }
+#undef WG_LOOP
+#undef WG_STEP
                 const __m256 acc[2][DC_NP] = { { a00, a10, a20, a30, a40, a50 },
                                                { a01, a11, a21, a31, a41, a51 } };
                 for (int j = 0; j < np; j++) {
@@ -392,21 +412,42 @@ static void wino_gemm(float *M, const float *V, const float *U, const wino_geom 
     }
 }
 
+/* The first n (1 to 8) floats of v to d (no masked store: slow on some processors, e.g.
+ * AMD Zen, where it took a third of the output transform's time). */
+static inline void store_n(float *d, __m256 v, int n)
+{
+    if (n == 8) {
+        _mm256_storeu_ps(d, v);
+        return;
+    }
+    __m128 h = _mm256_castps256_ps128(v);
+    if (n >= 4) {
+        _mm_storeu_ps(d, h);
+        h = _mm256_extractf128_ps(v, 1);
+        d += 4;
+        n -= 4;
+    }
+    if (n >= 2) {
+        _mm_storel_pi((__m64 *)d, h);
+        h = _mm_movehl_ps(h, h);
+        d += 2;
+        n -= 2;
+    }
+    if (n) _mm_store_ss(d, h);
+}
+
 /* y (Co, Ho * Wo) for the tile rows [i0, i0 + rows) (the chunk's tiles, M (16, TC, Co)):
  * Y = A^T M A. Per 8 tiles of a row and 8 channels: the 2x2 outputs of each tile (8 channels
  * a vector), transposed to 8 tiles a vector and interleaved into 16 pixels of a row of y;
  * the pixels past Wo and the rows past Ho (partial tiles) are not written. */
-static void wino_otrans(float *y, const float *M, const wino_geom *g, int Co, int i0, int rows)
+__attribute__((noinline)) static void wino_otrans(float *y, const float *M, const wino_geom *g, int Co, int i0, int rows)
 {
-    const size_t xs = (size_t)g->TC * Co, P = (size_t)g->Ho * g->Wo;
-    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    const size_t xs = g->ms, P = (size_t)g->Ho * g->Wo;
     for (int ir = 0; ir < rows; ir++) {
         const int i = i0 + ir;
         for (int j0 = 0; j0 < g->tw; j0 += 8) {
             const int nj = g->tw - j0 < 8 ? g->tw - j0 : 8;
             const int nv = g->Wo - 2 * j0 < 16 ? g->Wo - 2 * j0 : 16; /* valid pixels */
-            const __m256i m0 = _mm256_cmpgt_epi32(_mm256_set1_epi32(nv), lane),
-                          m1 = _mm256_cmpgt_epi32(_mm256_set1_epi32(nv - 8), lane);
             for (int c0 = 0; c0 < Co; c0 += 8) {
                 __m256 o[2][2][8]; /* [r][s][tile] */
                 for (int t = 0; t < 8; t++) {
@@ -440,10 +481,11 @@ static void wino_otrans(float *y, const float *M, const wino_geom *g, int Co, in
                         if (nv == 16) {
                             _mm256_storeu_ps(dst, p0);
                             _mm256_storeu_ps(dst + 8, p1);
-                        } else {
-                            _mm256_maskstore_ps(dst, m0, p0);
-                            if (nv > 8) _mm256_maskstore_ps(dst + 8, m1, p1);
-                        }
+                        } else if (nv > 8) {
+                            _mm256_storeu_ps(dst, p0);
+                            store_n(dst + 8, p1, nv - 8);
+                        } else
+                            store_n(dst, p0, nv);
                     }
                 }
             }
