@@ -433,7 +433,7 @@ TEST(conv_winograd_reference)
     harness_seed(33);
     for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
         const pn_conv_shape *s = &cases[k];
-        pn_dconv_winograd_enable(1);
+        pn_dconv_winograd_enable(2); /* also below 32 channels */
         if (!pn_dconv_wino_ok(s)) { /* a build without AVX2 + FMA */
             CHECK(!pn_dconv_ok(s), "case %zu: direct kernel but no Winograd", k);
             continue;
@@ -460,7 +460,7 @@ TEST(conv_winograd_reference)
         float *gy[2][2], *gx[2][2], *gw[2][2];
         for (int p = 0; p < 2; p++)
             for (int t = 0; t < 2; t++) {
-                pn_dconv_winograd_enable(p == 0);
+                pn_dconv_winograd_enable(p == 0 ? 2 : 0);
                 pn_set_threads(t + 1);
                 float *work = fnew(pn_conv2d_workspace(s));
                 gy[p][t] = fnew(ny);
@@ -513,6 +513,7 @@ TEST(conv_winograd_reference)
         free(x); free(w); free(dy); free(wr);
         free(y); free(ya); free(dx); free(dxa); free(dw); free(dwa); free(yw); free(dxw);
     }
+    pn_dconv_winograd_enable(1);
 }
 
 /* Images in parallel (2 threads) against one image at a time (1 thread): same values up to
@@ -653,7 +654,9 @@ TEST(conv_shapes_and_workspace)
     /* direct 3x3: packed weights, then padded input, dout transposed, padded dout and
      * the weight gradient */
     pn_conv_shape d = { 4, 16, 8, 8, 32, 3, 3, 1, 1, 1 };
-    /* (a build without AVX2 + FMA has no direct kernel: im2col + sgemm's workspace) */
+    /* (a build without AVX2 + FMA has no direct kernel: im2col + sgemm's workspace);
+     * 16 input channels: no Winograd by default, so first with it forced */
+    pn_dconv_winograd_enable(2);
     CHECK(!pn_dconv_ok(&d) ? pn_conv2d_workspace(&d) == (size_t)16 * 32 * 9 + 32 * 9 * 64
           : pn_dconv_wino_ok(&d)
               /* Winograd (2x2 tiles: 4x4 of them, planes of 10x10, one chunk of all 16
@@ -664,10 +667,14 @@ TEST(conv_shapes_and_workspace)
                                                (32 * 100 * 2 + 16 * (16 * 32 + 16) + 16 * (16 * 16 + 16)) + 32 * 16 * 9
               : pn_conv2d_workspace(&d) == (size_t)16 * 32 * 9 * 2 + 16 * 100 + 64 * 32 + 32 * 100,
           "direct workspace %zu", pn_conv2d_workspace(&d));
-    pn_dconv_winograd_enable(0);
-    CHECK(!pn_dconv_ok(&d) || pn_conv2d_workspace(&d) == (size_t)16 * 32 * 9 * 2 + 16 * 100 + 64 * 32 + 32 * 100,
-          "direct (no Winograd) workspace %zu", pn_conv2d_workspace(&d));
-    pn_dconv_winograd_enable(1);
+    for (int m = 0; m < 2; m++) { /* off, and the default (16 channels: the direct kernel) */
+        pn_dconv_winograd_enable(m);
+        CHECK(!pn_dconv_ok(&d) || (!pn_dconv_wino_ok(&d) && pn_conv2d_workspace(&d) ==
+                                   (size_t)16 * 32 * 9 * 2 + 16 * 100 + 64 * 32 + 32 * 100),
+              "mode %d: direct workspace %zu", m, pn_conv2d_workspace(&d));
+    }
+    pn_conv_shape d32 = { 4, 32, 8, 8, 32, 3, 3, 1, 1, 1 };
+    CHECK(pn_dconv_wino_ok(&d32) == pn_dconv_ok(&d32), "32 channels: Winograd by default");
     CHECK(pn_conv2d_workspace(NULL) == 0, "NULL shape -> 0");
     pn_set_threads(2);
     /* per thread: column matrix + dweight, each rounded up to 16 floats */

@@ -225,11 +225,18 @@ static void core(float *y, const float *xp, const float *wp, int Cin, int Cout, 
  *   U  (16, Co/8, Ci, 8) transformed packed weights
  * The GEMM's register block is that of core: 2 vectors of 8 output channels x 6 tiles. */
 
-static int wino_enabled = 1;
+static int wino_mode = 1;
 
-void pn_dconv_winograd_enable(int on) { wino_enabled = on != 0; }
+void pn_dconv_winograd_enable(int mode) { wino_mode = mode <= 0 ? 0 : mode >= 2 ? 2 : 1; }
 
-int pn_dconv_wino_ok(const pn_conv_shape *s) { return wino_enabled && pn_dconv_dinp_ok(s); }
+/* Mode 1 (default): at 32 input and output channels or more only. With 16 (and 8) the
+ * transforms cost about as much as the multiply-adds they save: bench_conv on a quiet
+ * machine, 16 channels at 28x28 and 32x32, forward and backward 0.89x to 1.02x of the direct
+ * kernel (docs/RESULTS.md), against 1.1x to 1.3x at 32 and 64. */
+int pn_dconv_wino_ok(const pn_conv_shape *s)
+{
+    return wino_mode && pn_dconv_dinp_ok(s) && (wino_mode == 2 || (s->Cin >= 32 && s->Cout >= 32));
+}
 
 typedef struct {
     int Ho, Wo, th, tw, Hq, Wq, T, TC;

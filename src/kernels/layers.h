@@ -68,10 +68,11 @@ int pn_dconv_dinp_ok(const pn_conv_shape *s);
  * direct kernel where pn_dconv_ok. Not thread-safe; query workspaces again after it. */
 void pn_dconv_enable(int on);
 /* Winograd F(2x2, 3x3) for the stride-1 uses (forward and input gradient) where
- * pn_dconv_wino_ok (stride 1, Cin a multiple of 8; the direct kernel's shapes otherwise);
- * 0: the direct kernel everywhere (tests, benchmarks). Default 1. Not thread-safe; query
+ * pn_dconv_wino_ok: the direct kernel's shapes at stride 1 with Cin a multiple of 8, and
+ * mode 1 (default): at least 32 input and output channels (where it is faster); 2: at any
+ * channel count (tests, benchmarks); 0: never (the direct kernel). Not thread-safe; query
  * workspaces again after it. */
-void pn_dconv_winograd_enable(int on);
+void pn_dconv_winograd_enable(int mode);
 int pn_dconv_wino_ok(const pn_conv_shape *s);
 size_t pn_dconv_scratch(const pn_conv_shape *s, int backward);
 /* Floats of the packed weights: Cin * Cout * 9 (direct) or * 16 (Winograd, U = G g G^T). */
