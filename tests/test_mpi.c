@@ -171,23 +171,20 @@ TEST(syncbn_one_process_equals_builtin_bn)
 
 static char cmd[16384];
 
-/* The gn+pn comparisons run one epoch (4 updates): see gnpn_two_ranks_equal_one_process. */
-#define GNPN_EPOCHS "--epochs 1 "
-
 /* 2 ranks x B/2 against 1 process x B (same update, float summation order aside). */
-static void same_as_one_process(const char *norm, int single_mb, int rank_mb, const char *both,
-                                const char *extra, const char *skip, double tol)
+static void same_as_one_process(const char *norm, int single_mb, int rank_mb, const char *extra,
+                                const char *skip, double tol)
 {
     char one[64], two[64];
     snprintf(one, sizeof one, "one_%c%s.safetensors", norm[0], *extra ? "s" : "");
     snprintf(two, sizeof two, "two_%c%s.safetensors", norm[0], *extra ? "s" : "");
-    snprintf(cmd, sizeof cmd, "%s train --data %s " TINY "--norm %s --batch 128 --micro-batch %d %s --save %s "
-             "--log %s", bin, datadir, norm, single_mb, both, tp(one), tp("one.log"));
+    snprintf(cmd, sizeof cmd, "%s train --data %s " TINY "--norm %s --batch 128 --micro-batch %d --save %s "
+             "--log %s", bin, datadir, norm, single_mb, tp(one), tp("one.log"));
     int rc = sh(cmd);
     CHECK(rc == 0, "%s: 1 process: exit %d: %s", norm, rc, out_buf);
     snprintf(cmd, sizeof cmd,
-             MPIRUN "-np 2 %s train --data %s " TINY "--norm %s --batch 128 --micro-batch %d %s --save %s "
-             "--log %s %s", bin, datadir, norm, rank_mb, both, tp(two), tp("two.log"), extra);
+             MPIRUN "-np 2 %s train --data %s " TINY "--norm %s --batch 128 --micro-batch %d --save %s "
+             "--log %s %s", bin, datadir, norm, rank_mb, tp(two), tp("two.log"), extra);
     rc = sh(cmd);
     CHECK(rc == 0, "%s: 2 ranks: exit %d: %s", norm, rc, out_buf);
     /* Rank 0 alone reports. */
@@ -198,8 +195,8 @@ static void same_as_one_process(const char *norm, int single_mb, int rank_mb, co
     CHECK(d >= 0 && d < tol && n > 10, "%s: 2 ranks vs 1 process: max rel. diff %g over %d tensors",
           norm, d, n);
     /* Not a tautology: a different seed is far away. */
-    snprintf(cmd, sizeof cmd, "%s train --data %s " TINY "--norm %s --batch 128 --micro-batch %d %s --seed 9 --save %s",
-             bin, datadir, norm, single_mb, both, tp("seed9.safetensors"));
+    snprintf(cmd, sizeof cmd, "%s train --data %s " TINY "--norm %s --batch 128 --micro-batch %d --seed 9 --save %s",
+             bin, datadir, norm, single_mb, tp("seed9.safetensors"));
     CHECK(sh(cmd) == 0, "%s: seed 9: %s", norm, out_buf);
     double far = max_diff(tp("seed9.safetensors"), tp(two), skip, &n);
     CHECK(far > 100 * tol, "%s: another seed differs by only %g", norm, far);
@@ -230,17 +227,8 @@ TEST(gnpn_two_ranks_equal_one_process)
      * with the same micro-batches only the order of the final gradient sum differs (the
      * direct convolution sums a weight gradient over a micro-batch's images in its own
      * order, and 8 updates of this tiny gn+pn net amplified that difference to 1.2e-3
-     * between micro-batches of 128 and 32 in the sanitizer build).
-     * One epoch (GNPN_EPOCHS): with the Winograd convolution (conv_direct.c), whose
-     * rounding differs from the direct kernel's, the same jump appeared between 2 ranks and
-     * 1 process in the normal build: max rel. diff 2.7e-8 after each of updates 1 to 4
-     * (--stop-at), 1.0e-4 after update 5, 1.2e-3 after 8 -- a jump within one update, not
-     * a growth of rounding: some activation sits within rounding of a ReLU's kink, so the
-     * summation-order difference flips it (per image, Winograd is deterministic and
-     * independent of the batch: micro-batches of 16, 32, 64 and 128 in 1 process agree to
-     * 5e-8 after 8 updates, and valgrind reports no uninitialized value). Within the first
-     * epoch the 2e-5 tolerance keeps its strength (2.7e-8 measured). */
-    same_as_one_process("gn+pn", 32, 32, GNPN_EPOCHS, "", NULL, 2e-5);
+     * between micro-batches of 128 and 32 in the sanitizer build). */
+    same_as_one_process("gn+pn", 32, 32, "", NULL, 2e-5);
 }
 
 TEST(bn_two_ranks_equal_one_process_micro_batches)
@@ -248,13 +236,13 @@ TEST(bn_two_ranks_equal_one_process_micro_batches)
     /* BN normalizes per rank: equals one process with micro-batches of B/2 = 64
      * split the same way (parameters and momentum; the running statistics are
      * averaged over ranks rather than updated one after the other). */
-    same_as_one_process("bn", 64, 64, "", "", "running", 2e-5);
+    same_as_one_process("bn", 64, 64, "", "running", 2e-5);
 }
 
 TEST(sync_bn_two_ranks_equal_one_process)
 {
     /* --sync-bn: 2 ranks x 64 normalize like 1 process x 128, running statistics included. */
-    same_as_one_process("bn", 128, 64, "", " --sync-bn", NULL, 2e-5);
+    same_as_one_process("bn", 128, 64, " --sync-bn", NULL, 2e-5);
     /* Only for BN. */
     snprintf(cmd, sizeof cmd, MPIRUN "-np 2 %s train --data %s " TINY "--batch 128 --micro-batch 64 --sync-bn",
              bin, datadir);
@@ -265,9 +253,9 @@ TEST(sync_bn_two_ranks_equal_one_process)
 TEST(resume_at_another_rank_count)
 {
     /* 2 ranks stop after 3 updates; 1 process resumes to the end = 1 process throughout
-     * (one_g: micro-batches of 32 and one epoch, as here). */
+     * (one_g: micro-batches of 32, as here). */
     snprintf(cmd, sizeof cmd,
-             MPIRUN "-np 2 %s train --data %s " TINY "--norm gn+pn --batch 128 --micro-batch 32 " GNPN_EPOCHS
+             MPIRUN "-np 2 %s train --data %s " TINY "--norm gn+pn --batch 128 --micro-batch 32 "
              "--save %s --stop-at 3", bin, datadir, tp("r.safetensors"));
     int rc = sh(cmd);
     CHECK(rc == 0 && strstr(out_buf, "stopped at step 3"), "2 ranks --stop-at 3: exit %d: %s", rc, out_buf);
@@ -349,9 +337,6 @@ TEST(dead_rank_ends_the_job)
 TEST(no_mpi_build_refuses_distributed)
 {
     static char cmd[16384];
-
-/* The gn+pn comparisons run one epoch (4 updates): see gnpn_two_ranks_equal_one_process. */
-#define GNPN_EPOCHS "--epochs 1 "
     snprintf(cmd, sizeof cmd, "%s train --data %s " TINY "--distributed", bin, datadir);
     int rc = sh(cmd);
     CHECK(rc == 2 && strstr(out_buf, "--distributed, but this build has no MPI"), "exit %d: %s", rc, out_buf);
