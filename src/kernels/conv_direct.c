@@ -24,6 +24,8 @@
  *   dweight   dW[co][ci][kh][kw] = sum_p dy[co][p] * xpad[ci][p + kh*Wp + kw]: vectors
  *             of 8 output channels of dy (transposed to (P, Cout)) times broadcasts of
  *             the input; 9 accumulators, one per tap.
+ * At stride 1 with 32 to 64 channels, forward and dinp take Winograd F(2x2, 3x3) instead
+ * (below, wino_*; pn_dconv_winograd_enable).
  * Sums are in float, as in the GEMM this replaces; the weight gradient is summed in float
  * over a thread's images (packed layout), and conv.c adds the threads' sums in double. */
 #include <stddef.h>
@@ -218,8 +220,8 @@ static void core(float *y, const float *xp, const float *wp, int Cin, int Cout, 
  *   xq (Ci, Hq, Wq) padded planes, Hq = 2 th + 2, Wq = 2 tw + 2
  *   xt (Hq * Wq, Ci) the same, channels last
  *      (from x directly; from a pn_conv_src through xq)
- *   V  (16, TC, Ci) and M (16, TC, Co) (each xi padded by 16 floats) for a chunk of TC tiles, whole tile rows (so that
- *      V and M stay within about 150 KB, in L2)
+ *   V  (16, TC, Ci) and M (16, TC, Co) (each xi padded by 16 floats) for a chunk of TC
+ *      tiles, whole tile rows (so that V and M stay within about 150 KB, in L2)
  *   y  (Co, Ho*Wo) written by the output transform, 8 tiles x 8 channels transposed at a
  *      time
  *   U  (16, Co/8, Ci, 8) transformed packed weights
@@ -231,8 +233,8 @@ void pn_dconv_winograd_enable(int mode) { wino_mode = mode <= 0 ? 0 : mode >= 2 
 
 /* Mode 1 (default): at 32 input and output channels or more only. With 16 (and 8) the
  * transforms cost about as much as the multiply-adds they save: bench_conv on a quiet
- * machine, 16 channels at 28x28 and 32x32, forward and backward 0.89x to 1.02x of the direct
- * kernel (docs/RESULTS.md), against 1.1x to 1.3x at 32 and 64. */
+ * machine, 8 and 16 channels at 28x28 and 32x32, forward and backward 0.87x to 1.07x of the
+ * direct kernel, mostly below 1 (docs/RESULTS.md), against 1.1x to 1.3x at 32 and 64. */
 int pn_dconv_wino_ok(const pn_conv_shape *s)
 {
     return wino_mode && pn_dconv_dinp_ok(s) && (wino_mode == 2 || (s->Cin >= 32 && s->Cout >= 32));
