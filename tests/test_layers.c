@@ -428,6 +428,10 @@ TEST(conv_winograd_reference)
         { 2, 64, 7, 7, 64, 3, 3, 1, 1, 1 },   { 2, 8, 7, 9, 24, 3, 3, 1, 1, 1 },
         { 2, 64, 5, 6, 8, 3, 3, 1, 2, 1 },    { 3, 24, 10, 11, 16, 3, 3, 1, 0, 1 },
         { 2, 8, 13, 6, 64, 3, 3, 1, 1, 1 },
+        /* the output transform's groups of 8 tiles a row: widths 17 (a last group of 1
+         * tile, 1 valid pixel), 13, 31 (15 valid pixels of 16), 16 at pad 2 */
+        { 2, 8, 9, 17, 16, 3, 3, 1, 1, 1 },   { 2, 16, 6, 13, 8, 3, 3, 1, 1, 1 },
+        { 1, 24, 5, 33, 8, 3, 3, 1, 0, 1 },   { 2, 8, 4, 14, 8, 3, 3, 1, 2, 1 },
     };
     const int threads0 = pn_get_threads();
     harness_seed(33);
