@@ -1,14 +1,17 @@
 /* bench_conv — the 3x3 stride-1 convolutions of resnet20 (28x28 input, width 16) at batch
- * 128: the direct kernel (conv_direct.c) against im2col + OpenBLAS sgemm, measured in the
- * same run.
+ * 128: Winograd F(2x2, 3x3) and the direct kernel (conv_direct.c) against im2col + OpenBLAS
+ * sgemm, measured in the same run.
  *
  *   build/bench/bench_conv [-t "1 2"] [-r REPS] [-s N,Cin,H,W,Cout ...]
  * (-s: other 3x3 stride-1 pad-1 shapes instead of resnet20's, up to 8)
  *
- * Per shape and thread count: GFLOP/s of the forward (2*MACs) and of the backward (dinp
- * and dweight: 4*MACs), fastest of REPS calls after one warm-up, the two paths alternating
- * call by call, and the ratio direct / gemm (> 1: the direct kernel is faster). Also OpenBLAS's large square
- * sgemm (2048^3) as the peak of the machine. */
+ * Per shape and thread count: GFLOP/s of the forward (2*MACs of the direct convolution,
+ * also for Winograd: effective GFLOP/s) and of the backward (dinp and dweight: 4*MACs),
+ * fastest of REPS calls after one warm-up, the three paths alternating call by call, and
+ * the ratios winograd / direct (w/d) and direct / gemm (d/g) (> 1: the first is faster).
+ * Winograd is forced (pn_dconv_winograd_enable(2)) so that every shape shows it; by default
+ * the library uses it at 32 channels and more only (conv_direct.c).
+ * Also OpenBLAS's large square sgemm (2048^3) as the peak of the machine. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,28 +35,36 @@ static float *filled(size_t n)
     return p;
 }
 
-/* Fastest of reps forward (bwd = 0) or backward calls, for the direct kernel (t[0]) and
- * im2col + sgemm (t[1]), the two alternating call by call so that both see the same state
- * of the machine (on a shared or throttled machine, medians of separate blocks of calls
- * differ by 20% from run to run). */
-static void time_conv(const pn_conv_shape *s, int bwd, int reps, double t[2])
+enum { NPATH = 3 };
+
+/* Path d: 0 Winograd (at any channel count), 1 the direct kernel, 2 im2col + sgemm. */
+static void set_path(int d)
+{
+    pn_dconv_enable(d < 2);
+    pn_dconv_winograd_enable(d == 0 ? 2 : 0);
+}
+
+/* Fastest of reps forward (bwd = 0) or backward calls, for each path (t[d]), the paths
+ * alternating call by call so that all see the same state of the machine (on a shared or
+ * throttled machine, medians of separate blocks of calls differ by 20% from run to run). */
+static void time_conv(const pn_conv_shape *s, int bwd, int reps, double t[NPATH])
 {
     int Ho, Wo;
     pn_conv_out_hw(s, &Ho, &Wo);
     const size_t nx = (size_t)s->N * s->Cin * s->H * s->W, ny = (size_t)s->N * s->Cout * Ho * Wo;
     const size_t nw = (size_t)s->Cout * s->Cin * s->KH * s->KW;
     size_t nwork = 0;
-    for (int d = 0; d < 2; d++) {
-        pn_dconv_enable(d == 0);
+    for (int d = 0; d < NPATH; d++) {
+        set_path(d);
         size_t k = pn_conv2d_workspace(s);
         if (k > nwork) nwork = k;
     }
     float *x = filled(nx), *w = filled(nw), *y = filled(ny), *dx = filled(nx), *dw = filled(nw);
     float *work = filled(nwork);
-    t[0] = t[1] = 1e30;
+    for (int d = 0; d < NPATH; d++) t[d] = 1e30;
     for (int r = -1; r < reps; r++)
-        for (int d = 0; d < 2; d++) {
-            pn_dconv_enable(d == 0);
+        for (int d = 0; d < NPATH; d++) {
+            set_path(d);
             double t0 = pn_now_s();
             int rc = bwd ? pn_conv2d_backward(dx, dw, NULL, y, x, w, s, work)
                          : pn_conv2d_forward(y, x, w, NULL, s, work);
@@ -65,6 +76,7 @@ static void time_conv(const pn_conv_shape *s, int bwd, int reps, double t[2])
             if (r >= 0 && dt < t[d]) t[d] = dt;
         }
     pn_dconv_enable(1);
+    pn_dconv_winograd_enable(1);
     free(x); free(w); free(y); free(dx); free(dw); free(work);
 }
 
@@ -95,8 +107,9 @@ int main(int argc, char **argv)
     if (reps < 1) reps = 1;
     char buf[64];
     snprintf(buf, sizeof buf, "%s", threads);
-    printf("%-22s %3s | %8s %8s %6s | %8s %8s %6s | %s\n", "shape (N,Cin,H,W,Cout)", "thr", "fwd dir",
-           "gemm", "d/g", "bwd dir", "gemm", "d/g", "GFLOP/s; peak = OpenBLAS sgemm 2048^3");
+    printf("%-22s %3s | %8s %8s %8s %6s %6s | %8s %8s %8s %6s %6s | %s\n", "shape (N,Cin,H,W,Cout)", "thr",
+           "fwd wino", "dir", "gemm", "w/d", "d/g", "bwd wino", "dir", "gemm", "w/d", "d/g",
+           "GFLOP/s; peak = OpenBLAS sgemm 2048^3");
     for (char *tok = strtok(buf, " "); tok; tok = strtok(NULL, " ")) {
         const int T = atoi(tok);
         if (T < 1) continue;
@@ -104,16 +117,17 @@ int main(int argc, char **argv)
         for (int k = 0; k < ns; k++) {
             const pn_conv_shape *s = &shapes[k];
             const double macs = (double)s->N * s->Cout * s->Cin * 9 * s->H * s->W;
-            double g[2][2];
+            double g[NPATH][2];
             for (int b = 0; b < 2; b++) {
-                double t[2];
+                double t[NPATH];
                 time_conv(s, b, reps, t);
-                for (int d = 0; d < 2; d++) g[d][b] = (b ? 4 : 2) * macs / t[d] * 1e-9;
+                for (int d = 0; d < NPATH; d++) g[d][b] = (b ? 4 : 2) * macs / t[d] * 1e-9;
             }
             char name[32];
             snprintf(name, sizeof name, "%d,%d,%d,%d,%d", s->N, s->Cin, s->H, s->W, s->Cout);
-            printf("%-22s %3d | %8.1f %8.1f %6.2f | %8.1f %8.1f %6.2f |\n", name, T, g[0][0], g[1][0],
-                   g[0][0] / g[1][0], g[0][1], g[1][1], g[0][1] / g[1][1]);
+            printf("%-22s %3d | %8.1f %8.1f %8.1f %6.2f %6.2f | %8.1f %8.1f %8.1f %6.2f %6.2f |\n", name, T,
+                   g[0][0], g[1][0], g[2][0], g[0][0] / g[1][0], g[1][0] / g[2][0], g[0][1], g[1][1], g[2][1],
+                   g[0][1] / g[1][1], g[1][1] / g[2][1]);
         }
         printf("%-22s %3d | peak %.1f GFLOP/s\n", "sgemm 2048^3", T, bench_sgemm_peak());
     }

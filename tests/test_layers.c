@@ -295,6 +295,8 @@ TEST(conv_reference_large)
         { "direct_s2_c3_p0", { 2, 3, 8, 9, 8, 3, 3, 2, 0, 1 }, 0 },
         { "direct_s1_c1", { 2, 1, 9, 8, 16, 3, 3, 1, 1, 1 }, 1 },
     };
+    /* the direct kernel's bound: Winograd off here (conv_winograd_reference checks it) */
+    pn_dconv_winograd_enable(0);
     harness_seed(21);
     for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
         const conv_case *cc = &cases[ci];
@@ -345,6 +347,177 @@ TEST(conv_reference_large)
         free(y); free(ya); free(dx); free(dxa); free(dw); free(dwa);
         conv_ctx_free(&c);
     }
+    pn_dconv_winograd_enable(1);
+}
+
+/* ------------------------------------------ Winograd F(2x2, 3x3) vs the reference */
+/* The bound of the Winograd path (conv_direct.c): for each output, Wabs = the same
+ * algorithm on absolute values, |A^T| (sum over ci of (|G| |g| |G^T|) .* (|B^T| |d| |B|)) |A|,
+ * over the output's 2x2 tile (d the 4x4 input patch, zero outside the input). Each computed
+ * value is the exact one of the absolute-value pipeline's terms with relative perturbations
+ * (1 + delta)^k, |delta| <= u, along at most k = Ci + 7 roundings: 2 in the input transform
+ * (one add per pass), 1 for U (computed in double, rounded once), Ci in the GEMM's
+ * multiply-add chain, 4 in the output transform (two adds per pass). So
+ * |got - exact| <= gamma_k * Wabs <= 2 (k + 1) u Wabs, the form of bound_cmp with
+ * K = Ci + 7 and abs = Wabs. Wabs is larger than the direct kernel's sum |w x| (the
+ * transforms add terms that cancel in exact arithmetic), which is why the Winograd path
+ * gets its own bound.
+ * wabs (N, Co, Ho, Wo) for an input x (N, Ci, Hi, Wi), padding pad, weights g (Co, Ci, 3, 3). */
+static void wino_abs(double *wabs, const float *x, const float *g, int N, int Ci, int Co, int Hi, int Wi,
+                     int pad)
+{
+    static const double G[4][3] = { { 1, 0, 0 }, { .5, .5, .5 }, { .5, .5, .5 }, { 0, 0, 1 } };
+    static const double BT[4][4] = { { 1, 0, 1, 0 }, { 0, 1, 1, 0 }, { 0, 1, 1, 0 }, { 0, 1, 0, 1 } };
+    static const double AT[2][4] = { { 1, 1, 1, 0 }, { 0, 1, 1, 1 } };
+    const int Ho = Hi + 2 * pad - 2, Wo = Wi + 2 * pad - 2, th = (Ho + 1) / 2, tw = (Wo + 1) / 2;
+    double *U = malloc((size_t)Co * Ci * 16 * sizeof(double));
+    for (int o = 0; o < Co; o++)
+        for (int i = 0; i < Ci; i++) {
+            const float *gg = g + ((size_t)o * Ci + i) * 9;
+            for (int a = 0; a < 4; a++)
+                for (int b = 0; b < 4; b++) {
+                    double acc = 0;
+                    for (int k = 0; k < 3; k++)
+                        for (int l = 0; l < 3; l++) acc += G[a][k] * G[b][l] * fabs(gg[k * 3 + l]);
+                    U[((size_t)o * Ci + i) * 16 + a * 4 + b] = acc;
+                }
+        }
+    double *V = malloc((size_t)Ci * 16 * sizeof(double));
+    for (int n = 0; n < N; n++)
+        for (int ti = 0; ti < th; ti++)
+            for (int tj = 0; tj < tw; tj++) {
+                for (int i = 0; i < Ci; i++)
+                    for (int a = 0; a < 4; a++)
+                        for (int b = 0; b < 4; b++) {
+                            double acc = 0;
+                            for (int r = 0; r < 4; r++)
+                                for (int c = 0; c < 4; c++) {
+                                    const int h = 2 * ti - pad + r, w = 2 * tj - pad + c;
+                                    if (h < 0 || h >= Hi || w < 0 || w >= Wi) continue;
+                                    acc += BT[a][r] * BT[b][c] *
+                                           fabs(x[(((size_t)n * Ci + i) * Hi + h) * Wi + w]);
+                                }
+                            V[(size_t)i * 16 + a * 4 + b] = acc;
+                        }
+                for (int o = 0; o < Co; o++) {
+                    double m[16] = { 0 };
+                    for (int i = 0; i < Ci; i++)
+                        for (int e = 0; e < 16; e++) m[e] += U[((size_t)o * Ci + i) * 16 + e] * V[(size_t)i * 16 + e];
+                    for (int r = 0; r < 2; r++)
+                        for (int s = 0; s < 2; s++) {
+                            const int oh = 2 * ti + r, ow = 2 * tj + s;
+                            if (oh >= Ho || ow >= Wo) continue;
+                            double acc = 0;
+                            for (int a = 0; a < 4; a++)
+                                for (int b = 0; b < 4; b++) acc += AT[r][a] * AT[s][b] * m[a * 4 + b];
+                            wabs[(((size_t)n * Co + o) * Ho + oh) * Wo + ow] = acc;
+                        }
+                }
+            }
+    free(U);
+    free(V);
+}
+
+/* resnet20's planes (28x28, 14x14, 7x7: odd, partial tiles), pads 0 to 2, 8 to 64 channels
+ * (Cout 8 and 24: one vector of output channels in a block), in the forward and in the
+ * input gradient (the Winograd convolution of dout by the rotated weights). */
+TEST(conv_winograd_reference)
+{
+    static const pn_conv_shape cases[] = {
+        { 2, 16, 28, 28, 16, 3, 3, 1, 1, 1 }, { 2, 32, 14, 14, 32, 3, 3, 1, 1, 1 },
+        { 2, 64, 7, 7, 64, 3, 3, 1, 1, 1 },   { 2, 8, 7, 9, 24, 3, 3, 1, 1, 1 },
+        { 2, 64, 5, 6, 8, 3, 3, 1, 2, 1 },    { 3, 24, 10, 11, 16, 3, 3, 1, 0, 1 },
+        { 2, 8, 13, 6, 64, 3, 3, 1, 1, 1 },
+        /* the output transform's groups of 8 tiles a row: widths 17 (a last group of 1
+         * tile, 1 valid pixel), 13, 31 (15 valid pixels of 16), 16 at pad 2 */
+        { 2, 8, 9, 17, 16, 3, 3, 1, 1, 1 },   { 2, 16, 6, 13, 8, 3, 3, 1, 1, 1 },
+        { 1, 24, 5, 33, 8, 3, 3, 1, 0, 1 },   { 2, 8, 4, 14, 8, 3, 3, 1, 2, 1 },
+    };
+    const int threads0 = pn_get_threads();
+    harness_seed(33);
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        const pn_conv_shape *s = &cases[k];
+        pn_dconv_winograd_enable(2); /* also below 32 channels */
+        if (!pn_dconv_wino_ok(s)) { /* a build without AVX2 + FMA */
+            CHECK(!pn_dconv_ok(s), "case %zu: direct kernel but no Winograd", k);
+            continue;
+        }
+        int Ho, Wo;
+        pn_conv_out_hw(s, &Ho, &Wo);
+        const size_t nx = (size_t)s->N * s->Cin * s->H * s->W, nw = (size_t)s->Cout * s->Cin * 9,
+                     ny = (size_t)s->N * s->Cout * Ho * Wo;
+        float *x = fnew(nx), *w = fnew(nw), *dy = fnew(ny), *wr = fnew(nw);
+        harness_fill_normal(x, nx, 0, 1);
+        harness_fill_normal(w, nw, 0, 0.2);
+        harness_fill_normal(dy, ny, 0, 1);
+        /* wr (Cin, Cout, 3, 3): the weights of the input gradient's convolution */
+        for (int co = 0; co < s->Cout; co++)
+            for (int ci = 0; ci < s->Cin; ci++)
+                for (int t = 0; t < 9; t++)
+                    wr[((size_t)ci * s->Cout + co) * 9 + t] = w[((size_t)co * s->Cin + ci) * 9 + 8 - t];
+        double *y = calloc(ny, 8), *ya = calloc(ny, 8), *dx = calloc(nx, 8), *dxa = calloc(nx, 8),
+               *dw = calloc(nw, 8), *dwa = calloc(nw, 8), *yw = calloc(ny, 8), *dxw = calloc(nx, 8);
+        ref_conv(s, Ho, Wo, x, w, NULL, dy, y, ya, dx, dxa, dw, dwa);
+        wino_abs(yw, x, w, s->N, s->Cin, s->Cout, s->H, s->W, s->pad);
+        wino_abs(dxw, dy, wr, s->N, s->Cout, s->Cin, Ho, Wo, 2 - s->pad);
+        /* [path][threads]: path 0 Winograd, 1 direct */
+        float *gy[2][2], *gx[2][2], *gw[2][2];
+        for (int p = 0; p < 2; p++)
+            for (int t = 0; t < 2; t++) {
+                pn_dconv_winograd_enable(p == 0 ? 2 : 0);
+                pn_set_threads(t + 1);
+                float *work = fnew(pn_conv2d_workspace(s));
+                gy[p][t] = fnew(ny);
+                gx[p][t] = fnew(nx);
+                gw[p][t] = fnew(nw);
+                CHECK(pn_conv2d_forward(gy[p][t], x, w, NULL, s, work) == PN_OK, "case %zu fwd", k);
+                CHECK(pn_conv2d_backward(gx[p][t], gw[p][t], NULL, dy, x, w, s, work) == PN_OK, "case %zu bwd",
+                      k);
+                free(work);
+            }
+        pn_dconv_winograd_enable(1);
+        pn_set_threads(threads0);
+        char what[64];
+        snprintf(what, sizeof what, "wino %d,%d,%d,%d,%d p%d out", s->N, s->Cin, s->H, s->W, s->Cout, s->pad);
+        bound_cmp(what, gy[0][0], y, yw, ny, s->Cin + 7);
+        snprintf(what, sizeof what, "wino %d,%d,%d,%d,%d p%d dx", s->N, s->Cin, s->H, s->W, s->Cout, s->pad);
+        bound_cmp(what, gx[0][0], dx, dxw, nx, s->Cout + 7);
+        snprintf(what, sizeof what, "wino %d,%d,%d,%d,%d p%d dw", s->N, s->Cin, s->H, s->W, s->Cout, s->pad);
+        bound_cmp(what, gw[0][0], dw, dwa, nw, s->N * Ho * Wo);
+        /* Winograd vs the direct kernel: within the sum of the two bounds; the paths differ
+         * (some outputs must differ in their last bits, else the switch did nothing) */
+        double worst = 0;
+        size_t ndiff = 0;
+        for (size_t i = 0; i < ny; i++) {
+            const double tol = 2.0 * (s->Cin + 8) * 5.96e-8 * (yw[i] + ya[i]);
+            const double e = fabs((double)gy[0][0][i] - gy[1][0][i]) / tol;
+            ndiff += gy[0][0][i] != gy[1][0][i];
+            if (!(e <= worst)) worst = e;
+        }
+        for (size_t i = 0; i < nx; i++) {
+            const double tol = 2.0 * (s->Cout + 8) * 5.96e-8 * (dxw[i] + dxa[i]);
+            const double e = fabs((double)gx[0][0][i] - gx[1][0][i]) / tol;
+            ndiff += gx[0][0][i] != gx[1][0][i];
+            if (!(e <= worst)) worst = e;
+        }
+        CHECK(worst <= 1.0, "case %zu: Winograd vs direct: worst error / bound %.3g", k, worst);
+        CHECK(ndiff > 0, "case %zu: Winograd and direct give the same bits", k);
+        if (verbose) printf("  wino vs direct case %zu: worst error / bound %.3g, %zu differ\n", k, worst, ndiff);
+        /* threads vs serial: the same bits for out and dx (images are independent; the
+         * weight gradient's float sums follow the images' split among the threads) */
+        for (int p = 0; p < 2; p++)
+            CHECK(memcmp(gy[p][0], gy[p][1], ny * 4) == 0 && memcmp(gx[p][0], gx[p][1], nx * 4) == 0,
+                  "case %zu path %d: 2 threads differ from 1", k, p);
+        for (int p = 0; p < 2; p++)
+            for (int t = 0; t < 2; t++) {
+                free(gy[p][t]);
+                free(gx[p][t]);
+                free(gw[p][t]);
+            }
+        free(x); free(w); free(dy); free(wr);
+        free(y); free(ya); free(dx); free(dxa); free(dw); free(dwa); free(yw); free(dxw);
+    }
+    pn_dconv_winograd_enable(1);
 }
 
 /* Images in parallel (2 threads) against one image at a time (1 thread): same values up to
@@ -485,10 +658,27 @@ TEST(conv_shapes_and_workspace)
     /* direct 3x3: packed weights, then padded input, dout transposed, padded dout and
      * the weight gradient */
     pn_conv_shape d = { 4, 16, 8, 8, 32, 3, 3, 1, 1, 1 };
-    /* (a build without AVX2 + FMA has no direct kernel: im2col + sgemm's workspace) */
-    CHECK(pn_dconv_ok(&d) ? pn_conv2d_workspace(&d) == (size_t)16 * 32 * 9 * 2 + 16 * 100 + 64 * 32 + 32 * 100
-                          : pn_conv2d_workspace(&d) == (size_t)16 * 32 * 9 + 32 * 9 * 64,
+    /* (a build without AVX2 + FMA has no direct kernel: im2col + sgemm's workspace);
+     * 16 input channels: no Winograd by default, so first with it forced */
+    pn_dconv_winograd_enable(2);
+    CHECK(!pn_dconv_ok(&d) ? pn_conv2d_workspace(&d) == (size_t)16 * 32 * 9 + 32 * 9 * 64
+          : pn_dconv_wino_ok(&d)
+              /* Winograd (2x2 tiles: 4x4 of them, planes of 10x10, one chunk of all 16
+               * tiles): U (16 per channel pair), then per thread the padded input, dout
+               * transposed, the input gradient's Winograd scratch (dout's planes padded,
+               * planar and channels last; V and M) and the weight gradient */
+              ? pn_conv2d_workspace(&d) == (size_t)16 * 32 * 16 + 16 * 100 + 64 * 32 +
+                                               (32 * 100 * 2 + 16 * (16 * 32 + 16) + 16 * (16 * 16 + 16)) + 32 * 16 * 9
+              : pn_conv2d_workspace(&d) == (size_t)16 * 32 * 9 * 2 + 16 * 100 + 64 * 32 + 32 * 100,
           "direct workspace %zu", pn_conv2d_workspace(&d));
+    for (int m = 0; m < 2; m++) { /* off, and the default (16 channels: the direct kernel) */
+        pn_dconv_winograd_enable(m);
+        CHECK(!pn_dconv_ok(&d) || (!pn_dconv_wino_ok(&d) && pn_conv2d_workspace(&d) ==
+                                   (size_t)16 * 32 * 9 * 2 + 16 * 100 + 64 * 32 + 32 * 100),
+              "mode %d: direct workspace %zu", m, pn_conv2d_workspace(&d));
+    }
+    pn_conv_shape d32 = { 4, 32, 8, 8, 32, 3, 3, 1, 1, 1 };
+    CHECK(pn_dconv_wino_ok(&d32) == pn_dconv_ok(&d32), "32 channels: Winograd by default");
     CHECK(pn_conv2d_workspace(NULL) == 0, "NULL shape -> 0");
     pn_set_threads(2);
     /* per thread: column matrix + dweight, each rounded up to 16 floats */
@@ -940,6 +1130,7 @@ int main(void)
     RUN(conv_fd);
     RUN(conv_golden);
     RUN(conv_reference_large);
+    RUN(conv_winograd_reference);
     RUN(linear_fd);
     RUN(linear_golden);
     RUN(pool_fd);

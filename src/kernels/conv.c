@@ -159,7 +159,9 @@ static size_t col_floats(const pn_conv_shape *s, int Ho, int Wo)
  * start of the workspace. */
 static size_t wflip_floats(const pn_conv_shape *s)
 {
-    return flip_dinp(s) || pn_dconv_ok(s) ? al16((size_t)s->Cin * s->Cout * s->KH * s->KW) : 0;
+    size_t n = flip_dinp(s) ? (size_t)s->Cin * s->Cout * s->KH * s->KW : 0;
+    if (pn_dconv_ok(s) && pn_dconv_wpack_floats(s) > n) n = pn_dconv_wpack_floats(s); /* Winograd: 16 per pair */
+    return al16(n);
 }
 
 /* Per-image multiply-adds above which one image is split across the BLAS threads
@@ -529,7 +531,7 @@ static void direct_fwd(float *out, const float *inp, const pn_conv_src *src, con
     pn_conv_out_hw(s, &Ho, &Wo);
     const size_t HW = (size_t)s->H * s->W, HoWo = (size_t)Ho * Wo;
     const int T = img_threads(s, Ho, Wo);
-    pn_dconv_pack_fwd(work, weight, s->Cin, s->Cout);
+    pn_dconv_pack_fwd(work, weight, s);
     const size_t slice = slice_floats(s, Ho, Wo), off = wflip_floats(s);
     #pragma omp parallel num_threads(T) if (T > 1 && s->N >= T)
     {
@@ -554,7 +556,7 @@ static void direct_bwd(float *dinp, float *dweight, const float *dout, const flo
     const size_t HW = (size_t)s->H * s->W, HoWo = (size_t)Ho * Wo;
     const int T = img_threads(s, Ho, Wo);
     const int ddir = pn_dconv_dinp_ok(s);
-    if (dinp && ddir) pn_dconv_pack_bwd(work, weight, s->Cin, s->Cout);
+    if (dinp && ddir) pn_dconv_pack_bwd(work, weight, s);
     const size_t dsz = pn_dconv_scratch(s, 1);
     const int Kg = s->Cin * s->KH * s->KW;
     const int par = T > 1 && s->N >= T;

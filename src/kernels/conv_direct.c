@@ -24,6 +24,8 @@
  *   dweight   dW[co][ci][kh][kw] = sum_p dy[co][p] * xpad[ci][p + kh*Wp + kw]: vectors
  *             of 8 output channels of dy (transposed to (P, Cout)) times broadcasts of
  *             the input; 9 accumulators, one per tap.
+ * At stride 1 with 32 to 64 channels, forward and dinp take Winograd F(2x2, 3x3) instead
+ * (below, wino_*; pn_dconv_winograd_enable).
  * Sums are in float, as in the GEMM this replaces; the weight gradient is summed in float
  * over a thread's images (packed layout), and conv.c adds the threads' sums in double. */
 #include <stddef.h>
@@ -59,47 +61,20 @@ static size_t pplane(int H, int W, int pad) { return (size_t)(H + 2 * pad) * (si
 
 static int out_size(int n, int pad, int st) { return (n + 2 * pad - DC_K) / st + 1; }
 
-size_t pn_dconv_scratch(const pn_conv_shape *s, int backward)
+/* Zero C padded planes of Hq x Wq. The borders stay zero because pad_copy writes
+ * interiors only. */
+static void pad_zero(float *xp, int C, int Hq, int Wq)
 {
-    const int Ho = out_size(s->H, s->pad, s->stride), Wo = out_size(s->W, s->pad, s->stride);
-    size_t n = (size_t)s->Cin * pplane(s->H, s->W, s->pad);
-    if (backward) n += (size_t)Ho * Wo * s->Cout;
-    if (backward && pn_dconv_dinp_ok(s)) n += (size_t)s->Cout * pplane(Ho, Wo, 2 - s->pad);
-    return n;
+    memset(xp, 0, (size_t)C * Hq * Wq * sizeof(float));
 }
 
-// w (Cout, Cin, 3, 3) -> wp (Cout/8, Cin, 3, 3, 8)
-void pn_dconv_pack_fwd(float *wp, const float *w, int Cin, int Cout)
+/* x (C, H, W) -> interior of xp (C, Hq, Wq) at row and column pad (Hq >= H + 2 pad,
+ * Wq >= W + 2 pad: the Winograd path's planes have a row and a column more when the
+ * output size is odd). */
+static void pad_copy(float *xp, const float *x, int C, int H, int W, int pad, int Hq, int Wq)
 {
-    for (int co = 0; co < Cout; co++)
-        for (int ci = 0; ci < Cin; ci++)
-            for (int t = 0; t < DC_T; t++)
-                wp[(((size_t)(co / 8) * Cin + ci) * DC_T + t) * 8 + co % 8] =
-                    w[((size_t)co * Cin + ci) * DC_T + t];
-}
-
-// w (Cout, Cin, 3, 3) -> wp (Cin/8, Cout, 3, 3, 8): wp[ci/8][co][t][ci%8] = w[co][ci][8 - t]
-void pn_dconv_pack_bwd(float *wp, const float *w, int Cin, int Cout)
-{
-    for (int co = 0; co < Cout; co++)
-        for (int ci = 0; ci < Cin; ci++)
-            for (int t = 0; t < DC_T; t++)
-                wp[(((size_t)(ci / 8) * Cout + co) * DC_T + t) * 8 + ci % 8] =
-                    w[((size_t)co * Cin + ci) * DC_T + (DC_T - 1 - t)];
-}
-
-/* Zero the padded planes of xp (C planes of the padded size). The borders stay zero
- * because pad_copy writes interiors only. */
-static void pad_zero(float *xp, int C, int H, int W, int pad)
-{
-    memset(xp, 0, (size_t)C * pplane(H, W, pad) * sizeof(float));
-}
-
-// x (C, H, W) -> interior of xp (C, H+2pad, W+2pad)
-static void pad_copy(float *xp, const float *x, int C, int H, int W, int pad)
-{
-    const int Wp = W + 2 * pad;
-    const size_t ps = pplane(H, W, pad);
+    const int Wp = Wq;
+    const size_t ps = (size_t)Hq * Wq;
     for (int c = 0; c < C; c++)
         for (int h = 0; h < H; h++) {
             /* rows of 7 to 32 floats: an inline loop, not a memcpy call per row */
@@ -113,14 +88,14 @@ static void pad_copy(float *xp, const float *x, int C, int H, int W, int pad)
 
 /* The interior of xp from image n of src (or from x): pad_copy or the source's planes. */
 static void pad_fill(float *xp, const float *x, const pn_conv_src *src, int n, int C, int H, int W,
-                     int pad)
+                     int pad, int Hq, int Wq)
 {
     if (!src) {
-        pad_copy(xp, x, C, H, W, pad);
+        pad_copy(xp, x, C, H, W, pad, Hq, Wq);
         return;
     }
-    const int Wp = W + 2 * pad;
-    const size_t ps = pplane(H, W, pad);
+    const int Wp = Wq;
+    const size_t ps = (size_t)Hq * Wq;
     for (int c = 0; c < C; c++) src->plane(src->ctx, n, c, xp + c * ps + (size_t)pad * Wp + pad, Wp);
 }
 
@@ -229,12 +204,406 @@ static void core(float *y, const float *xp, const float *wp, int Cin, int Cout, 
     }
 }
 
+/* ------------------------------------------------------- Winograd F(2x2, 3x3), stride 1
+ *
+ * A stride-1 3x3 convolution of Ci input channels into Co output channels (both multiples
+ * of 8) on a plane of Ho x Wo outputs, in 2x2 output tiles (th x tw of them; a 7x7 output
+ * has a last row and column of tiles half outside: the input plane gets one zero row and
+ * column more, the tiles' extra outputs are computed and dropped). Per tile
+ *   d (4x4 input patch at (2i, 2j) of the padded plane), V = B^T d B,
+ *   g (3x3 weights), U = G g G^T (once per call, in the packing),
+ *   M[xi] = sum over ci of U[xi] V[xi] (xi = 0..15: 16 GEMMs (Co x Ci) x (Ci x tiles)),
+ *   Y (2x2) = A^T M A,
+ * with B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1], G = [1 0 0; .5 .5 .5; .5 -.5 .5;
+ * 0 0 1], A^T = [1 1 1 0; 0 1 -1 -1]: 16 multiply-adds per tile and channel pair instead
+ * of 36. Layouts (channels in the vector lanes throughout, transposed at entry and exit):
+ *   xq (Ci, Hq, Wq) padded planes, Hq = 2 th + 2, Wq = 2 tw + 2
+ *   xt (Hq * Wq, Ci) the same, channels last
+ *      (from x directly; from a pn_conv_src through xq)
+ *   V  (16, TC, Ci) and M (16, TC, Co) (each xi padded by 16 floats) for a chunk of TC
+ *      tiles, whole tile rows (so that V and M stay within about 150 KB, in L2)
+ *   y  (Co, Ho*Wo) written by the output transform, 8 tiles x 8 channels transposed at a
+ *      time
+ *   U  (16, Co/8, Ci, 8) transformed packed weights
+ * The GEMM's register block is that of core: 2 vectors of 8 output channels x 6 tiles. */
+
+static int wino_mode = 1;
+
+void pn_dconv_winograd_enable(int mode) { wino_mode = mode <= 0 ? 0 : mode >= 2 ? 2 : 1; }
+
+/* Mode 1 (default): at 32 input and output channels or more only. With 16 (and 8) the
+ * transforms cost about as much as the multiply-adds they save: bench_conv on a quiet
+ * machine, 8 and 16 channels at 28x28 and 32x32, forward and backward 0.87x to 1.07x of the
+ * direct kernel, mostly below 1 (docs/RESULTS.md), against 1.1x to 1.3x at 32 and 64. */
+int pn_dconv_wino_ok(const pn_conv_shape *s)
+{
+    return wino_mode && pn_dconv_dinp_ok(s) && (wino_mode == 2 || (s->Cin >= 32 && s->Cout >= 32));
+}
+
+typedef struct {
+    int Ho, Wo, th, tw, Hq, Wq, T, TC;
+    size_t vs, ms; /* floats between the V[xi] (the M[xi]) */
+    size_t xq, xt, V, M, total; /* offsets in floats */
+} wino_geom;
+
+/* The geometry for an input of Ci channels and Hi x Wi with padding pad, Co outputs. */
+static wino_geom wino_plan(int Ci, int Co, int Hi, int Wi, int pad)
+{
+    wino_geom g;
+    g.Ho = Hi + 2 * pad - 2;
+    g.Wo = Wi + 2 * pad - 2;
+    g.th = (g.Ho + 1) / 2;
+    g.tw = (g.Wo + 1) / 2;
+    g.Hq = 2 * g.th + 2;
+    g.Wq = 2 * g.tw + 2;
+    g.T = g.th * g.tw;
+    /* chunks of whole tile rows, about 6 * 384 / (Ci + Co) tiles */
+    const int tc = 6 * (384 / (Ci + Co) > 1 ? 384 / (Ci + Co) : 1), R = tc / g.tw > 1 ? tc / g.tw : 1;
+    g.TC = (R < g.th ? R : g.th) * g.tw;
+    const size_t plane = (size_t)Ci * g.Hq * g.Wq;
+    g.xq = 0;
+    g.xt = (plane + 15) & ~(size_t)15;
+    g.V = g.xt + ((plane + 15) & ~(size_t)15);
+    /* 16 floats more per xi: the 16 V[xi] (M[xi]) are read and written together, and at
+     * strides of 4 KB (64 channels x 16 tiles) they would all fall in the same L1 sets */
+    g.vs = (size_t)g.TC * Ci + 16;
+    g.ms = (size_t)g.TC * Co + 16;
+    g.M = g.V + 16 * g.vs;
+    g.total = g.M + 16 * g.ms;
+    return g;
+}
+
+/* g (3x3, element (k, l) at g[k * sk + l * sl]) -> U[xi * ustride] = (G g G^T)[xi],
+ * in double and rounded once. */
+static void wino_wtrans(float *U, size_t ustride, const float *g, int sk, int sl)
+{
+    static const double G[4][3] = { { 1, 0, 0 }, { .5, .5, .5 }, { .5, -.5, .5 }, { 0, 0, 1 } };
+    double t[4][3];
+    for (int a = 0; a < 4; a++)
+        for (int l = 0; l < 3; l++)
+            t[a][l] = G[a][0] * g[l * sl] + G[a][1] * g[sk + l * sl] + G[a][2] * g[2 * sk + l * sl];
+    for (int a = 0; a < 4; a++)
+        for (int b = 0; b < 4; b++)
+            U[(size_t)(a * 4 + b) * ustride] =
+                (float)(t[a][0] * G[b][0] + t[a][1] * G[b][1] + t[a][2] * G[b][2]);
+}
+
+/* xq (Ci, P) -> xt (P, Ci), Ci a multiple of 8. */
+static void to_chlast(float *xt, const float *xq, int Ci, int P)
+{
+    for (int c0 = 0; c0 < Ci; c0 += 8) {
+        const float *src = xq + (size_t)c0 * P;
+        int p = 0;
+        for (; p + 8 <= P; p += 8) {
+            __m256 r[8];
+            for (int l = 0; l < 8; l++) r[l] = _mm256_loadu_ps(src + (size_t)l * P + p);
+            transpose8(r);
+            for (int l = 0; l < 8; l++) _mm256_storeu_ps(xt + (size_t)(p + l) * Ci + c0, r[l]);
+        }
+        for (; p < P; p++)
+            for (int l = 0; l < 8; l++) xt[(size_t)p * Ci + c0 + l] = src[(size_t)l * P + p];
+    }
+}
+
+/* x (Ci, Hi, Wi) -> the interior of xt (Hq, Wq, Ci) at row and column pad (the padding
+ * and the rest of the plane are left as they are: zero). 8 channels x 8 columns at a time,
+ * the last columns of a row by masked loads. */
+__attribute__((noinline)) static void pad_chlast(float *xt, const float *x, int Ci, int Hi, int Wi, int pad, int Wq)
+{
+    const size_t ps = (size_t)Hi * Wi;
+    for (int c0 = 0; c0 < Ci; c0 += 8)
+        for (int h = 0; h < Hi; h++) {
+            const float *src = x + (size_t)c0 * ps + (size_t)h * Wi;
+            float *dst = xt + ((size_t)(h + pad) * Wq + pad) * Ci + c0;
+            for (int w = 0; w < Wi; w += 8) {
+                const int nw = Wi - w < 8 ? Wi - w : 8;
+                __m256 r[8];
+                if (nw == 8)
+                    for (int l = 0; l < 8; l++) r[l] = _mm256_loadu_ps(src + l * ps + w);
+                else {
+                    const __m256i m = _mm256_cmpgt_epi32(_mm256_set1_epi32(nw), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+                    for (int l = 0; l < 8; l++) r[l] = _mm256_maskload_ps(src + l * ps + w, m);
+                }
+                transpose8(r);
+                for (int l = 0; l < nw; l++) _mm256_storeu_ps(dst + (size_t)(w + l) * Ci, r[l]);
+            }
+        }
+}
+
+/* V (16, TC, Ci) for tiles [t0, t0 + nt) from xt. */
+__attribute__((noinline)) static void wino_itrans(float *V, const float *xt, const wino_geom *g, int Ci, int t0, int nt)
+{
+    const size_t xs = g->vs, rs = (size_t)g->Wq * Ci;
+    for (int k = 0; k < nt; k++) {
+        const int t = t0 + k, i = t / g->tw, j = t % g->tw;
+        const float *base = xt + ((size_t)2 * i * g->Wq + 2 * j) * Ci;
+        float *v = V + (size_t)k * Ci;
+        for (int c0 = 0; c0 < Ci; c0 += 8) {
+            __m256 r[4][4];
+            /* columns: r[a][c] = (B^T d)[a][c] */
+            for (int c = 0; c < 4; c++) {
+                const float *b = base + (size_t)c * Ci + c0;
+                const __m256 d0 = _mm256_loadu_ps(b), d1 = _mm256_loadu_ps(b + rs),
+                             d2 = _mm256_loadu_ps(b + 2 * rs), d3 = _mm256_loadu_ps(b + 3 * rs);
+                r[0][c] = _mm256_sub_ps(d0, d2);
+                r[1][c] = _mm256_add_ps(d1, d2);
+                r[2][c] = _mm256_sub_ps(d2, d1);
+                r[3][c] = _mm256_sub_ps(d1, d3);
+            }
+            /* rows: V[a][b] = (r B)[a][b] */
+            for (int a = 0; a < 4; a++) {
+                float *o = v + (size_t)a * 4 * xs + c0;
+                _mm256_storeu_ps(o, _mm256_sub_ps(r[a][0], r[a][2]));
+                _mm256_storeu_ps(o + xs, _mm256_add_ps(r[a][1], r[a][2]));
+                _mm256_storeu_ps(o + 2 * xs, _mm256_sub_ps(r[a][2], r[a][1]));
+                _mm256_storeu_ps(o + 3 * xs, _mm256_sub_ps(r[a][1], r[a][3]));
+            }
+        }
+    }
+}
+
+/* M[xi] (nt, Co) = V[xi] (nt, Ci) x U[xi]^T for the 16 xi; U (16, Co/8, Ci, 8).
+ * noinline: inlined into wino_conv, GCC 12 kept the tile pointers on the stack (5 more loads
+ * per 12 multiply-adds, ~15% slower). The transforms are kept apart too (profiles). */
+__attribute__((noinline)) static void wino_gemm(float *M, const float *V, const float *U, const wino_geom *g, int Ci, int Co,
+                      int nt)
+{
+    for (int xi = 0; xi < 16; xi++) {
+        const float *Ux = U + (size_t)xi * Co * Ci, *Vx = V + (size_t)xi * g->vs;
+        float *Mx = M + (size_t)xi * g->ms;
+        for (int cb = 0; cb < Co; cb += 16) {
+            const int nv = Co - cb >= 16 ? 2 : 1;
+            const float *w0 = Ux + (size_t)(cb / 8) * Ci * 8, *w1 = nv == 2 ? w0 + (size_t)Ci * 8 : w0;
+            for (int k0 = 0; k0 < nt; k0 += DC_NP) {
+                const int np = nt - k0 < DC_NP ? nt - k0 : DC_NP;
+                __m256 a00 = _mm256_setzero_ps(), a01 = a00, a10 = a00, a11 = a00, a20 = a00,
+                       a21 = a00, a30 = a00, a31 = a00, a40 = a00, a41 = a00, a50 = a00, a51 = a00;
+                const float *wa = w0, *wb = w1;
+#define WG_STEP(j, A0, A1)                                  \
+    b = _mm256_broadcast_ss(WG_X(j));                       \
+    A0 = _mm256_fmadd_ps(v0, b, A0);                        \
+    A1 = _mm256_fmadd_ps(v1, b, A1);
+#define WG_LOOP                                             \
+    for (int ci = 0; ci < Ci; ci++, wa += 8, wb += 8) {     \
+        const __m256 v0 = _mm256_loadu_ps(wa), v1 = _mm256_loadu_ps(wb); \
+        __m256 b;                                           \
+        WG_STEP(0, a00, a01)                                \
+        WG_STEP(1, a10, a11)                                \
+        WG_STEP(2, a20, a21)                                \
+        WG_STEP(3, a30, a31)                                \
+        WG_STEP(4, a40, a41)                                \
+        WG_STEP(5, a50, a51)                                \
+    }
+                if (np == DC_NP) { /* the 6 tiles' rows of V at one base and stride Ci */
+                    const float *xb = Vx + (size_t)k0 * Ci;
+                    const size_t ld = (size_t)Ci;
+#define WG_X(j) (xb + (j) * ld + ci)
+                    WG_LOOP
+#undef WG_X
+                } else { /* the last block: its last tile repeated */
+                    const float *x[DC_NP];
+                    for (int j = 0; j < DC_NP; j++) x[j] = Vx + (size_t)(k0 + (j < np ? j : np - 1)) * Ci;
+#define WG_X(j) (x[j] + ci)
+                    WG_LOOP
+#undef WG_X
+                }
+#undef WG_LOOP
+#undef WG_STEP
+                const __m256 acc[2][DC_NP] = { { a00, a10, a20, a30, a40, a50 },
+                                               { a01, a11, a21, a31, a41, a51 } };
+                for (int j = 0; j < np; j++) {
+                    float *m = Mx + (size_t)(k0 + j) * Co + cb;
+                    _mm256_storeu_ps(m, acc[0][j]);
+                    if (nv == 2) _mm256_storeu_ps(m + 8, acc[1][j]);
+                }
+            }
+        }
+    }
+}
+
+/* The first n (1 to 8) floats of v to d (no masked store: slow on some processors, e.g.
+ * AMD Zen, where it took a third of the output transform's time). */
+static inline void store_n(float *d, __m256 v, int n)
+{
+    if (n == 8) {
+        _mm256_storeu_ps(d, v);
+        return;
+    }
+    __m128 h = _mm256_castps256_ps128(v);
+    if (n >= 4) {
+        _mm_storeu_ps(d, h);
+        h = _mm256_extractf128_ps(v, 1);
+        d += 4;
+        n -= 4;
+    }
+    if (n >= 2) {
+        _mm_storel_pi((__m64 *)d, h);
+        h = _mm_movehl_ps(h, h);
+        d += 2;
+        n -= 2;
+    }
+    if (n) _mm_store_ss(d, h);
+}
+
+/* y (Co, Ho * Wo) for the tile rows [i0, i0 + rows) (the chunk's tiles, M (16, TC, Co)):
+ * Y = A^T M A. Per 8 tiles of a row and 8 channels: the 2x2 outputs of each tile (8 channels
+ * a vector), transposed to 8 tiles a vector and interleaved into 16 pixels of a row of y;
+ * the pixels past Wo and the rows past Ho (partial tiles) are not written. */
+__attribute__((noinline)) static void wino_otrans(float *y, const float *M, const wino_geom *g, int Co, int i0, int rows)
+{
+    const size_t xs = g->ms, P = (size_t)g->Ho * g->Wo;
+    for (int ir = 0; ir < rows; ir++) {
+        const int i = i0 + ir;
+        for (int j0 = 0; j0 < g->tw; j0 += 8) {
+            const int nj = g->tw - j0 < 8 ? g->tw - j0 : 8;
+            const int nv = g->Wo - 2 * j0 < 16 ? g->Wo - 2 * j0 : 16; /* valid pixels */
+            for (int c0 = 0; c0 < Co; c0 += 8) {
+                __m256 o[2][2][8]; /* [r][s][tile] */
+                for (int t = 0; t < 8; t++) {
+                    if (t >= nj) {
+                        o[0][0][t] = o[0][1][t] = o[1][0][t] = o[1][1][t] = _mm256_setzero_ps();
+                        continue;
+                    }
+                    const float *m = M + ((size_t)ir * g->tw + j0 + t) * Co + c0;
+                    __m256 r[2][4]; /* (A^T M)[r][b] */
+                    for (int b = 0; b < 4; b++) {
+                        const float *q = m + (size_t)b * xs;
+                        const __m256 q0 = _mm256_loadu_ps(q), q1 = _mm256_loadu_ps(q + 4 * xs),
+                                     q2 = _mm256_loadu_ps(q + 8 * xs), q3 = _mm256_loadu_ps(q + 12 * xs);
+                        r[0][b] = _mm256_add_ps(_mm256_add_ps(q0, q1), q2);
+                        r[1][b] = _mm256_sub_ps(_mm256_sub_ps(q1, q2), q3);
+                    }
+                    for (int a = 0; a < 2; a++) {
+                        o[a][0][t] = _mm256_add_ps(_mm256_add_ps(r[a][0], r[a][1]), r[a][2]);
+                        o[a][1][t] = _mm256_sub_ps(_mm256_sub_ps(r[a][1], r[a][2]), r[a][3]);
+                    }
+                }
+                for (int a = 0; a < 2 && 2 * i + a < g->Ho; a++) {
+                    transpose8(o[a][0]);
+                    transpose8(o[a][1]);
+                    float *dst = y + (size_t)c0 * P + (size_t)(2 * i + a) * g->Wo + 2 * j0;
+                    for (int l = 0; l < 8; l++, dst += P) {
+                        const __m256 lo = _mm256_unpacklo_ps(o[a][0][l], o[a][1][l]),
+                                     hi = _mm256_unpackhi_ps(o[a][0][l], o[a][1][l]);
+                        const __m256 p0 = _mm256_permute2f128_ps(lo, hi, 0x20),
+                                     p1 = _mm256_permute2f128_ps(lo, hi, 0x31);
+                        if (nv == 16) {
+                            _mm256_storeu_ps(dst, p0);
+                            _mm256_storeu_ps(dst + 8, p1);
+                        } else if (nv > 8) {
+                            _mm256_storeu_ps(dst, p0);
+                            store_n(dst + 8, p1, nv - 8);
+                        } else
+                            store_n(dst, p0, nv);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/* y (Co, Ho*Wo) = the stride-1 convolution of an input of Ci x Hi x Wi (x, or image n of
+ * src) padded by pad, with U from wino_pack. scratch: wino_plan(...).total floats; first:
+ * zero the padded planes. */
+static void wino_conv(float *y, const float *x, const pn_conv_src *src, int n, const float *U,
+                      int Ci, int Co, int Hi, int Wi, int pad, float *scratch, int first)
+{
+    const wino_geom g = wino_plan(Ci, Co, Hi, Wi, pad);
+    float *xq = scratch + g.xq, *xt = scratch + g.xt, *V = scratch + g.V, *M = scratch + g.M;
+    if (src) { /* the source's planes, then transposed */
+        if (first) pad_zero(xq, Ci, g.Hq, g.Wq);
+        pad_fill(xq, x, src, n, Ci, Hi, Wi, pad, g.Hq, g.Wq);
+        to_chlast(xt, xq, Ci, g.Hq * g.Wq);
+    } else {
+        if (first) pad_zero(xt, Ci, g.Hq, g.Wq);
+        pad_chlast(xt, x, Ci, Hi, Wi, pad, g.Wq);
+    }
+    const int R = g.TC / g.tw; /* tile rows per chunk */
+    for (int i0 = 0; i0 < g.th; i0 += R) {
+        const int rows = g.th - i0 < R ? g.th - i0 : R, nt = rows * g.tw;
+        wino_itrans(V, xt, &g, Ci, i0 * g.tw, nt);
+        wino_gemm(M, V, U, &g, Ci, Co, nt);
+        wino_otrans(y, M, &g, Co, i0, rows);
+    }
+}
+
+/* w (Cout, Cin, 3, 3) -> U (16, Co/8, Ci, 8) for the forward (Co = Cout, Ci = Cin) or, bwd,
+ * for the input gradient (Co = Cin, Ci = Cout, the weights rotated by 180 degrees). */
+static void wino_pack(float *U, const float *w, int Cin, int Cout, int bwd)
+{
+    const int Co = bwd ? Cin : Cout, Ci = bwd ? Cout : Cin;
+    for (int co = 0; co < Cout; co++)
+        for (int ci = 0; ci < Cin; ci++) {
+            const float *g = w + ((size_t)co * Cin + ci) * DC_T;
+            const int o = bwd ? ci : co, i = bwd ? co : ci;
+            float *u = U + ((size_t)(o / 8) * Ci + i) * 8 + o % 8;
+            if (bwd) wino_wtrans(u, (size_t)Co * Ci, g + 8, -3, -1);
+            else wino_wtrans(u, (size_t)Co * Ci, g, 3, 1);
+        }
+}
+
+/* ------------------------------------------------------- entry points */
+
+size_t pn_dconv_scratch(const pn_conv_shape *s, int backward)
+{
+    const int Ho = out_size(s->H, s->pad, s->stride), Wo = out_size(s->W, s->pad, s->stride);
+    const int wino = pn_dconv_wino_ok(s);
+    size_t n = (size_t)s->Cin * pplane(s->H, s->W, s->pad);
+    size_t f = wino ? wino_plan(s->Cin, s->Cout, s->H, s->W, s->pad).total : n;
+    if (!backward) return f;
+    n += (size_t)Ho * Wo * s->Cout;
+    if (wino) n += wino_plan(s->Cout, s->Cin, Ho, Wo, 2 - s->pad).total;
+    else if (pn_dconv_dinp_ok(s)) n += (size_t)s->Cout * pplane(Ho, Wo, 2 - s->pad);
+    return n > f ? n : f; /* the forward uses the same slices */
+}
+
+size_t pn_dconv_wpack_floats(const pn_conv_shape *s)
+{
+    return (size_t)s->Cin * s->Cout * (pn_dconv_wino_ok(s) ? 16 : DC_T);
+}
+
+// w (Cout, Cin, 3, 3) -> wp (Cout/8, Cin, 3, 3, 8), or U (16, Cout/8, Cin, 8) (Winograd)
+void pn_dconv_pack_fwd(float *wp, const float *w, const pn_conv_shape *s)
+{
+    const int Cin = s->Cin, Cout = s->Cout;
+    if (pn_dconv_wino_ok(s)) {
+        wino_pack(wp, w, Cin, Cout, 0);
+        return;
+    }
+    for (int co = 0; co < Cout; co++)
+        for (int ci = 0; ci < Cin; ci++)
+            for (int t = 0; t < DC_T; t++)
+                wp[(((size_t)(co / 8) * Cin + ci) * DC_T + t) * 8 + co % 8] =
+                    w[((size_t)co * Cin + ci) * DC_T + t];
+}
+
+// w (Cout, Cin, 3, 3) -> wp (Cin/8, Cout, 3, 3, 8): wp[ci/8][co][t][ci%8] = w[co][ci][8 - t],
+// or U (16, Cin/8, Cout, 8) of the rotated weights (Winograd)
+void pn_dconv_pack_bwd(float *wp, const float *w, const pn_conv_shape *s)
+{
+    const int Cin = s->Cin, Cout = s->Cout;
+    if (pn_dconv_wino_ok(s)) {
+        wino_pack(wp, w, Cin, Cout, 1);
+        return;
+    }
+    for (int co = 0; co < Cout; co++)
+        for (int ci = 0; ci < Cin; ci++)
+            for (int t = 0; t < DC_T; t++)
+                wp[(((size_t)(ci / 8) * Cout + co) * DC_T + t) * 8 + ci % 8] =
+                    w[((size_t)co * Cin + ci) * DC_T + (DC_T - 1 - t)];
+}
+
 void pn_dconv_fwd_image(float *y, const float *x, const pn_conv_src *src, int n, const float *wp,
                         const pn_conv_shape *s, float *scratch, int first)
 {
     const int Ho = out_size(s->H, s->pad, s->stride), Wo = out_size(s->W, s->pad, s->stride);
-    if (first) pad_zero(scratch, s->Cin, s->H, s->W, s->pad);
-    pad_fill(scratch, x, src, n, s->Cin, s->H, s->W, s->pad);
+    const int Hp = s->H + 2 * s->pad, Wp = s->W + 2 * s->pad;
+    if (pn_dconv_wino_ok(s)) {
+        wino_conv(y, x, src, n, wp, s->Cin, s->Cout, s->H, s->W, s->pad, scratch, first);
+        return;
+    }
+    if (first) pad_zero(scratch, s->Cin, Hp, Wp);
+    pad_fill(scratch, x, src, n, s->Cin, s->H, s->W, s->pad, Hp, Wp);
     core(y, scratch, wp, s->Cin, s->Cout, Ho, Wo, s->H + 2 * s->pad, s->W + 2 * s->pad, s->stride);
 }
 
@@ -343,15 +712,20 @@ void pn_dconv_bwd_image(float *dx, float *dWp, float beta, const float *dy, cons
     const int q = 2 - s->pad, P = Ho * Wo, Cout = s->Cout, Hp = s->H + 2 * s->pad, Wp = s->W + 2 * s->pad;
     float *xp = scratch, *dyT = xp + (size_t)s->Cin * pplane(s->H, s->W, s->pad);
     float *dyp = dyT + (size_t)P * Cout;
+    const int wino = dx && pn_dconv_wino_ok(s);
     if (first) {
-        pad_zero(xp, s->Cin, s->H, s->W, s->pad);
-        if (dx) pad_zero(dyp, Cout, Ho, Wo, q);
+        pad_zero(xp, s->Cin, Hp, Wp);
+        if (dx && !wino) pad_zero(dyp, Cout, Ho + 2 * q, Wo + 2 * q);
     }
-    pad_fill(xp, x, src, n, s->Cin, s->H, s->W, s->pad);
+    pad_fill(xp, x, src, n, s->Cin, s->H, s->W, s->pad, Hp, Wp);
     to_blocked8(dyT, dy, Cout, P);
     dweight(dWp, beta, dyT, xp, s->Cin, Cout, Ho, Wo, Hp, Wp, s->stride);
     if (!dx) return;
-    pad_copy(dyp, dy, Cout, Ho, Wo, q);
+    if (wino) {
+        wino_conv(dx, dy, NULL, 0, wpb, Cout, s->Cin, Ho, Wo, q, dyp, first);
+        return;
+    }
+    pad_copy(dyp, dy, Cout, Ho, Wo, q, Ho + 2 * q, Wo + 2 * q);
     core(dx, dyp, wpb, Cout, s->Cin, s->H, s->W, Ho + 2 * q, Wo + 2 * q, 1);
 }
 
@@ -377,8 +751,19 @@ size_t pn_dconv_scratch(const pn_conv_shape *s, int backward)
     (void)backward;
     return 0;
 }
-void pn_dconv_pack_fwd(float *wp, const float *w, int Cin, int Cout) { (void)wp; (void)w; (void)Cin; (void)Cout; }
-void pn_dconv_pack_bwd(float *wp, const float *w, int Cin, int Cout) { (void)wp; (void)w; (void)Cin; (void)Cout; }
+void pn_dconv_winograd_enable(int on) { (void)on; }
+int pn_dconv_wino_ok(const pn_conv_shape *s)
+{
+    (void)s;
+    return 0;
+}
+size_t pn_dconv_wpack_floats(const pn_conv_shape *s)
+{
+    (void)s;
+    return 0;
+}
+void pn_dconv_pack_fwd(float *wp, const float *w, const pn_conv_shape *s) { (void)wp; (void)w; (void)s; }
+void pn_dconv_pack_bwd(float *wp, const float *w, const pn_conv_shape *s) { (void)wp; (void)w; (void)s; }
 void pn_dconv_fwd_image(float *y, const float *x, const pn_conv_src *src, int n, const float *wp,
                         const pn_conv_shape *s, float *scratch, int first)
 {

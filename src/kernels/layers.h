@@ -58,7 +58,7 @@ int pn_conv2d_src_ok(const pn_conv_shape *s);
  * first = 1 on the first image of a call with this scratch (zeroes the padding once).
  * The input image is x, or image n of src when src is not NULL (x unused).
  * wp: weights packed by pn_dconv_pack_fwd (forward) or pn_dconv_pack_bwd (dinp), each
- * Cin * Cout * 9 floats. The backward: dWp = beta * dWp + this image's weight gradient in
+ * pn_dconv_wpack_floats floats (the same pn_dconv_wino_ok state at packing and use). The backward: dWp = beta * dWp + this image's weight gradient in
  * the packed layout (Cout/8, Cin, 3, 3, 8) (beta 0 or 1); dx written (or NULL).
  * pn_dconv_dw_reduce: dweight[co] += sum over u < nslices of the packed gradients at
  * dWp + u * stride (in double, in order u = 0, 1, ...), for output channels [co_lo, co_hi). */
@@ -67,9 +67,18 @@ int pn_dconv_dinp_ok(const pn_conv_shape *s);
 /* 0: every convolution takes the im2col + sgemm path (benchmarks, tests); 1 (default): the
  * direct kernel where pn_dconv_ok. Not thread-safe; query workspaces again after it. */
 void pn_dconv_enable(int on);
+/* Winograd F(2x2, 3x3) for the stride-1 uses (forward and input gradient) where
+ * pn_dconv_wino_ok: the direct kernel's shapes at stride 1 with Cin a multiple of 8, and
+ * mode 1 (default): at least 32 input and output channels (where it is faster); 2: at any
+ * channel count (tests, benchmarks); 0: never (the direct kernel). Not thread-safe; query
+ * workspaces again after it. */
+void pn_dconv_winograd_enable(int mode);
+int pn_dconv_wino_ok(const pn_conv_shape *s);
 size_t pn_dconv_scratch(const pn_conv_shape *s, int backward);
-void pn_dconv_pack_fwd(float *wp, const float *w, int Cin, int Cout);
-void pn_dconv_pack_bwd(float *wp, const float *w, int Cin, int Cout);
+/* Floats of the packed weights: Cin * Cout * 9 (direct) or * 16 (Winograd, U = G g G^T). */
+size_t pn_dconv_wpack_floats(const pn_conv_shape *s);
+void pn_dconv_pack_fwd(float *wp, const float *w, const pn_conv_shape *s);
+void pn_dconv_pack_bwd(float *wp, const float *w, const pn_conv_shape *s);
 void pn_dconv_fwd_image(float *y, const float *x, const pn_conv_src *src, int n, const float *wp,
                         const pn_conv_shape *s, float *scratch, int first);
 void pn_dconv_dw_reduce(float *dweight, const float *dWp, size_t stride, int nslices, int co_lo,
