@@ -34,6 +34,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "kernels/common.h"
 #include "kernels/layers.h"
@@ -968,8 +969,15 @@ static int ensure_arena(pn_model *m, int B)
         m->plan_B = 0;
         m->fwd_B = 0;
         void *p = NULL;
-        if (posix_memalign(&p, 64, bytes ? bytes : 64) != 0)
+        /* Large arenas on 2 MiB boundaries, marked for transparent huge pages (where the
+         * kernel gives them on request only, THP "madvise"): the activations of a step span
+         * ~100 MB, far beyond what the TLB maps with 4 KiB pages. */
+        const size_t align = bytes >= ((size_t)8 << 20) ? ((size_t)2 << 20) : 64;
+        if (posix_memalign(&p, align, bytes ? bytes : 64) != 0)
             return pn_error(PN_ERR_NOMEM, "model: cannot allocate %zu bytes of activations", bytes);
+#ifdef MADV_HUGEPAGE
+        if (align > 64 && getenv("PROXYNORM_NO_HUGEPAGES") == NULL) (void)madvise(p, bytes, MADV_HUGEPAGE);
+#endif
         m->arena = p;
         m->arena_bytes = bytes;
     }
