@@ -139,6 +139,19 @@ static inline void store8x6_masked(float *y, size_t ld, int np, __m256 r0, __m25
     for (int l = 0; l < 8; l++) _mm256_maskstore_ps(y + l * ld, mask, r[l]);
 }
 
+/* One step of the 16 x 6 register blocks (core, the Winograd GEMMs, dweight): for j = 0..5,
+ * b = broadcast(*X(j)), a<j>0 += v0 * b, a<j>1 += v1 * b; a00..a51, v0 and v1 in scope. */
+#define BLOCK16X6_STEP(X)                                                                   \
+    do {                                                                                    \
+        __m256 b_;                                                                          \
+        b_ = _mm256_broadcast_ss(X(0)); a00 = _mm256_fmadd_ps(v0, b_, a00); a01 = _mm256_fmadd_ps(v1, b_, a01); \
+        b_ = _mm256_broadcast_ss(X(1)); a10 = _mm256_fmadd_ps(v0, b_, a10); a11 = _mm256_fmadd_ps(v1, b_, a11); \
+        b_ = _mm256_broadcast_ss(X(2)); a20 = _mm256_fmadd_ps(v0, b_, a20); a21 = _mm256_fmadd_ps(v1, b_, a21); \
+        b_ = _mm256_broadcast_ss(X(3)); a30 = _mm256_fmadd_ps(v0, b_, a30); a31 = _mm256_fmadd_ps(v1, b_, a31); \
+        b_ = _mm256_broadcast_ss(X(4)); a40 = _mm256_fmadd_ps(v0, b_, a40); a41 = _mm256_fmadd_ps(v1, b_, a41); \
+        b_ = _mm256_broadcast_ss(X(5)); a50 = _mm256_fmadd_ps(v0, b_, a50); a51 = _mm256_fmadd_ps(v1, b_, a51); \
+    } while (0)
+
 /* The core: y (Cout, Ho*Wo) = sum over (ci, kh, kw) of wp x xp at stride st.
  * xp (Cin, Hp, Wp) padded input, (Ho - 1) * st + 3 <= Hp (same for W);
  * wp (Cout/8, Cin, 3, 3, 8).
@@ -177,18 +190,9 @@ static void core(float *y, const float *xp, const float *wp, int Cin, int Cout, 
                 for (int t = 0; t < DC_T; t++, wa += 8, wb += 8) {
                     const float *xt = xc + tap[t];
                     const __m256 v0 = _mm256_loadu_ps(wa), v1 = _mm256_loadu_ps(wb);
-                    __m256 b;
-#define DC_STEP(j, A0, A1)                                  \
-    b = _mm256_broadcast_ss(xt + off[j]);                   \
-    A0 = _mm256_fmadd_ps(v0, b, A0);                        \
-    A1 = _mm256_fmadd_ps(v1, b, A1);
-                    DC_STEP(0, a00, a01)
-                    DC_STEP(1, a10, a11)
-                    DC_STEP(2, a20, a21)
-                    DC_STEP(3, a30, a31)
-                    DC_STEP(4, a40, a41)
-                    DC_STEP(5, a50, a51)
-#undef DC_STEP
+#define DC_X(j) (xt + off[j])
+                    BLOCK16X6_STEP(DC_X);
+#undef DC_X
                 }
             }
             /* (pixel, channel) -> (channel, pixel): 8x8 transposes (rows 6 and 7 unused) */
@@ -379,20 +383,10 @@ __attribute__((noinline)) static void wino_gemm(float *M, const float *V, const 
                 __m256 a00 = _mm256_setzero_ps(), a01 = a00, a10 = a00, a11 = a00, a20 = a00,
                        a21 = a00, a30 = a00, a31 = a00, a40 = a00, a41 = a00, a50 = a00, a51 = a00;
                 const float *wa = w0, *wb = w1;
-#define WG_STEP(j, A0, A1)                                  \
-    b = _mm256_broadcast_ss(WG_X(j));                       \
-    A0 = _mm256_fmadd_ps(v0, b, A0);                        \
-    A1 = _mm256_fmadd_ps(v1, b, A1);
 #define WG_LOOP                                             \
     for (int ci = 0; ci < Ci; ci++, wa += 8, wb += 8) {     \
         const __m256 v0 = _mm256_loadu_ps(wa), v1 = _mm256_loadu_ps(wb); \
-        __m256 b;                                           \
-        WG_STEP(0, a00, a01)                                \
-        WG_STEP(1, a10, a11)                                \
-        WG_STEP(2, a20, a21)                                \
-        WG_STEP(3, a30, a31)                                \
-        WG_STEP(4, a40, a41)                                \
-        WG_STEP(5, a50, a51)                                \
+        BLOCK16X6_STEP(WG_X);                               \
     }
                 if (np == DC_NP) { /* the 6 tiles' rows of V at one base and stride Ci */
                     const float *xb = Vx + (size_t)k0 * Ci;
@@ -408,7 +402,6 @@ __attribute__((noinline)) static void wino_gemm(float *M, const float *V, const 
 #undef WG_X
                 }
 #undef WG_LOOP
-#undef WG_STEP
                 const __m256 acc[2][DC_NP] = { { a00, a10, a20, a30, a40, a50 },
                                                { a01, a11, a21, a31, a41, a51 } };
                 for (int j = 0; j < np; j++) {
@@ -643,18 +636,9 @@ static void dweight(float *dWp, float beta, const float *dyT, const float *xp, i
                 for (int ow = 0; ow < Wo; ow++, g0 += 8, g1 += 8) {
                     const float *xt = xr + ow * st;
                     const __m256 v0 = _mm256_loadu_ps(g0), v1 = _mm256_loadu_ps(g1);
-                    __m256 b;
-#define DW_STEP(j, A0, A1)                                  \
-    b = _mm256_broadcast_ss(xt + co[j]);                    \
-    A0 = _mm256_fmadd_ps(v0, b, A0);                        \
-    A1 = _mm256_fmadd_ps(v1, b, A1);
-                    DW_STEP(0, a00, a01)
-                    DW_STEP(1, a10, a11)
-                    DW_STEP(2, a20, a21)
-                    DW_STEP(3, a30, a31)
-                    DW_STEP(4, a40, a41)
-                    DW_STEP(5, a50, a51)
-#undef DW_STEP
+#define DW_X(j) (xt + co[j])
+                    BLOCK16X6_STEP(DW_X);
+#undef DW_X
                 }
             }
             const __m256 acc[2][DC_NP] = { { a00, a10, a20, a30, a40, a50 },

@@ -52,14 +52,16 @@ int pn_conv2d_src_ok(const pn_conv_shape *s);
 
 /* Direct 3x3 convolution (conv_direct.c), used by the two calls above for the shapes
  * pn_dconv_ok accepts (stride 1 or 2, groups 1, pad <= 2, Cout a multiple of 8, at most 64
- * channels; none when built without AVX2 + FMA). Its backward computes the input gradient only where pn_dconv_dinp_ok (stride
- * 1, Cin a multiple of 8); otherwise the caller passes dx = NULL and computes it itself. One image per call;
- * scratch: pn_dconv_scratch floats per thread (padded planes, dout transposed);
- * first = 1 on the first image of a call with this scratch (zeroes the padding once).
- * The input image is x, or image n of src when src is not NULL (x unused).
+ * channels; none when built without AVX2 + FMA). Its backward computes the input gradient
+ * only where pn_dconv_dinp_ok (stride 1, Cin a multiple of 8); otherwise the caller passes
+ * dx = NULL and computes it itself. One image per call; scratch: pn_dconv_scratch floats
+ * per thread (padded planes, dout transposed); first = 1 on the first image of a call with
+ * this scratch (zeroes the padding once). The input image is x, or image n of src when src
+ * is not NULL (x unused).
  * wp: weights packed by pn_dconv_pack_fwd (forward) or pn_dconv_pack_bwd (dinp), each
- * pn_dconv_wpack_floats floats (the same pn_dconv_wino_ok state at packing and use). The backward: dWp = beta * dWp + this image's weight gradient in
- * the packed layout (Cout/8, Cin, 3, 3, 8) (beta 0 or 1); dx written (or NULL).
+ * pn_dconv_wpack_floats floats (the same pn_dconv_wino_ok state at packing and use). The
+ * backward: dWp = beta * dWp + this image's weight gradient in the packed layout
+ * (Cout/8, Cin, 3, 3, 8) (beta 0 or 1); dx written (or NULL).
  * pn_dconv_dw_reduce: dweight[co] += sum over u < nslices of the packed gradients at
  * dWp + u * stride (in double, in order u = 0, 1, ...), for output channels [co_lo, co_hi). */
 int pn_dconv_ok(const pn_conv_shape *s);

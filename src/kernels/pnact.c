@@ -376,17 +376,7 @@ int pn_gn_pnact_forward(float *out, float *mean, float *rstd, float *m, float *s
                         int N, int C, int HW, int G, float gn_eps, pn_act act, float pn_eps)
 {
     PN_CHECK_PTR(out);
-    PN_CHECK_PTR(mean);
-    PN_CHECK_PTR(rstd);
-    PN_CHECK_PTR(m);
-    PN_CHECK_PTR(s);
-    PN_CHECK_PTR(inp);
-    TRY(check_shape(N, C, HW, __func__));
-    TRY(check_gn(C, G, gn_eps, __func__));
-    TRY(check_params(p, C, __func__));
-    TRY(check_act_eps(act, pn_eps, __func__));
-    pn_group_stats(mean, rstd, inp, N, C, HW, G, gn_eps);
-    pnact_stats_impl(m, s, p, C, act, pn_eps);
+    TRY(pn_gn_pnact_stats(mean, rstd, m, s, inp, p, N, C, HW, G, gn_eps, act, pn_eps));
     gnpn_apply(out, inp, mean, rstd, m, s, p, N, C, HW, G, act);
     return PN_OK;
 }
