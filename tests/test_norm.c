@@ -671,6 +671,49 @@ static void reset(void)
     pn_clear_error();
 }
 
+/* The plane writers (the model's unstored norm outputs, read by convolutions) give the
+ * floats of the row passes they stand for, for every row length (AVX2 tails of 1 to 7),
+ * into rows with a stride, NaN, -0 and values at the ReLU kink included, and leave the
+ * gaps between rows alone. */
+TEST(plane_writers_equal_row_passes)
+{
+    harness_seed(31);
+    for (int W = 1; W <= 20; W++) {
+        const int H = 3, ld = W + 3, n = H * W;
+        float *x = randn((size_t)n, 0.0, 1.0), *ref = fbuf((size_t)n), *dst = fbuf((size_t)H * ld);
+        x[0] = NAN;
+        if (n > 1) x[1] = -0.0f;
+        if (n > 2) x[2] = 0.25f; /* (x - m) * a + b = 0 exactly below */
+        const float m = 0.25f, a = 1.5f, b = 0.0f;
+        for (int relu = 0; relu <= 1; relu++) {
+            for (int i = 0; i < H * ld; i++) dst[i] = 7.0f;
+            pn_affine_row(ref, x, n, m, a, b, relu);
+            pn_affine_plane(dst, ld, x, H, W, m, a, b, relu);
+            int ok = 1;
+            for (int h = 0; h < H; h++) {
+                ok &= bits_equal(dst + h * ld, ref + h * W, (size_t)W);
+                for (int g = W; g < ld; g++) ok &= dst[h * ld + g] == 7.0f;
+            }
+            CHECK(ok, "pn_affine_plane W=%d relu=%d differs from pn_affine_row", W, relu);
+        }
+        /* the fused GN + PN-Act's output pass, one (sample, channel) plane */
+        const float gm = 1.25f, bt = -0.5f;
+        float pm = 0.3f, ps = 1.7f, g1 = gm, b1 = bt, z = 0.0f;
+        pn_pnact_params p = { &g1, &b1, &z, &z };
+        float mu = 0.1f, rs = 0.9f;
+        for (int i = 0; i < H * ld; i++) dst[i] = 7.0f;
+        CHECK(pn_gn_pnact_apply(ref, x, &mu, &rs, &pm, &ps, p, 1, 1, n, 1, PN_ACT_RELU) == PN_OK, "apply");
+        pn_gn_pnact_plane(dst, ld, x, H, W, mu, rs, gm, bt, pm, ps, PN_ACT_RELU);
+        int ok = 1;
+        for (int h = 0; h < H; h++) {
+            ok &= bits_equal(dst + h * ld, ref + h * W, (size_t)W);
+            for (int g = W; g < ld; g++) ok &= dst[h * ld + g] == 7.0f;
+        }
+        CHECK(ok, "pn_gn_pnact_plane W=%d differs from the apply pass", W);
+        free(x), free(ref), free(dst);
+    }
+}
+
 TEST(invalid_arguments)
 {
     const float nan = NAN;
@@ -776,6 +819,7 @@ int main(void)
     RUN(bn_eval_formula);
     RUN(param_grads_accumulate);
     RUN(determinism);
+    RUN(plane_writers_equal_row_passes);
     RUN(invalid_arguments);
     return harness_summary();
 }
