@@ -3,8 +3,8 @@
 #   make demo       install what is missing, build, train a small GN+PN ResNet on Fashion-MNIST
 #   make test       install what is missing, build, run every test; last line "N passed, N failed"
 #   make bench-norm normalization kernels against PyTorch (bench/)
-#   make bench-train full training steps of resnet20 against PyTorch (bench/)
-#   make bench-conv the direct 3x3 convolution against im2col + OpenBLAS sgemm (bench/)
+#   make bench-train full training steps of resnet20 against PyTorch (bench/; BENCH_ROUNDS=N rounds)
+#   make bench-conv Winograd, the direct 3x3 kernel and im2col + OpenBLAS sgemm (bench/)
 #   make bench-mpi  data-parallel throughput and bytes per update, 1 and 2 MPI ranks
 #   make fuzz       libFuzzer harnesses of every input parser, FUZZ_SECONDS each [30] (fuzz/)
 
