@@ -37,12 +37,13 @@ static size_t n_stats(const layer *L)
     return (size_t)(L->N / g) * L->C;
 }
 
-static int layer_fwd(const layer *L, float *out, float *mean, float *rstd, const float *x,
-                     const float *w, const float *b)
+/* scale: BN's saved multiplier (for the backward of BN + ReLU), or NULL. */
+static int layer_fwd(const layer *L, float *out, float *mean, float *rstd, float *scale,
+                     const float *x, const float *w, const float *b)
 {
     if (L->relu && L->bn)
-        return pn_batchnorm_forward_train_ex(out, mean, rstd, NULL, NULL, x, w, b, L->N, L->C,
-                                             L->HW, L->norm_batch, 0.1f, L->eps, 1);
+        return pn_batchnorm_forward_train_save(out, mean, rstd, scale, NULL, NULL, x, w, b, L->N, L->C,
+                                               L->HW, L->norm_batch, 0.1f, L->eps, 1);
     if (L->relu)
         return pn_groupnorm_forward_ex(out, mean, rstd, x, w, b, L->N, L->C, L->HW, L->G, L->eps, 1);
     if (L->bn)
@@ -51,17 +52,18 @@ static int layer_fwd(const layer *L, float *out, float *mean, float *rstd, const
     return pn_groupnorm_forward(out, mean, rstd, x, w, b, L->N, L->C, L->HW, L->G, L->eps);
 }
 
-/* out: the forward's output (the ReLU mask when L->relu). */
+/* With L->relu, the backward of norm + ReLU (the mask recomputed from x: b, and BN's scale
+ * from layer_fwd). */
 static int layer_bwd(const layer *L, float *dx, float *dw, float *db, const float *dy,
                      const float *x, const float *mean, const float *rstd, const float *w,
-                     const float *out)
+                     const float *b, const float *scale)
 {
     if (L->relu && L->bn)
-        return pn_batchnorm_backward_ex(dx, dw, db, dy, x, mean, rstd, w, L->N, L->C, L->HW,
-                                        L->norm_batch, out);
+        return pn_batchnorm_backward_relux(dx, dw, db, dy, x, mean, rstd, scale, b, w, L->N, L->C,
+                                           L->HW, L->norm_batch);
     if (L->relu)
-        return pn_groupnorm_backward_ex(dx, dw, db, dy, x, mean, rstd, w, L->N, L->C, L->HW, L->G,
-                                        out, NULL);
+        return pn_groupnorm_backward_relux(dx, dw, db, dy, x, mean, rstd, w, b, L->N, L->C, L->HW,
+                                           L->G, NULL);
     if (L->bn)
         return pn_batchnorm_backward(dx, dw, db, dy, x, mean, rstd, w, L->N, L->C, L->HW,
                                      L->norm_batch);
@@ -74,7 +76,7 @@ static double layer_loss(const layer *L, const float *x, const float *w, const f
 {
     size_t n = (size_t)L->N * L->C * L->HW, ns = n_stats(L);
     float *out = fbuf(n), *mean = fbuf(ns), *rstd = fbuf(ns);
-    layer_fwd(L, out, mean, rstd, x, w, b);
+    layer_fwd(L, out, mean, rstd, NULL, x, w, b);
     double s = 0;
     for (size_t i = 0; i < n; i++) s += (double)r[i] * out[i];
     free(out);
@@ -133,7 +135,7 @@ static void grad_check(const layer *L)
 {
     size_t n = (size_t)L->N * L->C * L->HW, ns = n_stats(L);
     float *x = NULL, *r = randn(n, 0, 1), *w = NULL, *b = NULL;
-    float *out = fbuf(n), *mean = fbuf(ns), *rstd = fbuf(ns);
+    float *out = fbuf(n), *mean = fbuf(ns), *rstd = fbuf(ns), *scale = fbuf(ns);
     float *dx = fbuf(n), *dw = fbuf(L->C), *db = fbuf(L->C);
     for (int tries = 0;; tries++) {
         free(x), free(w), free(b);
@@ -143,7 +145,7 @@ static void grad_check(const layer *L)
         if (!L->relu) break;
         layer P = *L;
         P.relu = 0;
-        CHECK(layer_fwd(&P, out, mean, rstd, x, w, b) == PN_OK, "forward: %s", pn_last_error());
+        CHECK(layer_fwd(&P, out, mean, rstd, NULL, x, w, b) == PN_OK, "forward: %s", pn_last_error());
         double gap = INFINITY;
         for (size_t i = 0; i < n; i++) gap = fmin(gap, fabs(out[i]));
         if (gap >= RELU_GAP) break;
@@ -152,8 +154,8 @@ static void grad_check(const layer *L)
             break;
         }
     }
-    CHECK(layer_fwd(L, out, mean, rstd, x, w, b) == PN_OK, "forward: %s", pn_last_error());
-    CHECK(layer_bwd(L, dx, dw, db, r, x, mean, rstd, w, out) == PN_OK, "backward: %s", pn_last_error());
+    CHECK(layer_fwd(L, out, mean, rstd, scale, x, w, b) == PN_OK, "forward: %s", pn_last_error());
+    CHECK(layer_bwd(L, dx, dw, db, r, x, mean, rstd, w, b, scale) == PN_OK, "backward: %s", pn_last_error());
     /* The ~10^4 forward calls of the differences run on one thread: cheap either way,
      * and under valgrind an OpenMP team's barrier spinning would take minutes. */
     int threads = pn_get_threads();
@@ -172,8 +174,8 @@ static void grad_check(const layer *L)
     if (getenv("NORM_VERBOSE"))
         printf("  %s N=%d C=%d HW=%d G=%d g=%d affine=%d relu=%d: rel err dinp %.2g dweight %.2g dbias %.2g\n",
                L->bn ? "BN" : "GN", L->N, L->C, L->HW, L->G, L->norm_batch, L->affine, L->relu, ex, ew, eb);
-    free(x), free(r), free(w), free(b), free(out), free(mean), free(rstd), free(dx), free(dw),
-        free(db);
+    free(x), free(r), free(w), free(b), free(out), free(mean), free(rstd), free(scale), free(dx),
+        free(dw), free(db);
 }
 
 TEST(gn_gradients)
@@ -204,8 +206,8 @@ TEST(bn_gradients)
         }
 }
 
-/* The backward of norm + ReLU fused into the kernels (relu_out mask) against finite
- * differences of max(norm(x), 0). */
+/* The backward of norm + ReLU fused into the kernels (the mask recomputed from x) against
+ * finite differences of max(norm(x), 0). */
 TEST(norm_relu_gradients)
 {
     harness_seed(13);
@@ -222,7 +224,8 @@ TEST(norm_relu_gradients)
 }
 
 /* The fused variants give exactly the unfused norm followed by the model's ReLU
- * (forward: max(., 0), NaN -> 0; backward: dout masked by out > 0), and the GN backward
+ * (forward: max(., 0), NaN -> 0; backward: dout masked by out > 0, the mask recomputed
+ * from x), and the GN backward
  * with caller scratch exactly the one that allocates. */
 static void relu_ref(float *y, size_t n)
 {
@@ -264,15 +267,23 @@ TEST(fused_relu_equals_unfused)
             CHECK(bits_equal(m1, m2, ns) && bits_equal(r1, r2, ns), "%s %d: statistics differ", what, v);
             if (bn)
                 CHECK(bits_equal(rm1, rm2, C) && bits_equal(rv1, rv2, C), "%s %d: running stats differ", what, v);
-            /* backward: unfused on the masked dout, fused with the mask from o2 */
+            /* backward: unfused on the masked dout, fused with the mask recomputed from x
+             * (BN: with the multiplier the forward saved, the same bits as o2's) */
+            float sc[24], m3[24], r3[24];
+            if (bn) {
+                for (int c = 0; c < C; c++) rm2[c] = 0.1f * c, rv2[c] = 1 + 0.2f * c;
+                rc2 = pn_batchnorm_forward_train_save(o2, m3, r3, sc, rm2, rv2, x, w, b, N, C, HW, g,
+                                                      0.1f, 1e-5f, 1);
+                CHECK(rc2 == PN_OK && bits_equal(o1, o2, n) && bits_equal(m2, m3, ns), "BN %d: save forward", v);
+            }
             for (size_t i = 0; i < n; i++) dm[i] = o2[i] > 0.0f ? dy[i] : 0.0f;
             for (int c = 0; c < C; c++) dw1[c] = dw2[c] = 0.5f, db1[c] = db2[c] = -0.25f;
             if (bn) {
                 rc1 = pn_batchnorm_backward(d1, dw1, db1, dm, x, m1, r1, w, N, C, HW, g);
-                rc2 = pn_batchnorm_backward_ex(d2, dw2, db2, dy, x, m2, r2, w, N, C, HW, g, o2);
+                rc2 = pn_batchnorm_backward_relux(d2, dw2, db2, dy, x, m3, r3, sc, b, w, N, C, HW, g);
             } else {
                 rc1 = pn_groupnorm_backward(d1, dw1, db1, dm, x, m1, r1, w, N, C, HW, G);
-                rc2 = pn_groupnorm_backward_ex(d2, dw2, db2, dy, x, m2, r2, w, N, C, HW, G, o2, work);
+                rc2 = pn_groupnorm_backward_relux(d2, dw2, db2, dy, x, m2, r2, w, b, N, C, HW, G, work);
             }
             CHECK(rc1 == PN_OK && rc2 == PN_OK, "%s %d backward: %s", what, v, pn_last_error());
             CHECK(bits_equal(d1, d2, n), "%s %d: fused dinp differs", what, v);
@@ -280,32 +291,12 @@ TEST(fused_relu_equals_unfused)
                   what, v);
             /* in place: dinp aliasing dout, as the model may run it */
             memcpy(d2, dy, n * sizeof *d2);
-            rc2 = bn ? pn_batchnorm_backward_ex(d2, NULL, NULL, d2, x, m2, r2, w, N, C, HW, g, o2)
-                     : pn_groupnorm_backward_ex(d2, NULL, NULL, d2, x, m2, r2, w, N, C, HW, G, o2, NULL);
+            rc2 = bn ? pn_batchnorm_backward_relux(d2, NULL, NULL, d2, x, m3, r3, sc, b, w, N, C, HW, g)
+                     : pn_groupnorm_backward_relux(d2, NULL, NULL, d2, x, m2, r2, w, b, N, C, HW, G, NULL);
             CHECK(rc2 == PN_OK && bits_equal(d1, d2, n), "%s %d: in-place fused dinp differs", what, v);
-            if (bn) { /* the mask recomputed from x with the saved multiplier: the same bits */
-                float sc[24], m3[24], r3[24];
-                for (int c = 0; c < C; c++) rm2[c] = 0.1f * c, rv2[c] = 1 + 0.2f * c;
-                rc2 = pn_batchnorm_forward_train_save(o2, m3, r3, sc, rm2, rv2, x, w, b, N, C, HW, g,
-                                                      0.1f, 1e-5f, 1);
-                CHECK(rc2 == PN_OK && bits_equal(o1, o2, n) && bits_equal(m2, m3, ns), "BN %d: save forward", v);
-                for (int c = 0; c < C; c++) dw2[c] = 0.5f, db2[c] = -0.25f;
-                rc2 = pn_batchnorm_backward_relux(d2, dw2, db2, dy, x, m3, r3, sc, b, w, N, C, HW, g);
-                CHECK(rc2 == PN_OK && bits_equal(d1, d2, n) && bits_equal(dw1, dw2, C) && bits_equal(db1, db2, C),
-                      "BN %d: backward with the mask from x differs", v);
-                memcpy(d2, dy, n * sizeof *d2);
-                rc2 = pn_batchnorm_backward_relux(d2, NULL, NULL, d2, x, m3, r3, sc, b, w, N, C, HW, g);
-                CHECK(rc2 == PN_OK && bits_equal(d1, d2, n), "BN %d: in-place backward, mask from x, differs", v);
-            }
-            if (!bn) { /* the mask recomputed from x (mean, rstd * weight, bias): the same bits */
-                for (int c = 0; c < C; c++) dw2[c] = 0.5f, db2[c] = -0.25f;
-                rc2 = pn_groupnorm_backward_relux(d2, dw2, db2, dy, x, m2, r2, w, b, N, C, HW, G, work);
-                CHECK(rc2 == PN_OK && bits_equal(d1, d2, n) && bits_equal(dw1, dw2, C) && bits_equal(db1, db2, C),
-                      "GN %d: backward with the mask from x differs", v);
-            }
             if (!bn) { /* unfused GN backward with caller scratch */
                 for (int c = 0; c < C; c++) dw2[c] = 0.5f, db2[c] = -0.25f;
-                rc2 = pn_groupnorm_backward_ex(d2, dw2, db2, dm, x, m1, r1, w, N, C, HW, G, NULL, work);
+                rc2 = pn_groupnorm_backward_ex(d2, dw2, db2, dm, x, m1, r1, w, N, C, HW, G, work);
                 CHECK(rc2 == PN_OK && bits_equal(d1, d2, n) && bits_equal(dw1, dw2, C) &&
                           bits_equal(db1, db2, C), "GN %d: backward with caller scratch differs", v);
             }

@@ -18,7 +18,8 @@
  *   sdy = sum dy, sdyx = sum dy * xc                                  (double)
  *   dx = gamma*rstd*dy - gamma*rstd^3*sdyx/M * xc - gamma*rstd*sdy/M
  *   dweight_c += sum_k rstd_k * sdyx_k,  dbias_c += sum_k sdy_k  (chunk order).
- * With relu_out (the backward of BN + ReLU) dy is masked by relu_out > 0 as it is read. */
+ * For BN + ReLU (pn_batchnorm_backward_relux) dy is masked by the ReLU as it is read, the
+ * mask recomputed from x with the forward's saved multiplier. */
 #include <math.h>
 #include <stddef.h>
 
@@ -182,22 +183,13 @@ int pn_batchnorm_forward_eval_ex(float *out, const float *inp,
     return PN_OK;
 }
 
-// dout, inp, dinp (N,C,HW); mean, rstd (N/g,C); weight (C) or NULL; dweight, dbias (C) or NULL
-int pn_batchnorm_backward(float *dinp, float *dweight, float *dbias,
-                          const float *dout, const float *inp,
-                          const float *mean, const float *rstd, const float *weight,
-                          int N, int C, int HW, int norm_batch)
-{
-    return pn_batchnorm_backward_ex(dinp, dweight, dbias, dout, inp, mean, rstd, weight, N, C, HW,
-                                    norm_batch, NULL);
-}
 
-/* relu_out: the backward of max(BN(x), 0), dout masked by relu_out > 0 (norm_internal.h).
- * scale (with bias): the same mask recomputed from x (pn_batchnorm_backward_relux). */
+/* scale (with bias): the backward of max(BN(x), 0), dout masked by the ReLU recomputed
+ * from x (pn_batchnorm_backward_relux); NULL: the plain backward. */
 static int bn_backward(float *dinp, float *dweight, float *dbias, const float *dout,
                        const float *inp, const float *mean, const float *rstd, const float *weight,
-                       int N, int C, int HW, int norm_batch, const float *relu_out,
-                       const float *scale, const float *bias)
+                       int N, int C, int HW, int norm_batch, const float *scale,
+                       const float *bias)
 {
     static const char fn[] = "pn_batchnorm_backward"; /* errors under the public name */
     PN_CHECK_PTR_FN(fn, dinp);
@@ -224,7 +216,6 @@ static int bn_backward(float *dinp, float *dweight, float *dbias, const float *d
             for (int n = 0; n < g; n++) {
                 const size_t off = (base + (size_t)n * C) * HW;
                 if (scale) pn_sum_dy_dyx_relux(dout + off, inp + off, HW, m, a, bc, &sdy, &sdyx);
-                else if (relu_out) pn_sum_dy_dyx_relu(dout + off, relu_out + off, inp + off, HW, m, &sdy, &sdyx);
                 else pn_sum_dy_dyx(dout + off, inp + off, HW, m, &sdy, &sdyx);
             }
             dw += r * sdyx;
@@ -235,8 +226,7 @@ static int bn_backward(float *dinp, float *dweight, float *dbias, const float *d
             for (int n = 0; n < g; n++) {
                 const size_t off = (base + (size_t)n * C) * HW;
                 if (scale) pn_norm_dx_row_relux(dinp + off, dout + off, inp + off, HW, m, a, bc, c1, c2, c3);
-                else pn_norm_dx_row(dinp + off, dout + off, inp + off, relu_out ? relu_out + off : NULL,
-                                    HW, m, c1, c2, c3);
+                else pn_norm_dx_row(dinp + off, dout + off, inp + off, HW, m, c1, c2, c3);
             }
         }
         if (dweight) dweight[c] += (float)dw;
@@ -245,13 +235,14 @@ static int bn_backward(float *dinp, float *dweight, float *dbias, const float *d
     return PN_OK;
 }
 
-int pn_batchnorm_backward_ex(float *dinp, float *dweight, float *dbias,
-                             const float *dout, const float *inp,
-                             const float *mean, const float *rstd, const float *weight,
-                             int N, int C, int HW, int norm_batch, const float *relu_out)
+// dout, inp, dinp (N,C,HW); mean, rstd (N/g,C); weight (C) or NULL; dweight, dbias (C) or NULL
+int pn_batchnorm_backward(float *dinp, float *dweight, float *dbias,
+                          const float *dout, const float *inp,
+                          const float *mean, const float *rstd, const float *weight,
+                          int N, int C, int HW, int norm_batch)
 {
     return bn_backward(dinp, dweight, dbias, dout, inp, mean, rstd, weight, N, C, HW, norm_batch,
-                       relu_out, NULL, NULL);
+                       NULL, NULL);
 }
 
 int pn_batchnorm_backward_relux(float *dinp, float *dweight, float *dbias, const float *dout,
@@ -261,5 +252,5 @@ int pn_batchnorm_backward_relux(float *dinp, float *dweight, float *dbias, const
 {
     PN_CHECK_PTR_FN("pn_batchnorm_backward", scale);
     return bn_backward(dinp, dweight, dbias, dout, inp, mean, rstd, weight, N, C, HW, norm_batch,
-                       NULL, scale, bias);
+                       scale, bias);
 }

@@ -17,8 +17,9 @@
  * dxhat = gamma * dy. Parameter gradients dweight_c = sum_n rstd * sdyx_c and
  * dbias_c = sum_n sdy_c are reduced over n in order 0..N-1 (deterministic); the
  * per-(n, c) sums live in caller-owned scratch (pn_groupnorm_backward_ex) or, from
- * the public function, in a buffer allocated for the call. With relu_out, dy is
- * masked by relu_out > 0 as it is read (the backward of GN + ReLU). */
+ * the public function, in a buffer allocated for the call. For GN + ReLU
+ * (pn_groupnorm_backward_relux) dy is masked by the ReLU as it is read, the mask
+ * recomputed from x. */
 #include <stdlib.h>
 
 #include "common.h"
@@ -107,15 +108,14 @@ int pn_groupnorm_backward(float *dinp, float *dweight, float *dbias,
                           int N, int C, int HW, int G)
 {
     return pn_groupnorm_backward_ex(dinp, dweight, dbias, dout, inp, mean, rstd, weight, N, C, HW,
-                                    G, NULL, NULL);
+                                    G, NULL);
 }
 
-/* relu_out: dout masked by relu_out > 0; relux: the same mask recomputed from x with the
- * forward's coefficients (bias needed then); work: 2*N*C doubles or NULL (norm_internal.h). */
+/* relux: dout masked by the ReLU after the norm, recomputed from x with the forward's
+ * coefficients (bias needed then); work: 2*N*C doubles or NULL (norm_internal.h). */
 static int gn_backward(float *dinp, float *dweight, float *dbias, const float *dout,
                        const float *inp, const float *mean, const float *rstd, const float *weight,
-                       const float *bias, int N, int C, int HW, int G, const float *relu_out,
-                       int relux, double *work)
+                       const float *bias, int N, int C, int HW, int G, int relux, double *work)
 {
     static const char fn[] = "pn_groupnorm_backward"; /* errors under the public name */
     PN_CHECK_PTR_FN(fn, dinp);
@@ -150,8 +150,7 @@ static int gn_backward(float *dinp, float *dweight, float *dbias, const float *d
                 const int c = (int)(c0 + j);
                 const float mf = mean[ng], a = weight ? rstd[ng] * weight[c] : rstd[ng];
                 pn_sum_dy_dyx_relux(dout + off, inp + off, HW, mf, a, bias ? bias[c] : 0.0f, &sdy, &sdyx);
-            } else if (relu_out) pn_sum_dy_dyx_relu(dout + off, relu_out + off, inp + off, HW, mu, &sdy, &sdyx);
-            else pn_sum_dy_dyx(dout + off, inp + off, HW, mu, &sdy, &sdyx);
+            } else pn_sum_dy_dyx(dout + off, inp + off, HW, mu, &sdy, &sdyx);
             const double gam = weight ? weight[c0 + j] : 1.0;
             Sdy += gam * sdy;
             Sdyx += gam * sdyx;
@@ -172,8 +171,7 @@ static int gn_backward(float *dinp, float *dweight, float *dbias, const float *d
                 pn_norm_dx_row_relux(dinp + off, dout + off, inp + off, HW, m, a, bias ? bias[c] : 0.0f,
                                      c1, c2, c3);
             } else
-                pn_norm_dx_row(dinp + off, dout + off, inp + off, relu_out ? relu_out + off : NULL, HW,
-                               m, c1, c2, c3);
+                pn_norm_dx_row(dinp + off, dout + off, inp + off, HW, m, c1, c2, c3);
         }
     }
 
@@ -197,10 +195,10 @@ static int gn_backward(float *dinp, float *dweight, float *dbias, const float *d
 int pn_groupnorm_backward_ex(float *dinp, float *dweight, float *dbias,
                              const float *dout, const float *inp,
                              const float *mean, const float *rstd, const float *weight,
-                             int N, int C, int HW, int G, const float *relu_out, double *work)
+                             int N, int C, int HW, int G, double *work)
 {
-    return gn_backward(dinp, dweight, dbias, dout, inp, mean, rstd, weight, NULL, N, C, HW, G,
-                       relu_out, 0, work);
+    return gn_backward(dinp, dweight, dbias, dout, inp, mean, rstd, weight, NULL, N, C, HW, G, 0,
+                       work);
 }
 
 int pn_groupnorm_backward_relux(float *dinp, float *dweight, float *dbias, const float *dout,
@@ -208,6 +206,6 @@ int pn_groupnorm_backward_relux(float *dinp, float *dweight, float *dbias, const
                                 const float *weight, const float *bias, int N, int C, int HW,
                                 int G, double *work)
 {
-    return gn_backward(dinp, dweight, dbias, dout, inp, mean, rstd, weight, bias, N, C, HW, G,
-                       NULL, 1, work);
+    return gn_backward(dinp, dweight, dbias, dout, inp, mean, rstd, weight, bias, N, C, HW, G, 1,
+                       work);
 }

@@ -126,41 +126,6 @@ static inline void pn_sum_dy_dyx(const float *dy, const float *x, size_t n, doub
     *sdyx += t;
 }
 
-/* The same sums with dy masked by a following ReLU: dy_i = out_i > 0 ? dy_i : 0
- * (out: the ReLU's output, as saved by the forward). Same order and values as
- * pn_sum_dy_dyx on the masked dy. */
-static inline void pn_sum_dy_dyx_relu(const float *dy, const float *out, const float *x, size_t n,
-                                      double mu, double *sdy, double *sdyx)
-{
-    double a[PN_LANES] = {0}, b[PN_LANES] = {0};
-    size_t i = 0;
-    for (; i + PN_LANES <= n; i += PN_LANES) {
-        float gm[PN_LANES]; /* the masked dy in float first: both loops vectorize */
-        for (int k = 0; k < PN_LANES; k++) {
-            const float d = dy[i + k], o = out[i + k];
-            gm[k] = o > 0.0f ? d : 0.0f;
-        }
-        for (int k = 0; k < PN_LANES; k++) {
-            const double g = gm[k];
-            a[k] += g;
-            b[k] += g * (x[i + k] - mu);
-        }
-    }
-    double s = 0, t = 0;
-    for (; i < n; i++) {
-        const float d = dy[i], o = out[i];
-        double g = o > 0.0f ? d : 0.0f;
-        s += g;
-        t += g * (x[i] - mu);
-    }
-    for (int k = 0; k < PN_LANES; k++) {
-        s += a[k];
-        t += b[k];
-    }
-    *sdy += s;
-    *sdyx += t;
-}
-
 /* y[i] = (x[i] - m) * a + b over [0..n), then max(., 0) when relu (NaN -> 0, as the
  * model's separate ReLU pass did). The normalize pass of BN and the GroupNorm family. */
 static inline void pn_affine_row(float *y, const float *x, int n, float m, float a, float b,
@@ -188,22 +153,13 @@ static inline void pn_affine_plane(float *dst, int ld, const float *src, int H, 
     for (int h = 0; h < H; h++) pn_affine_row(dst + (size_t)h * ld, src + (size_t)h * W, W, m, a, b, relu);
 }
 
-/* dx[i] = c1 * dy[i] + c2 * (x[i] - m) + c3, with dy masked by out > 0 when out is not
- * NULL. dx may alias dy, x or out (each element is read before it is written). */
-static inline void pn_norm_dx_row(float *dx, const float *dy, const float *x, const float *out,
-                                  int n, float m, float c1, float c2, float c3)
+/* dx[i] = c1 * dy[i] + c2 * (x[i] - m) + c3. dx may alias dy or x (each element is read
+ * before it is written). */
+static inline void pn_norm_dx_row(float *dx, const float *dy, const float *x, int n, float m,
+                                  float c1, float c2, float c3)
 {
-    if (out) {
-        #pragma omp simd
-        for (int i = 0; i < n; i++) {
-            const float d = dy[i], o = out[i]; /* both loaded: a select, vectorized */
-            const float g = o > 0.0f ? d : 0.0f;
-            dx[i] = c1 * g + c2 * (x[i] - m) + c3;
-        }
-    } else {
-        #pragma omp simd
-        for (int i = 0; i < n; i++) dx[i] = c1 * dy[i] + c2 * (x[i] - m) + c3;
-    }
+    #pragma omp simd
+    for (int i = 0; i < n; i++) dx[i] = c1 * dy[i] + c2 * (x[i] - m) + c3;
 }
 
 /* The ReLU mask of pn_affine_row recomputed from its input: (x - m) * a + b > 0, the same
@@ -214,8 +170,8 @@ static inline float pn_relu_x_mask(float dy, float x, float m, float a, float b)
     return v > 0.0f ? dy : 0.0f;
 }
 
-/* pn_sum_dy_dyx_relu with the mask from x (pn_relu_x_mask) instead of the saved output:
- * one stream fewer; same order and values. */
+/* pn_sum_dy_dyx on dy masked by the ReLU after the norm, the mask recomputed from x
+ * (pn_relu_x_mask): the masked dy in float first, so both loops vectorize. */
 static inline void pn_sum_dy_dyx_relux(const float *dy, const float *x, size_t n, float m, float a,
                                        float b, double *sdy, double *sdyx)
 {
@@ -245,7 +201,7 @@ static inline void pn_sum_dy_dyx_relux(const float *dy, const float *x, size_t n
     *sdyx += t;
 }
 
-/* pn_norm_dx_row with the mask from x (pn_relu_x_mask). dx may alias dy or x. */
+/* pn_norm_dx_row on dy masked as above (pn_relu_x_mask). dx may alias dy or x. */
 static inline void pn_norm_dx_row_relux(float *dx, const float *dy, const float *x, int n, float m,
                                         float a, float b, float c1, float c2, float c3)
 {
@@ -258,10 +214,10 @@ static inline void pn_norm_dx_row_relux(float *dx, const float *dy, const float 
 
 /* ------------------------------------------------------------------------------------
  * Internal variants of the public normalization kernels (same arguments and checks;
- * the public functions call them with relu = 0 / relu_out = NULL / work = NULL).
+ * the public functions call them with relu = 0 / work = NULL).
  *   relu:     the output is max(norm(x), 0): the model's norm + ReLU in one pass.
- *   relu_out: the output of that ReLU (as the forward wrote it): dout is masked with
- *             relu_out > 0 inside the backward, i.e. the backward of norm + ReLU.
+ *   _relux:   the backward of that norm + ReLU: dout masked by the ReLU as it is read, the
+ *             mask recomputed from x with the forward's coefficients (no output needed).
  *   work:     caller-owned scratch of pn_groupnorm_backward_work(N, C) doubles (NULL:
  *             the kernel allocates it for the call). */
 int pn_batchnorm_forward_train_ex(float *out, float *mean, float *rstd, float *running_mean,
@@ -280,20 +236,16 @@ int pn_batchnorm_forward_train_save(float *out, float *mean, float *rstd, float 
 int pn_batchnorm_forward_eval_ex(float *out, const float *inp, const float *running_mean,
                                  const float *running_var, const float *weight, const float *bias,
                                  int N, int C, int HW, float eps, int relu);
-int pn_batchnorm_backward_ex(float *dinp, float *dweight, float *dbias, const float *dout,
-                             const float *inp, const float *mean, const float *rstd,
-                             const float *weight, int N, int C, int HW, int norm_batch,
-                             const float *relu_out);
 /* The backward of max(BN(x), 0) without the output: the mask is recomputed from x with the
  * forward's coefficients (scale (N/g, C) from pn_batchnorm_forward_train_save, bias (C) or
- * NULL). Bit for bit pn_batchnorm_backward_ex with relu_out, reading one tensor fewer. */
+ * NULL): pn_batchnorm_backward on the masked dout, bit for bit. */
 int pn_batchnorm_backward_relux(float *dinp, float *dweight, float *dbias, const float *dout,
                                 const float *inp, const float *mean, const float *rstd,
                                 const float *scale, const float *bias, const float *weight, int N,
                                 int C, int HW, int norm_batch);
 /* The GN-family backward of norm + ReLU with the mask recomputed from x with the forward's
- * coefficients (mean, rstd * weight, bias): bit for bit pn_groupnorm_backward_ex with
- * relu_out, without reading the output. */
+ * coefficients (mean, rstd * weight, bias): pn_groupnorm_backward on the masked dout, bit
+ * for bit. */
 int pn_groupnorm_backward_relux(float *dinp, float *dweight, float *dbias, const float *dout,
                                 const float *inp, const float *mean, const float *rstd,
                                 const float *weight, const float *bias, int N, int C, int HW,
@@ -304,8 +256,7 @@ int pn_groupnorm_forward_ex(float *out, float *mean, float *rstd, const float *i
 size_t pn_groupnorm_backward_work(int N, int C);
 int pn_groupnorm_backward_ex(float *dinp, float *dweight, float *dbias, const float *dout,
                              const float *inp, const float *mean, const float *rstd,
-                             const float *weight, int N, int C, int HW, int G,
-                             const float *relu_out, double *work);
+                             const float *weight, int N, int C, int HW, int G, double *work);
 /* Apply passes: the output of the last forward again, from its input and the saved
  * statistics (no new statistics, running statistics untouched), bit for bit what the
  * forward wrote (the forwards run these same passes). The model recomputes norm outputs

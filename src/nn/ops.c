@@ -380,7 +380,7 @@ static int norm_bwd(pn_model *m, pn_op *op, const pn_bwd_args *a)
                                      s.rstd, pn_op_param(m, op, 0), B, op->C, op->HW, m->cfg.norm_batch);
     }
     return pn_groupnorm_backward_ex(dinp, pn_op_grad(m, op, 0), pn_op_grad(m, op, 1), dy, inp, s.mean,
-                                    s.rstd, pn_op_param(m, op, 0), B, op->C, op->HW, op->G, NULL, work);
+                                    s.rstd, pn_op_param(m, op, 0), B, op->C, op->HW, op->G, work);
 }
 
 /* Unstored (src/nn/model.c): norm + ReLU of every kind but none and sync-BN; the backward
