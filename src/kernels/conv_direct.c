@@ -536,12 +536,13 @@ static void wino_conv(float *y, const float *x, const pn_conv_src *src, int n, c
  * xi: written pair by pair, the 16 values of a pair lay Co * Ci floats apart (16 KB at 64
  * channels, the same L1 set) and the pack of a 64-channel layer took 0.34 ms, serial. */
 enum { WP_CI = 32 };
-static void wino_pack(float *U, const float *w, int Cin, int Cout, int bwd)
+static void wino_pack(float *U, const float *w, int Cin, int Cout, int bwd, int part, int nparts)
 {
     const int Co = bwd ? Cin : Cout, Ci = bwd ? Cout : Cin;
     const size_t us = (size_t)Co * Ci;
     float blk[16 * WP_CI * 8];
-    for (int ob = 0; ob < Co; ob += 8)
+    const int nb = Co / 8;
+    for (int ob = nb * part / nparts * 8; ob < nb * (part + 1) / nparts * 8; ob += 8)
         for (int i0 = 0; i0 < Ci; i0 += WP_CI) {
             const int ni = Ci - i0 < WP_CI ? Ci - i0 : WP_CI;
             for (int i = 0; i < ni; i++)
@@ -580,15 +581,27 @@ size_t pn_dconv_wpack_floats(const pn_conv_shape *s)
     return (size_t)s->Cin * s->Cout * (pn_dconv_wino_ok(s) ? 16 : DC_T);
 }
 
+/* Blocks [nb * part / nparts, nb * (part + 1) / nparts) of the nb = ceil(outputs / 8)
+ * blocks of 8 output channels (of the forward: Cout; of dinp: Cin). */
+static void part_range(int C, int part, int nparts, int *lo, int *hi)
+{
+    const int nb = (C + 7) / 8;
+    *lo = nb * part / nparts * 8;
+    *hi = nb * (part + 1) / nparts * 8;
+    if (*hi > C) *hi = C;
+}
+
 // w (Cout, Cin, 3, 3) -> wp (Cout/8, Cin, 3, 3, 8), or U (16, Cout/8, Cin, 8) (Winograd)
-void pn_dconv_pack_fwd(float *wp, const float *w, const pn_conv_shape *s)
+void pn_dconv_pack_fwd(float *wp, const float *w, const pn_conv_shape *s, int part, int nparts)
 {
     const int Cin = s->Cin, Cout = s->Cout;
     if (pn_dconv_wino_ok(s)) {
-        wino_pack(wp, w, Cin, Cout, 0);
+        wino_pack(wp, w, Cin, Cout, 0, part, nparts);
         return;
     }
-    for (int co = 0; co < Cout; co++)
+    int lo, hi;
+    part_range(Cout, part, nparts, &lo, &hi);
+    for (int co = lo; co < hi; co++)
         for (int ci = 0; ci < Cin; ci++)
             for (int t = 0; t < DC_T; t++)
                 wp[(((size_t)(co / 8) * Cin + ci) * DC_T + t) * 8 + co % 8] =
@@ -597,15 +610,17 @@ void pn_dconv_pack_fwd(float *wp, const float *w, const pn_conv_shape *s)
 
 // w (Cout, Cin, 3, 3) -> wp (Cin/8, Cout, 3, 3, 8): wp[ci/8][co][t][ci%8] = w[co][ci][8 - t],
 // or U (16, Cin/8, Cout, 8) of the rotated weights (Winograd)
-void pn_dconv_pack_bwd(float *wp, const float *w, const pn_conv_shape *s)
+void pn_dconv_pack_bwd(float *wp, const float *w, const pn_conv_shape *s, int part, int nparts)
 {
     const int Cin = s->Cin, Cout = s->Cout;
     if (pn_dconv_wino_ok(s)) {
-        wino_pack(wp, w, Cin, Cout, 1);
+        wino_pack(wp, w, Cin, Cout, 1, part, nparts);
         return;
     }
+    int lo, hi;
+    part_range(Cin, part, nparts, &lo, &hi);
     for (int co = 0; co < Cout; co++)
-        for (int ci = 0; ci < Cin; ci++)
+        for (int ci = lo; ci < hi; ci++)
             for (int t = 0; t < DC_T; t++)
                 wp[(((size_t)(ci / 8) * Cout + co) * DC_T + t) * 8 + ci % 8] =
                     w[((size_t)co * Cin + ci) * DC_T + (DC_T - 1 - t)];
@@ -771,8 +786,14 @@ size_t pn_dconv_wpack_floats(const pn_conv_shape *s)
     (void)s;
     return 0;
 }
-void pn_dconv_pack_fwd(float *wp, const float *w, const pn_conv_shape *s) { (void)wp; (void)w; (void)s; }
-void pn_dconv_pack_bwd(float *wp, const float *w, const pn_conv_shape *s) { (void)wp; (void)w; (void)s; }
+void pn_dconv_pack_fwd(float *wp, const float *w, const pn_conv_shape *s, int part, int nparts)
+{
+    (void)wp; (void)w; (void)s; (void)part; (void)nparts;
+}
+void pn_dconv_pack_bwd(float *wp, const float *w, const pn_conv_shape *s, int part, int nparts)
+{
+    (void)wp; (void)w; (void)s; (void)part; (void)nparts;
+}
 void pn_dconv_fwd_image(float *y, const float *x, const pn_conv_src *src, int n, const float *wp,
                         const pn_conv_shape *s, float *scratch, int first)
 {
