@@ -179,9 +179,15 @@ static int img_threads(const pn_conv_shape *s, int Ho, int Wo)
 }
 
 /* Per-thread slice in the image-parallel path: column matrix, then dweight. */
+/* One weight gradient: the direct kernel's packed sums (16/9 larger for Winograd). */
+static size_t dw_floats(const pn_conv_shape *s)
+{
+    return pn_dconv_ok(s) ? pn_dconv_dw_floats(s) : (size_t)s->Cout * (s->Cin / s->groups) * s->KH * s->KW;
+}
+
 static size_t slice_floats(const pn_conv_shape *s, int Ho, int Wo)
 {
-    return al16(col_floats(s, Ho, Wo)) + al16((size_t)s->Cout * (s->Cin / s->groups) * s->KH * s->KW);
+    return al16(col_floats(s, Ho, Wo)) + al16(dw_floats(s));
 }
 
 size_t pn_conv2d_workspace(const pn_conv_shape *s)
@@ -562,7 +568,7 @@ static void direct_bwd(float *dinp, float *dweight, const float *dout, const flo
     const int par = T > 1 && s->N >= T;
     const size_t slice = slice_floats(s, Ho, Wo), off = wflip_floats(s);
     const size_t colsz = al16(col_floats(s, Ho, Wo));
-    const size_t nw = (size_t)s->Cout * s->Cin * s->KH * s->KW;
+    const size_t nw = dw_floats(s);
     /* Each thread sums its images' weight gradient in its slice (packed layout); then
      * the slices are added in thread order into dweight. */
     #pragma omp parallel num_threads(T) if (par)
@@ -586,7 +592,7 @@ static void direct_bwd(float *dinp, float *dweight, const float *dout, const flo
         }
         #pragma omp barrier
         pn_dconv_dw_reduce(dweight, work + off + colsz, slice, nth, s->Cout * t / nth,
-                           s->Cout * (t + 1) / nth, s->Cin);
+                           s->Cout * (t + 1) / nth, s);
     }
 }
 

@@ -76,6 +76,14 @@ void pn_dconv_enable(int on);
  * workspaces again after it. */
 void pn_dconv_winograd_enable(int mode);
 int pn_dconv_wino_ok(const pn_conv_shape *s);
+/* The weight gradient by Winograd too (1, default) where pn_dconv_wino_ok, or by the direct
+ * kernel (0: tests, benchmarks). pn_dconv_wino_dw_ok: both switches and the shape. Not
+ * thread-safe; query workspaces again after it. */
+void pn_dconv_winograd_dw_enable(int on);
+int pn_dconv_wino_dw_ok(const pn_conv_shape *s);
+/* Floats of one packed weight gradient (pn_dconv_bwd_image's dWp): Cin * Cout * 9 (direct)
+ * or * 16 (Winograd: the untransformed (16, Cout/8, Cin, 8) sums). */
+size_t pn_dconv_dw_floats(const pn_conv_shape *s);
 size_t pn_dconv_scratch(const pn_conv_shape *s, int backward);
 /* Floats of the packed weights: Cin * Cout * 9 (direct) or * 16 (Winograd, U = G g G^T). */
 size_t pn_dconv_wpack_floats(const pn_conv_shape *s);
@@ -84,7 +92,7 @@ void pn_dconv_pack_bwd(float *wp, const float *w, const pn_conv_shape *s);
 void pn_dconv_fwd_image(float *y, const float *x, const pn_conv_src *src, int n, const float *wp,
                         const pn_conv_shape *s, float *scratch, int first);
 void pn_dconv_dw_reduce(float *dweight, const float *dWp, size_t stride, int nslices, int co_lo,
-                        int co_hi, int Cin);
+                        int co_hi, const pn_conv_shape *s);
 void pn_dconv_bwd_image(float *dx, float *dWp, float beta, const float *dy, const float *x,
                         const pn_conv_src *src, int n, const float *wpb, const pn_conv_shape *s,
                         float *scratch, int first);
