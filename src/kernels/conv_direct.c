@@ -24,10 +24,11 @@
  *   dweight   dW[co][ci][kh][kw] = sum_p dy[co][p] * xpad[ci][p + kh*Wp + kw]: vectors
  *             of 8 output channels of dy (transposed to (P, Cout)) times broadcasts of
  *             the input; 9 accumulators, one per tap.
- * At stride 1 with 32 to 64 channels, forward and dinp take Winograd F(2x2, 3x3) instead
- * (below, wino_*; pn_dconv_winograd_enable).
+ * At stride 1 with 32 to 64 channels, forward, dinp and dweight take Winograd F(2x2, 3x3)
+ * instead (below, wino_*; pn_dconv_winograd_enable, pn_dconv_winograd_dw_enable).
  * Sums are in float, as in the GEMM this replaces; the weight gradient is summed in float
- * over a thread's images (packed layout), and conv.c adds the threads' sums in double. */
+ * over a thread's images (packed layout, or Winograd's untransformed 16 per channel pair),
+ * and pn_dconv_dw_reduce adds the threads' sums in double (and transforms Winograd's). */
 #include <stddef.h>
 #include <string.h>
 

@@ -61,9 +61,11 @@ int pn_conv2d_src_ok(const pn_conv_shape *s);
  * wp: weights packed by pn_dconv_pack_fwd (forward) or pn_dconv_pack_bwd (dinp), each
  * pn_dconv_wpack_floats floats (the same pn_dconv_wino_ok state at packing and use). The
  * backward: dWp = beta * dWp + this image's weight gradient in the packed layout
- * (Cout/8, Cin, 3, 3, 8) (beta 0 or 1); dx written (or NULL).
+ * (Cout/8, Cin, 3, 3, 8), or where pn_dconv_wino_dw_ok its untransformed Winograd sums
+ * (16, Cout/8, Cin, 8) (pn_dconv_dw_floats floats; beta 0 or 1); dx written (or NULL).
  * pn_dconv_dw_reduce: dweight[co] += sum over u < nslices of the packed gradients at
- * dWp + u * stride (in double, in order u = 0, 1, ...), for output channels [co_lo, co_hi). */
+ * dWp + u * stride (in double, in order u = 0, 1, ...; Winograd's then transformed by
+ * G^T . G in double), for output channels [co_lo, co_hi). */
 int pn_dconv_ok(const pn_conv_shape *s);
 int pn_dconv_dinp_ok(const pn_conv_shape *s);
 /* 0: every convolution takes the im2col + sgemm path (benchmarks, tests); 1 (default): the
