@@ -562,8 +562,8 @@ static void wino_conv(float *y, const float *x, const pn_conv_src *src, int n, c
  * multiply-adds per tile and channel pair instead of 36. dWh (16, Co/8, Ci, 8) is summed
  * over a thread's images in float (it is linear, so the 4x4 -> 3x3 transform comes once,
  * in pn_dconv_dw_reduce, in double after the threads' sums). Layouts: the forward's scratch
- * (xq, xt, V; its M holds Ydy (16, TC, Co)), then dyt (2 th, 2 tw, Co): dy channels last
- * with a zero row and column more for odd sizes. */
+ * (xq, xt, V; its M holds Ydy (16, TC, Co); larger chunks, wino_dw_plan), then dyt
+ * (2 th, 2 tw, Co): dy channels last with a zero row and column more for odd sizes. */
 
 /* Y (16, TC, Co) = A dy A^T for tiles [t0, t0 + nt) from dyt (2 th, 2 tw, Co). */
 __attribute__((noinline)) static void wino_dytrans(float *Y, const float *dyt, const wino_geom *g, int Co, int t0,
@@ -634,10 +634,28 @@ __attribute__((noinline)) static void wino_dwgemm(float *dWh, const float *V, co
     }
 }
 
-/* Floats of wino_dw's scratch: the forward's, then dyt. */
+/* The forward's geometry with larger chunks: up to 64K floats (256 KB) of V and Ydy, whole
+ * tile rows. The weight gradient's GEMM is reduced over the chunk's tiles and adds its 12
+ * accumulators to dWh at the end of each, so short chunks cost (14x14: one chunk of 49
+ * tiles instead of 35 + 14); per xi it reads only nt x (Ci + Co) floats of V and Ydy. */
+static wino_geom wino_dw_plan(int Ci, int Co, int Hi, int Wi, int pad)
+{
+    wino_geom g = wino_plan(Ci, Co, Hi, Wi, pad);
+    const int r = 65536 / (16 * g.tw * (Ci + Co)), R = r < 1 ? 1 : r < g.th ? r : g.th;
+    if (R * g.tw > g.TC) {
+        g.TC = R * g.tw;
+        g.vs = (size_t)g.TC * Ci + 16;
+        g.ms = (size_t)g.TC * Co + 16;
+        g.M = g.V + 16 * g.vs;
+        g.total = g.M + 16 * g.ms;
+    }
+    return g;
+}
+
+/* Floats of wino_dw's scratch: the forward's (wino_dw_plan), then dyt. */
 static size_t wino_dw_scratch(int Ci, int Co, int Hi, int Wi, int pad)
 {
-    const wino_geom g = wino_plan(Ci, Co, Hi, Wi, pad);
+    const wino_geom g = wino_dw_plan(Ci, Co, Hi, Wi, pad);
     return g.total + (size_t)Co * 4 * g.th * g.tw;
 }
 
@@ -647,7 +665,7 @@ static size_t wino_dw_scratch(int Ci, int Co, int Hi, int Wi, int pad)
 static void wino_dw(float *dWh, float beta, const float *dy, const float *x, const pn_conv_src *src, int n,
                     int Ci, int Co, int Hi, int Wi, int pad, float *scratch, int first)
 {
-    const wino_geom g = wino_plan(Ci, Co, Hi, Wi, pad);
+    const wino_geom g = wino_dw_plan(Ci, Co, Hi, Wi, pad);
     float *xt = scratch + g.xt, *V = scratch + g.V, *Y = scratch + g.M, *dyt = scratch + g.total;
     wino_input(scratch, &g, x, src, n, Ci, Hi, Wi, pad, first);
     if (first) memset(dyt, 0, (size_t)Co * 4 * g.th * g.tw * sizeof(float));
