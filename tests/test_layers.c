@@ -766,11 +766,12 @@ TEST(conv_shapes_and_workspace)
           : pn_dconv_wino_ok(&d)
               /* Winograd (2x2 tiles: 4x4 of them, planes of 10x10, one chunk of all 16
                * tiles): U (16 per channel pair), then per thread the weight gradient's
-               * Winograd scratch (the input's planes padded, planar and channels last; V,
-               * Ydy, dout channels last 8x8), the input gradient's (dout's planes padded,
+               * Winograd scratch (the input's planes padded, planar and channels last; V
+               * and Ydy for chunks of 5 images, 64K floats / (16 x 16 tiles x 48 channels);
+               * dout channels last 8x8), the input gradient's (dout's planes padded,
                * planar and channels last; V and M) and the weight gradient (16 per pair) */
               ? pn_conv2d_workspace(&d) == (size_t)16 * 32 * 16 +
-                                               (16 * 100 * 2 + 16 * (16 * 16 + 16) + 16 * (16 * 32 + 16) + 64 * 32) +
+                                               (16 * 100 * 2 + 16 * (80 * 16 + 16) + 16 * (80 * 32 + 16) + 64 * 32) +
                                                (32 * 100 * 2 + 16 * (16 * 32 + 16) + 16 * (16 * 16 + 16)) + 32 * 16 * 16
               : pn_conv2d_workspace(&d) == (size_t)16 * 32 * 9 * 2 + 16 * 100 + 64 * 32 + 32 * 100,
           "direct workspace %zu", pn_conv2d_workspace(&d));

@@ -583,7 +583,7 @@ static void direct_bwd(float *dinp, float *dweight, const float *dout, const flo
             const float *dy = dout + (size_t)n * s->Cout * HoWo;
             pn_dconv_bwd_image(ddir ? dx : NULL, dW, n == lo ? 0.0f : 1.0f, dy,
                                inp ? inp + (size_t)n * s->Cin * HW : NULL, src, n, work, s, scr,
-                               n == lo);
+                               n - lo, n == hi - 1);
             if (dx && !ddir) { /* dcol = W^T dy, folded back by col2im */
                 cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Kg, (int)HoWo, s->Cout, 1.0f,
                             weight, Kg, dy, (int)HoWo, 0.0f, scr + dsz, (int)HoWo);

@@ -635,15 +635,28 @@ __attribute__((noinline)) static void wino_dwgemm(float *dWh, const float *V, co
 }
 
 /* The forward's geometry with larger chunks: up to 64K floats (256 KB) of V and Ydy, whole
- * tile rows. The weight gradient's GEMM is reduced over the chunk's tiles and adds its 12
- * accumulators to dWh at the end of each, so short chunks cost (14x14: one chunk of 49
- * tiles instead of 35 + 14); per xi it reads only nt x (Ci + Co) floats of V and Ydy. */
-static wino_geom wino_dw_plan(int Ci, int Co, int Hi, int Wi, int pad)
+ * tile rows, or whole images where one image takes at most half of that (7x7: 16 tiles an
+ * image, 2 images a chunk at 64 channels). The weight gradient's GEMM is reduced over the
+ * chunk's tiles and adds its 12 accumulators to dWh at the end of each, so short chunks cost
+ * (14x14: one chunk of 49 tiles instead of 35 + 14); per xi it reads only nt x (Ci + Co)
+ * floats of V and Ydy. *G: images per chunk (0: chunks of tile rows of one image). */
+static wino_geom wino_dw_plan(int Ci, int Co, int Hi, int Wi, int pad, int *G)
 {
     wino_geom g = wino_plan(Ci, Co, Hi, Wi, pad);
-    const int r = 65536 / (16 * g.tw * (Ci + Co)), R = r < 1 ? 1 : r < g.th ? r : g.th;
-    if (R * g.tw > g.TC) {
-        g.TC = R * g.tw;
+    const long per_tile = 16L * (Ci + Co), cap = 65536;
+    const long imgs = cap / (per_tile * g.T);
+    *G = 0;
+    int TC = g.TC;
+    if (imgs >= 2) {
+        *G = (int)imgs;
+        TC = (int)imgs * g.T;
+    } else {
+        const long r = cap / (per_tile * g.tw);
+        const int R = r < 1 ? 1 : r < g.th ? (int)r : g.th;
+        if (R * g.tw > TC) TC = R * g.tw;
+    }
+    if (TC != g.TC) {
+        g.TC = TC;
         g.vs = (size_t)g.TC * Ci + 16;
         g.ms = (size_t)g.TC * Co + 16;
         g.M = g.V + 16 * g.vs;
@@ -655,22 +668,34 @@ static wino_geom wino_dw_plan(int Ci, int Co, int Hi, int Wi, int pad)
 /* Floats of wino_dw's scratch: the forward's (wino_dw_plan), then dyt. */
 static size_t wino_dw_scratch(int Ci, int Co, int Hi, int Wi, int pad)
 {
-    const wino_geom g = wino_dw_plan(Ci, Co, Hi, Wi, pad);
+    int G;
+    const wino_geom g = wino_dw_plan(Ci, Co, Hi, Wi, pad, &G);
     return g.total + (size_t)Co * 4 * g.th * g.tw;
 }
 
 /* dWh (16, Co/8, Ci, 8) = beta * dWh + the untransformed weight gradient of one image:
  * input Ci x Hi x Wi (x, or image n of src) padded by pad, dy (Co, Ho*Wo); beta 0 or 1.
- * scratch: wino_dw_scratch floats; first: zero the padded planes. */
+ * scratch: wino_dw_scratch floats; k: the image's index among the call's images on this
+ * scratch (0: zero the padded planes), last: the call's last image. With several images a
+ * chunk (wino_dw_plan), image k's tiles go to slot k % G of V and Ydy and the GEMM runs
+ * when the chunk is full or at the last image: dWh is complete after the last image only. */
 static void wino_dw(float *dWh, float beta, const float *dy, const float *x, const pn_conv_src *src, int n,
-                    int Ci, int Co, int Hi, int Wi, int pad, float *scratch, int first)
+                    int Ci, int Co, int Hi, int Wi, int pad, float *scratch, int k, int last)
 {
-    const wino_geom g = wino_dw_plan(Ci, Co, Hi, Wi, pad);
+    int G;
+    const wino_geom g = wino_dw_plan(Ci, Co, Hi, Wi, pad, &G);
     float *xt = scratch + g.xt, *V = scratch + g.V, *Y = scratch + g.M, *dyt = scratch + g.total;
-    wino_input(scratch, &g, x, src, n, Ci, Hi, Wi, pad, first);
-    if (first) memset(dyt, 0, (size_t)Co * 4 * g.th * g.tw * sizeof(float));
+    wino_input(scratch, &g, x, src, n, Ci, Hi, Wi, pad, k == 0);
+    if (k == 0) memset(dyt, 0, (size_t)Co * 4 * g.th * g.tw * sizeof(float));
     pad_chlast(dyt, dy, Co, g.Ho, g.Wo, 0, 2 * g.tw);
     if (beta == 0.0f) memset(dWh, 0, (size_t)16 * Co * Ci * sizeof(float));
+    if (G) { /* whole images, G to a chunk */
+        const int slot = k % G;
+        wino_itrans(V + (size_t)slot * g.T * Ci, xt, &g, Ci, 0, g.T);
+        wino_dytrans(Y + (size_t)slot * g.T * Co, dyt, &g, Co, 0, g.T);
+        if (slot == G - 1 || last) wino_dwgemm(dWh, V, Y, &g, Ci, Co, (slot + 1) * g.T);
+        return;
+    }
     const int R = g.TC / g.tw;
     for (int i0 = 0; i0 < g.th; i0 += R) {
         const int rows = g.th - i0 < R ? g.th - i0 : R, nt = rows * g.tw;
@@ -884,14 +909,15 @@ static void to_blocked8(float *dyT, const float *dy, int C, int P)
 
 void pn_dconv_bwd_image(float *dx, float *dWp, float beta, const float *dy, const float *x,
                         const pn_conv_src *src, int n, const float *wpb, const pn_conv_shape *s,
-                        float *scratch, int first)
+                        float *scratch, int k, int last)
 {
     const int Ho = out_size(s->H, s->pad, s->stride), Wo = out_size(s->W, s->pad, s->stride);
     const int q = 2 - s->pad, P = Ho * Wo, Cout = s->Cout, Hp = s->H + 2 * s->pad, Wp = s->W + 2 * s->pad;
     float *xp = scratch, *dyT = xp + (size_t)s->Cin * pplane(s->H, s->W, s->pad);
     float *dyp = dyT + (size_t)P * Cout;
+    const int first = k == 0;
     if (pn_dconv_wino_dw_ok(s)) { /* Winograd for both (wino_dw's scratch, then dx's) */
-        wino_dw(dWp, beta, dy, x, src, n, s->Cin, Cout, s->H, s->W, s->pad, scratch, first);
+        wino_dw(dWp, beta, dy, x, src, n, s->Cin, Cout, s->H, s->W, s->pad, scratch, k, last);
         if (dx)
             wino_conv(dx, dy, NULL, 0, wpb, Cout, s->Cin, Ho, Wo, q,
                       scratch + wino_dw_scratch(s->Cin, Cout, s->H, s->W, s->pad), first);
@@ -972,10 +998,10 @@ void pn_dconv_fwd_image(float *y, const float *x, const pn_conv_src *src, int n,
 }
 void pn_dconv_bwd_image(float *dx, float *dWp, float beta, const float *dy, const float *x,
                         const pn_conv_src *src, int n, const float *wpb, const pn_conv_shape *s,
-                        float *scratch, int first)
+                        float *scratch, int k, int last)
 {
     (void)dx; (void)dWp; (void)beta; (void)dy; (void)x; (void)src; (void)n; (void)wpb; (void)s;
-    (void)scratch; (void)first;
+    (void)scratch; (void)k; (void)last;
 }
 void pn_dconv_dw_reduce(float *dweight, const float *dWp, size_t stride, int nslices, int co_lo,
                         int co_hi, const pn_conv_shape *s)

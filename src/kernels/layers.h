@@ -56,8 +56,11 @@ int pn_conv2d_src_ok(const pn_conv_shape *s);
  * only where pn_dconv_dinp_ok (stride 1, Cin a multiple of 8); otherwise the caller passes
  * dx = NULL and computes it itself. One image per call; scratch: pn_dconv_scratch floats
  * per thread (padded planes, dout transposed); first = 1 on the first image of a call with
- * this scratch (zeroes the padding once). The input image is x, or image n of src when src
- * is not NULL (x unused).
+ * this scratch (zeroes the padding once); the backward's k: the image's index among the
+ * call's images on this scratch (k == 0: first), last: 1 on the call's last image (the
+ * Winograd weight gradient may hold images back to run them in one GEMM: dWp is complete
+ * after the last image only). The input image is x, or image n of src when src is not NULL
+ * (x unused).
  * wp: weights packed by pn_dconv_pack_fwd (forward) or pn_dconv_pack_bwd (dinp), each
  * pn_dconv_wpack_floats floats (the same pn_dconv_wino_ok state at packing and use). The
  * backward: dWp = beta * dWp + this image's weight gradient in the packed layout
@@ -97,7 +100,7 @@ void pn_dconv_dw_reduce(float *dweight, const float *dWp, size_t stride, int nsl
                         int co_hi, const pn_conv_shape *s);
 void pn_dconv_bwd_image(float *dx, float *dWp, float beta, const float *dy, const float *x,
                         const pn_conv_src *src, int n, const float *wpb, const pn_conv_shape *s,
-                        float *scratch, int first);
+                        float *scratch, int k, int last);
 
 /* --------------------------------------------------------------- linear */
 /* inp (N,In); weight (Out,In); bias (Out) or NULL; out (N,Out). */
