@@ -658,6 +658,9 @@ TEST(conv_threads_match_serial)
     threads_match_serial((pn_conv_shape){ 5, 16, 9, 8, 24, 3, 3, 1, 1, 1 }); /* direct kernel */
     threads_match_serial((pn_conv_shape){ 1, 16, 6, 5, 16, 3, 3, 1, 1, 1 }); /* direct, N < threads */
     threads_match_serial((pn_conv_shape){ 5, 16, 9, 8, 32, 3, 3, 2, 1, 1 }); /* direct, stride 2 */
+    /* Winograd (32 channels), 7x7: the weight gradient 4 images a chunk (1 thread: 4 + 1;
+     * 2 threads: 2 and 3) */
+    threads_match_serial((pn_conv_shape){ 5, 32, 7, 7, 32, 3, 3, 1, 1, 1 });
 }
 
 /* The input given by a function (pn_conv_src): the plane callback here applies
