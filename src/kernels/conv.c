@@ -533,7 +533,7 @@ static void bias_grad(float *dbias, const float *dout, int N, int C, size_t HW)
 static void direct_fwd(float *out, const float *inp, const pn_conv_src *src, const float *weight,
                        const pn_conv_shape *s, float *work)
 {
-    int Ho, Wo;
+    int Ho = 0, Wo = 0; /* set: the callers checked the shape */
     pn_conv_out_hw(s, &Ho, &Wo);
     const size_t HW = (size_t)s->H * s->W, HoWo = (size_t)Ho * Wo;
     const int T = img_threads(s, Ho, Wo);
@@ -557,7 +557,7 @@ static void direct_bwd(float *dinp, float *dweight, const float *dout, const flo
                        const pn_conv_src *src, const float *weight, const pn_conv_shape *s,
                        float *work)
 {
-    int Ho, Wo;
+    int Ho = 0, Wo = 0; /* set: the callers checked the shape */
     pn_conv_out_hw(s, &Ho, &Wo);
     const size_t HW = (size_t)s->H * s->W, HoWo = (size_t)Ho * Wo;
     const int T = img_threads(s, Ho, Wo);

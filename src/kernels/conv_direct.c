@@ -979,11 +979,6 @@ size_t pn_dconv_dw_floats(const pn_conv_shape *s)
     (void)s;
     return 0;
 }
-size_t pn_dconv_dw_floats(const pn_conv_shape *s)
-{
-    return (size_t)s->Cin * s->Cout * (pn_dconv_wino_dw_ok(s) ? 16 : DC_T);
-}
-
 size_t pn_dconv_wpack_floats(const pn_conv_shape *s)
 {
     (void)s;
