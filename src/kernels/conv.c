@@ -178,13 +178,13 @@ static int img_threads(const pn_conv_shape *s, int Ho, int Wo)
     return macs <= PN_IMG_PAR_MAX || pn_dconv_ok(s) ? T : 1;
 }
 
-/* Per-thread slice in the image-parallel path: column matrix, then dweight. */
 /* One weight gradient: the direct kernel's packed sums (16/9 larger for Winograd). */
 static size_t dw_floats(const pn_conv_shape *s)
 {
     return pn_dconv_ok(s) ? pn_dconv_dw_floats(s) : (size_t)s->Cout * (s->Cin / s->groups) * s->KH * s->KW;
 }
 
+/* Per-thread slice in the image-parallel path: column matrix, then dweight. */
 static size_t slice_floats(const pn_conv_shape *s, int Ho, int Wo)
 {
     return al16(col_floats(s, Ho, Wo)) + al16(dw_floats(s));
@@ -569,8 +569,9 @@ static void direct_bwd(float *dinp, float *dweight, const float *dout, const flo
     const size_t slice = slice_floats(s, Ho, Wo), off = wflip_floats(s);
     const size_t colsz = al16(col_floats(s, Ho, Wo));
     const size_t nw = dw_floats(s);
-    /* Each thread sums its images' weight gradient in its slice (packed layout); then
-     * the slices are added in thread order into dweight. */
+    /* Each thread sums its images' weight gradient in its slice (packed layout, or the
+     * untransformed Winograd sums); then the slices are added in thread order into dweight
+     * (pn_dconv_dw_reduce, which also transforms Winograd's). */
     #pragma omp parallel num_threads(T) if (par)
     {
         const int t = thread_num(), nth = num_threads();
