@@ -7,8 +7,10 @@
  *
  * Per shape and thread count: GFLOP/s of the forward (2*MACs of the direct convolution,
  * also for Winograd: effective GFLOP/s) and of the backward (dinp and dweight: 4*MACs),
- * fastest of REPS calls after one warm-up, the three paths alternating call by call, and
+ * fastest of REPS calls after one warm-up, the paths alternating call by call, and
  * the ratios winograd / direct (w/d) and direct / gemm (d/g) (> 1: the first is faster).
+ * The backward's Winograd path computes dinp and dweight by Winograd; its column "w+d"
+ * is Winograd for dinp with the direct kernel's dweight (pn_dconv_winograd_dw_enable(0)).
  * Winograd is forced (pn_dconv_winograd_enable(2)) so that every shape shows it; by default
  * the library uses it at 32 channels and more only (conv_direct.c).
  * Also OpenBLAS's large square sgemm (2048^3) as the peak of the machine. */
@@ -35,13 +37,15 @@ static float *filled(size_t n)
     return p;
 }
 
-enum { NPATH = 3 };
+enum { NPATH = 4 };
 
-/* Path d: 0 Winograd (at any channel count), 1 the direct kernel, 2 im2col + sgemm. */
+/* Path d: 0 Winograd (at any channel count), 1 the direct kernel, 2 im2col + sgemm, 3 (the
+ * backward only) Winograd with the direct kernel's weight gradient. */
 static void set_path(int d)
 {
-    pn_dconv_enable(d < 2);
-    pn_dconv_winograd_enable(d == 0 ? 2 : 0);
+    pn_dconv_enable(d != 2);
+    pn_dconv_winograd_enable(d == 0 || d == 3 ? 2 : 0);
+    pn_dconv_winograd_dw_enable(d != 3);
 }
 
 /* Fastest of reps forward (bwd = 0) or backward calls, for each path (t[d]), the paths
@@ -63,7 +67,7 @@ static void time_conv(const pn_conv_shape *s, int bwd, int reps, double t[NPATH]
     float *work = filled(nwork);
     for (int d = 0; d < NPATH; d++) t[d] = 1e30;
     for (int r = -1; r < reps; r++)
-        for (int d = 0; d < NPATH; d++) {
+        for (int d = 0; d < NPATH - !bwd; d++) {
             set_path(d);
             double t0 = pn_now_s();
             int rc = bwd ? pn_conv2d_backward(dx, dw, NULL, y, x, w, s, work)
@@ -77,6 +81,7 @@ static void time_conv(const pn_conv_shape *s, int bwd, int reps, double t[NPATH]
         }
     pn_dconv_enable(1);
     pn_dconv_winograd_enable(1);
+    pn_dconv_winograd_dw_enable(1);
     free(x); free(w); free(y); free(dx); free(dw); free(work);
 }
 
@@ -107,8 +112,8 @@ int main(int argc, char **argv)
     if (reps < 1) reps = 1;
     char buf[64];
     snprintf(buf, sizeof buf, "%s", threads);
-    printf("%-22s %3s | %8s %8s %8s %6s %6s | %8s %8s %8s %6s %6s | %s\n", "shape (N,Cin,H,W,Cout)", "thr",
-           "fwd wino", "dir", "gemm", "w/d", "d/g", "bwd wino", "dir", "gemm", "w/d", "d/g",
+    printf("%-22s %3s | %8s %8s %8s %6s %6s | %8s %8s %8s %8s %6s %6s | %s\n", "shape (N,Cin,H,W,Cout)", "thr",
+           "fwd wino", "dir", "gemm", "w/d", "d/g", "bwd wino", "w+d", "dir", "gemm", "w/d", "d/g",
            "GFLOP/s; peak = OpenBLAS sgemm 2048^3");
     for (char *tok = strtok(buf, " "); tok; tok = strtok(NULL, " ")) {
         const int T = atoi(tok);
@@ -125,9 +130,9 @@ int main(int argc, char **argv)
             }
             char name[32];
             snprintf(name, sizeof name, "%d,%d,%d,%d,%d", s->N, s->Cin, s->H, s->W, s->Cout);
-            printf("%-22s %3d | %8.1f %8.1f %8.1f %6.2f %6.2f | %8.1f %8.1f %8.1f %6.2f %6.2f |\n", name, T,
-                   g[0][0], g[1][0], g[2][0], g[0][0] / g[1][0], g[1][0] / g[2][0], g[0][1], g[1][1], g[2][1],
-                   g[0][1] / g[1][1], g[1][1] / g[2][1]);
+            printf("%-22s %3d | %8.1f %8.1f %8.1f %6.2f %6.2f | %8.1f %8.1f %8.1f %8.1f %6.2f %6.2f |\n", name, T,
+                   g[0][0], g[1][0], g[2][0], g[0][0] / g[1][0], g[1][0] / g[2][0], g[0][1], g[3][1], g[1][1],
+                   g[2][1], g[0][1] / g[1][1], g[1][1] / g[2][1]);
         }
         printf("%-22s %3d | peak %.1f GFLOP/s\n", "sgemm 2048^3", T, bench_sgemm_peak());
     }

@@ -422,9 +422,74 @@ static void wino_abs(double *wabs, const float *x, const float *g, int N, int Ci
     free(V);
 }
 
+/* The bound of the Winograd weight gradient (conv_direct.c, wino_dw):
+ * dW = G^T (sum over tiles of (A dy A^T) .* (B^T d B)) G, dy the tile's 2x2 output gradient
+ * (zero past Ho, Wo), d its 4x4 input patch. dwabs = the same on absolute values. Roundings
+ * along each term: 2 in the input transform, 2 in dy's, 1 in the product, at most one per
+ * tile and one per chunk (at most th chunks an image) in the float sums over a thread's
+ * images, then the threads' sums and G^T . G in double and one rounding to float: with
+ * K = N th (tw + 1) + 8, |got - exact| <= 2 (K + 1) u dwabs (bound_cmp).
+ * dwabs (Co, Ci, 3, 3) for x (N, Ci, Hi, Wi), dy (N, Co, Ho, Wo), padding pad. */
+static void wino_dw_abs(double *dwabs, const float *x, const float *dy, int N, int Ci, int Co, int Hi,
+                        int Wi, int pad)
+{
+    static const double G[4][3] = { { 1, 0, 0 }, { .5, .5, .5 }, { .5, .5, .5 }, { 0, 0, 1 } };
+    static const double BT[4][4] = { { 1, 0, 1, 0 }, { 0, 1, 1, 0 }, { 0, 1, 1, 0 }, { 0, 1, 0, 1 } };
+    static const double A[4][2] = { { 1, 0 }, { 1, 1 }, { 1, 1 }, { 0, 1 } };
+    const int Ho = Hi + 2 * pad - 2, Wo = Wi + 2 * pad - 2, th = (Ho + 1) / 2, tw = (Wo + 1) / 2;
+    double *M = calloc((size_t)Co * Ci * 16, sizeof(double));
+    double *V = malloc((size_t)Ci * 16 * sizeof(double)), *Y = malloc((size_t)Co * 16 * sizeof(double));
+    for (int n = 0; n < N; n++)
+        for (int ti = 0; ti < th; ti++)
+            for (int tj = 0; tj < tw; tj++) {
+                for (int i = 0; i < Ci; i++)
+                    for (int a = 0; a < 4; a++)
+                        for (int b = 0; b < 4; b++) {
+                            double acc = 0;
+                            for (int r = 0; r < 4; r++)
+                                for (int c = 0; c < 4; c++) {
+                                    const int h = 2 * ti - pad + r, w = 2 * tj - pad + c;
+                                    if (h < 0 || h >= Hi || w < 0 || w >= Wi) continue;
+                                    acc += BT[a][r] * BT[b][c] * fabs(x[(((size_t)n * Ci + i) * Hi + h) * Wi + w]);
+                                }
+                            V[(size_t)i * 16 + a * 4 + b] = acc;
+                        }
+                for (int o = 0; o < Co; o++)
+                    for (int a = 0; a < 4; a++)
+                        for (int b = 0; b < 4; b++) {
+                            double acc = 0;
+                            for (int r = 0; r < 2; r++)
+                                for (int c = 0; c < 2; c++) {
+                                    const int h = 2 * ti + r, w = 2 * tj + c;
+                                    if (h >= Ho || w >= Wo) continue;
+                                    acc += A[a][r] * A[b][c] * fabs(dy[(((size_t)n * Co + o) * Ho + h) * Wo + w]);
+                                }
+                            Y[(size_t)o * 16 + a * 4 + b] = acc;
+                        }
+                for (int o = 0; o < Co; o++)
+                    for (int i = 0; i < Ci; i++)
+                        for (int e = 0; e < 16; e++)
+                            M[((size_t)o * Ci + i) * 16 + e] += Y[(size_t)o * 16 + e] * V[(size_t)i * 16 + e];
+            }
+    for (size_t oi = 0; oi < (size_t)Co * Ci; oi++)
+        for (int k = 0; k < 3; k++)
+            for (int l = 0; l < 3; l++) {
+                double acc = 0;
+                for (int a = 0; a < 4; a++)
+                    for (int b = 0; b < 4; b++) acc += G[a][k] * G[b][l] * M[oi * 16 + a * 4 + b];
+                dwabs[oi * 9 + k * 3 + l] = acc;
+            }
+    free(M);
+    free(V);
+    free(Y);
+}
+
 /* resnet20's planes (28x28, 14x14, 7x7: odd, partial tiles), pads 0 to 2, 8 to 64 channels
- * (Cout 8 and 24: one vector of output channels in a block), in the forward and in the
- * input gradient (the Winograd convolution of dout by the rotated weights). */
+ * (Cout 8 and 24: one vector of output channels in a block), in the forward, in the input
+ * gradient (the Winograd convolution of dout by the rotated weights) and in the weight
+ * gradient (wino_dw: 8 to 64 input channels, groups of 6 ragged), with 1 and 2 threads
+ * (N = 3: images split 2 + 1), each deterministic. Paths: 0 Winograd for all three, 1 the
+ * direct kernel, 2 Winograd forward and input gradient with the direct weight gradient. */
 TEST(conv_winograd_reference)
 {
     static const pn_conv_shape cases[] = {
@@ -436,7 +501,11 @@ TEST(conv_winograd_reference)
          * tile, 1 valid pixel), 13, 31 (15 valid pixels of 16), 16 at pad 2 */
         { 2, 8, 9, 17, 16, 3, 3, 1, 1, 1 },   { 2, 16, 6, 13, 8, 3, 3, 1, 1, 1 },
         { 1, 24, 5, 33, 8, 3, 3, 1, 0, 1 },   { 2, 8, 4, 14, 8, 3, 3, 1, 2, 1 },
+        /* the weight gradient at resnet20's shapes, more images; 40 channels: 16 + 16 + 8 */
+        { 3, 32, 14, 14, 32, 3, 3, 1, 1, 1 }, { 3, 64, 7, 7, 64, 3, 3, 1, 1, 1 },
+        { 3, 32, 7, 7, 64, 3, 3, 1, 1, 1 },   { 3, 40, 9, 8, 40, 3, 3, 1, 1, 1 },
     };
+    const double u = 5.96e-8;
     const int threads0 = pn_get_threads();
     harness_seed(33);
     for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
@@ -446,6 +515,7 @@ TEST(conv_winograd_reference)
             CHECK(!pn_dconv_ok(s), "case %zu: direct kernel but no Winograd", k);
             continue;
         }
+        CHECK(pn_dconv_wino_dw_ok(s), "case %zu: no Winograd weight gradient by default", k);
         int Ho, Wo;
         pn_conv_out_hw(s, &Ho, &Wo);
         const size_t nx = (size_t)s->N * s->Cin * s->H * s->W, nw = (size_t)s->Cout * s->Cin * 9,
@@ -460,68 +530,95 @@ TEST(conv_winograd_reference)
                 for (int t = 0; t < 9; t++)
                     wr[((size_t)ci * s->Cout + co) * 9 + t] = w[((size_t)co * s->Cin + ci) * 9 + 8 - t];
         double *y = calloc(ny, 8), *ya = calloc(ny, 8), *dx = calloc(nx, 8), *dxa = calloc(nx, 8),
-               *dw = calloc(nw, 8), *dwa = calloc(nw, 8), *yw = calloc(ny, 8), *dxw = calloc(nx, 8);
+               *dw = calloc(nw, 8), *dwa = calloc(nw, 8), *yw = calloc(ny, 8), *dxw = calloc(nx, 8),
+               *dww = calloc(nw, 8);
         ref_conv(s, Ho, Wo, x, w, NULL, dy, y, ya, dx, dxa, dw, dwa);
         wino_abs(yw, x, w, s->N, s->Cin, s->Cout, s->H, s->W, s->pad);
         wino_abs(dxw, dy, wr, s->N, s->Cout, s->Cin, Ho, Wo, 2 - s->pad);
-        /* [path][threads]: path 0 Winograd, 1 direct */
-        float *gy[2][2], *gx[2][2], *gw[2][2];
-        for (int p = 0; p < 2; p++)
+        wino_dw_abs(dww, x, dy, s->N, s->Cin, s->Cout, s->H, s->W, s->pad);
+        const int Kdw = s->N * ((Ho + 1) / 2) * ((Wo + 1) / 2 + 1) + 8;
+        /* [path][threads] */
+        float *gy[3][2], *gx[3][2], *gw[3][2];
+        for (int p = 0; p < 3; p++)
             for (int t = 0; t < 2; t++) {
-                pn_dconv_winograd_enable(p == 0 ? 2 : 0);
+                pn_dconv_winograd_enable(p == 1 ? 0 : 2);
+                pn_dconv_winograd_dw_enable(p == 0);
                 pn_set_threads(t + 1);
-                float *work = fnew(pn_conv2d_workspace(s));
+                float *work = fnew(pn_conv2d_workspace(s)), *gw2 = fnew(nw);
                 gy[p][t] = fnew(ny);
                 gx[p][t] = fnew(nx);
                 gw[p][t] = fnew(nw);
                 CHECK(pn_conv2d_forward(gy[p][t], x, w, NULL, s, work) == PN_OK, "case %zu fwd", k);
                 CHECK(pn_conv2d_backward(gx[p][t], gw[p][t], NULL, dy, x, w, s, work) == PN_OK, "case %zu bwd",
                       k);
+                /* a second call (the workspace as the first left it) gives the same bits */
+                CHECK(pn_conv2d_backward(NULL, gw2, NULL, dy, x, w, s, work) == PN_OK, "case %zu bwd 2", k);
+                CHECK(memcmp(gw2, gw[p][t], nw * 4) == 0, "case %zu path %d threads %d: dw not deterministic",
+                      k, p, t + 1);
                 free(work);
+                free(gw2);
             }
         pn_dconv_winograd_enable(1);
+        pn_dconv_winograd_dw_enable(1);
         pn_set_threads(threads0);
         char what[64];
         snprintf(what, sizeof what, "wino %d,%d,%d,%d,%d p%d out", s->N, s->Cin, s->H, s->W, s->Cout, s->pad);
         bound_cmp(what, gy[0][0], y, yw, ny, s->Cin + 7);
         snprintf(what, sizeof what, "wino %d,%d,%d,%d,%d p%d dx", s->N, s->Cin, s->H, s->W, s->Cout, s->pad);
         bound_cmp(what, gx[0][0], dx, dxw, nx, s->Cout + 7);
-        snprintf(what, sizeof what, "wino %d,%d,%d,%d,%d p%d dw", s->N, s->Cin, s->H, s->W, s->Cout, s->pad);
-        bound_cmp(what, gw[0][0], dw, dwa, nw, s->N * Ho * Wo);
+        for (int t = 0; t < 2; t++) {
+            snprintf(what, sizeof what, "wino %d,%d,%d,%d,%d p%d dw t%d", s->N, s->Cin, s->H, s->W, s->Cout,
+                     s->pad, t + 1);
+            bound_cmp(what, gw[0][t], dw, dww, nw, Kdw);
+            snprintf(what, sizeof what, "direct %d,%d,%d,%d,%d p%d dw t%d", s->N, s->Cin, s->H, s->W, s->Cout,
+                     s->pad, t + 1);
+            bound_cmp(what, gw[2][t], dw, dwa, nw, s->N * Ho * Wo);
+        }
         /* Winograd vs the direct kernel: within the sum of the two bounds; the paths differ
          * (some outputs must differ in their last bits, else the switch did nothing) */
         double worst = 0;
-        size_t ndiff = 0;
+        size_t ndiff = 0, ndiffw = 0;
         for (size_t i = 0; i < ny; i++) {
-            const double tol = 2.0 * (s->Cin + 8) * 5.96e-8 * (yw[i] + ya[i]);
+            const double tol = 2.0 * (s->Cin + 8) * u * (yw[i] + ya[i]);
             const double e = fabs((double)gy[0][0][i] - gy[1][0][i]) / tol;
             ndiff += gy[0][0][i] != gy[1][0][i];
             if (!(e <= worst)) worst = e;
         }
         for (size_t i = 0; i < nx; i++) {
-            const double tol = 2.0 * (s->Cout + 8) * 5.96e-8 * (dxw[i] + dxa[i]);
+            const double tol = 2.0 * (s->Cout + 8) * u * (dxw[i] + dxa[i]);
             const double e = fabs((double)gx[0][0][i] - gx[1][0][i]) / tol;
             ndiff += gx[0][0][i] != gx[1][0][i];
             if (!(e <= worst)) worst = e;
         }
+        for (size_t i = 0; i < nw; i++) {
+            const double tol = 2.0 * (Kdw + 1) * u * dww[i] + 2.0 * (s->N * Ho * Wo + 1) * u * dwa[i];
+            const double e = fabs((double)gw[0][0][i] - gw[1][0][i]) / tol;
+            ndiffw += gw[0][0][i] != gw[1][0][i];
+            if (!(e <= worst)) worst = e;
+        }
         CHECK(worst <= 1.0, "case %zu: Winograd vs direct: worst error / bound %.3g", k, worst);
-        CHECK(ndiff > 0, "case %zu: Winograd and direct give the same bits", k);
+        CHECK(ndiff > 0 && ndiffw > 0, "case %zu: Winograd and direct give the same bits", k);
         if (verbose) printf("  wino vs direct case %zu: worst error / bound %.3g, %zu differ\n", k, worst, ndiff);
         /* threads vs serial: the same bits for out and dx (images are independent; the
-         * weight gradient's float sums follow the images' split among the threads) */
-        for (int p = 0; p < 2; p++)
+         * weight gradient's float sums follow the images' split among the threads); path 2
+         * has path 0's out and dx and path 1's dw */
+        for (int p = 0; p < 3; p++)
             CHECK(memcmp(gy[p][0], gy[p][1], ny * 4) == 0 && memcmp(gx[p][0], gx[p][1], nx * 4) == 0,
                   "case %zu path %d: 2 threads differ from 1", k, p);
-        for (int p = 0; p < 2; p++)
+        for (int t = 0; t < 2; t++)
+            CHECK(memcmp(gx[2][t], gx[0][t], nx * 4) == 0 && memcmp(gw[2][t], gw[1][t], nw * 4) == 0,
+                  "case %zu threads %d: Winograd dx with the direct dw differs", k, t + 1);
+        for (int p = 0; p < 3; p++)
             for (int t = 0; t < 2; t++) {
                 free(gy[p][t]);
                 free(gx[p][t]);
                 free(gw[p][t]);
             }
         free(x); free(w); free(dy); free(wr);
-        free(y); free(ya); free(dx); free(dxa); free(dw); free(dwa); free(yw); free(dxw);
+        free(y); free(ya); free(dx); free(dxa); free(dw); free(dwa); free(yw); free(dxw); free(dww);
     }
     pn_dconv_winograd_enable(1);
+    pn_dconv_winograd_dw_enable(1);
 }
 
 /* Images in parallel (2 threads) against one image at a time (1 thread): same values up to
@@ -565,6 +662,9 @@ TEST(conv_threads_match_serial)
     threads_match_serial((pn_conv_shape){ 5, 16, 9, 8, 24, 3, 3, 1, 1, 1 }); /* direct kernel */
     threads_match_serial((pn_conv_shape){ 1, 16, 6, 5, 16, 3, 3, 1, 1, 1 }); /* direct, N < threads */
     threads_match_serial((pn_conv_shape){ 5, 16, 9, 8, 32, 3, 3, 2, 1, 1 }); /* direct, stride 2 */
+    /* Winograd (32 channels), 7x7: the weight gradient 4 images a chunk (1 thread: 4 + 1;
+     * 2 threads: 2 and 3) */
+    threads_match_serial((pn_conv_shape){ 5, 32, 7, 7, 32, 3, 3, 1, 1, 1 });
 }
 
 /* The input given by a function (pn_conv_src): the plane callback here applies
@@ -632,6 +732,10 @@ TEST(conv_src_matches_tensor)
     src_matches_tensor((pn_conv_shape){ 3, 16, 9, 8, 16, 3, 3, 1, 1, 1 }, 1);
     src_matches_tensor((pn_conv_shape){ 5, 16, 9, 8, 24, 3, 3, 1, 1, 1 }, 2);
     src_matches_tensor((pn_conv_shape){ 5, 16, 9, 8, 32, 3, 3, 2, 1, 1 }, 2); /* stride 2: dinp by GEMM + col2im */
+    /* Winograd (32 and 64 channels): forward, input and weight gradients */
+    src_matches_tensor((pn_conv_shape){ 3, 32, 14, 14, 32, 3, 3, 1, 1, 1 }, 1);
+    src_matches_tensor((pn_conv_shape){ 3, 32, 14, 14, 32, 3, 3, 1, 1, 1 }, 2);
+    src_matches_tensor((pn_conv_shape){ 5, 64, 7, 7, 64, 3, 3, 1, 1, 1 }, 2);
     /* refused: not a direct shape */
     float z = 0;
     src_ctx k = { &z, 1, 1, 1 };
@@ -668,13 +772,25 @@ TEST(conv_shapes_and_workspace)
     CHECK(!pn_dconv_ok(&d) ? pn_conv2d_workspace(&d) == (size_t)16 * 32 * 9 + 32 * 9 * 64
           : pn_dconv_wino_ok(&d)
               /* Winograd (2x2 tiles: 4x4 of them, planes of 10x10, one chunk of all 16
-               * tiles): U (16 per channel pair), then per thread the padded input, dout
-               * transposed, the input gradient's Winograd scratch (dout's planes padded,
-               * planar and channels last; V and M) and the weight gradient */
-              ? pn_conv2d_workspace(&d) == (size_t)16 * 32 * 16 + 16 * 100 + 64 * 32 +
-                                               (32 * 100 * 2 + 16 * (16 * 32 + 16) + 16 * (16 * 16 + 16)) + 32 * 16 * 9
+               * tiles): U (16 per channel pair), then per thread the weight gradient's
+               * Winograd scratch (the input's planes padded, planar and channels last; V
+               * and Ydy for chunks of 5 images, 64K floats / (16 x 16 tiles x 48 channels);
+               * dout channels last 8x8), the input gradient's (dout's planes padded,
+               * planar and channels last; V and M) and the weight gradient (16 per pair) */
+              ? pn_conv2d_workspace(&d) == (size_t)16 * 32 * 16 +
+                                               (16 * 100 * 2 + 16 * (80 * 16 + 16) + 16 * (80 * 32 + 16) + 64 * 32) +
+                                               (32 * 100 * 2 + 16 * (16 * 32 + 16) + 16 * (16 * 16 + 16)) + 32 * 16 * 16
               : pn_conv2d_workspace(&d) == (size_t)16 * 32 * 9 * 2 + 16 * 100 + 64 * 32 + 32 * 100,
           "direct workspace %zu", pn_conv2d_workspace(&d));
+    /* Winograd forward and input gradient, the direct weight gradient: the padded input,
+     * dout transposed, the input gradient's Winograd scratch and the packed gradient (9 per
+     * pair) */
+    pn_dconv_winograd_dw_enable(0);
+    CHECK(!pn_dconv_wino_ok(&d) ||
+              pn_conv2d_workspace(&d) == (size_t)16 * 32 * 16 + 16 * 100 + 64 * 32 +
+                                             (32 * 100 * 2 + 16 * (16 * 32 + 16) + 16 * (16 * 16 + 16)) + 32 * 16 * 9,
+          "direct dw workspace %zu", pn_conv2d_workspace(&d));
+    pn_dconv_winograd_dw_enable(1);
     for (int m = 0; m < 2; m++) { /* off, and the default (16 channels: the direct kernel) */
         pn_dconv_winograd_enable(m);
         CHECK(!pn_dconv_ok(&d) || (!pn_dconv_wino_ok(&d) && pn_conv2d_workspace(&d) ==

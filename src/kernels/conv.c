@@ -178,10 +178,16 @@ static int img_threads(const pn_conv_shape *s, int Ho, int Wo)
     return macs <= PN_IMG_PAR_MAX || pn_dconv_ok(s) ? T : 1;
 }
 
+/* One weight gradient: the direct kernel's packed sums (16/9 larger for Winograd). */
+static size_t dw_floats(const pn_conv_shape *s)
+{
+    return pn_dconv_ok(s) ? pn_dconv_dw_floats(s) : (size_t)s->Cout * (s->Cin / s->groups) * s->KH * s->KW;
+}
+
 /* Per-thread slice in the image-parallel path: column matrix, then dweight. */
 static size_t slice_floats(const pn_conv_shape *s, int Ho, int Wo)
 {
-    return al16(col_floats(s, Ho, Wo)) + al16((size_t)s->Cout * (s->Cin / s->groups) * s->KH * s->KW);
+    return al16(col_floats(s, Ho, Wo)) + al16(dw_floats(s));
 }
 
 size_t pn_conv2d_workspace(const pn_conv_shape *s)
@@ -527,7 +533,7 @@ static void bias_grad(float *dbias, const float *dout, int N, int C, size_t HW)
 static void direct_fwd(float *out, const float *inp, const pn_conv_src *src, const float *weight,
                        const pn_conv_shape *s, float *work)
 {
-    int Ho, Wo;
+    int Ho = 0, Wo = 0; /* set: the callers checked the shape */
     pn_conv_out_hw(s, &Ho, &Wo);
     const size_t HW = (size_t)s->H * s->W, HoWo = (size_t)Ho * Wo;
     const int T = img_threads(s, Ho, Wo);
@@ -554,7 +560,7 @@ static void direct_bwd(float *dinp, float *dweight, const float *dout, const flo
                        const pn_conv_src *src, const float *weight, const pn_conv_shape *s,
                        float *work)
 {
-    int Ho, Wo;
+    int Ho = 0, Wo = 0; /* set: the callers checked the shape */
     pn_conv_out_hw(s, &Ho, &Wo);
     const size_t HW = (size_t)s->H * s->W, HoWo = (size_t)Ho * Wo;
     const int T = img_threads(s, Ho, Wo);
@@ -564,9 +570,10 @@ static void direct_bwd(float *dinp, float *dweight, const float *dout, const flo
     const int par = T > 1 && s->N >= T;
     const size_t slice = slice_floats(s, Ho, Wo), off = wflip_floats(s);
     const size_t colsz = al16(col_floats(s, Ho, Wo));
-    const size_t nw = (size_t)s->Cout * s->Cin * s->KH * s->KW;
-    /* Each thread sums its images' weight gradient in its slice (packed layout); then
-     * the slices are added in thread order into dweight. */
+    const size_t nw = dw_floats(s);
+    /* Each thread sums its images' weight gradient in its slice (packed layout, or the
+     * untransformed Winograd sums); then the slices are added in thread order into dweight
+     * (pn_dconv_dw_reduce, which also transforms Winograd's). */
     #pragma omp parallel num_threads(T) if (par)
     {
         const int t = thread_num(), nth = num_threads();
@@ -583,7 +590,7 @@ static void direct_bwd(float *dinp, float *dweight, const float *dout, const flo
             const float *dy = dout + (size_t)n * s->Cout * HoWo;
             pn_dconv_bwd_image(ddir ? dx : NULL, dW, n == lo ? 0.0f : 1.0f, dy,
                                inp ? inp + (size_t)n * s->Cin * HW : NULL, src, n, work, s, scr,
-                               n == lo);
+                               n - lo, n == hi - 1);
             if (dx && !ddir) { /* dcol = W^T dy, folded back by col2im */
                 cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Kg, (int)HoWo, s->Cout, 1.0f,
                             weight, Kg, dy, (int)HoWo, 0.0f, scr + dsz, (int)HoWo);
@@ -592,7 +599,7 @@ static void direct_bwd(float *dinp, float *dweight, const float *dout, const flo
         }
         #pragma omp barrier
         pn_dconv_dw_reduce(dweight, work + off + colsz, slice, nth, s->Cout * t / nth,
-                           s->Cout * (t + 1) / nth, s->Cin);
+                           s->Cout * (t + 1) / nth, s);
     }
 }
 

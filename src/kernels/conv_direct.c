@@ -24,10 +24,11 @@
  *   dweight   dW[co][ci][kh][kw] = sum_p dy[co][p] * xpad[ci][p + kh*Wp + kw]: vectors
  *             of 8 output channels of dy (transposed to (P, Cout)) times broadcasts of
  *             the input; 9 accumulators, one per tap.
- * At stride 1 with 32 to 64 channels, forward and dinp take Winograd F(2x2, 3x3) instead
- * (below, wino_*; pn_dconv_winograd_enable).
+ * At stride 1 with 32 to 64 channels, forward, dinp and dweight take Winograd F(2x2, 3x3)
+ * instead (below, wino_*; pn_dconv_winograd_enable, pn_dconv_winograd_dw_enable).
  * Sums are in float, as in the GEMM this replaces; the weight gradient is summed in float
- * over a thread's images (packed layout), and conv.c adds the threads' sums in double. */
+ * over a thread's images (packed layout, or Winograd's untransformed 16 per channel pair),
+ * and pn_dconv_dw_reduce adds the threads' sums in double (and transforms Winograd's). */
 #include <stddef.h>
 #include <string.h>
 
@@ -312,6 +313,12 @@ int pn_dconv_wino_ok(const pn_conv_shape *s)
     return wino_mode && pn_dconv_dinp_ok(s) && (wino_mode == 2 || (s->Cin >= 32 && s->Cout >= 32));
 }
 
+static int wino_dw_on = 1;
+
+void pn_dconv_winograd_dw_enable(int on) { wino_dw_on = on != 0; }
+
+int pn_dconv_wino_dw_ok(const pn_conv_shape *s) { return wino_dw_on && pn_dconv_wino_ok(s); }
+
 typedef struct {
     int Ho, Wo, th, tw, Hq, Wq, T, TC;
     size_t vs, ms; /* floats between the V[xi] (the M[xi]) */
@@ -396,6 +403,21 @@ __attribute__((noinline)) static void pad_chlast(float *xt, const float *x, int 
     for (int c0 = 0; c0 < Ci; c0 += 8)
         for (int h = 0; h < Hi; h++) {
             const float *src = x + (size_t)c0 * ps + (size_t)h * Wi;
+            if (c0 + 8 < Ci) { /* the next 8 planes, a 1/Hi share of them per row: 8 rows
+                                * read side by side defeated the hardware prefetch (perf:
+                                * a third of the Winograd weight gradient's time waiting on
+                                * these loads, the input coming from L3 or memory) */
+                const char *nb = (const char *)(x + (size_t)(c0 + 8) * ps);
+                const size_t len = 8 * ps * sizeof(float);
+                for (size_t o = len * h / Hi & ~(size_t)63; o < len * (h + 1) / Hi; o += 64)
+                    _mm_prefetch(nb + o, _MM_HINT_T0);
+            }
+            if (c0 == 0 && h + 2 < Hi) /* the first planes: 2 rows ahead */
+                for (int l = 0; l < 8; l++) {
+                    const char *r = (const char *)(src + l * ps + 2 * Wi);
+                    _mm_prefetch(r, _MM_HINT_T0);
+                    _mm_prefetch(r + Wi * sizeof(float) - 1, _MM_HINT_T0);
+                }
             float *dst = xt + ((size_t)(h + pad) * Wq + pad) * Ci + c0;
             for (int w = 0; w < Wi; w += 8) {
                 const int nw = Wi - w < 8 ? Wi - w : 8;
@@ -549,6 +571,22 @@ __attribute__((noinline)) static void wino_otrans(float *y, const float *M, cons
     }
 }
 
+/* xt (Hq, Wq, Ci) of scratch (geometry g) = the padded input x, or image n of src; first:
+ * zero the padded planes. */
+static void wino_input(float *scratch, const wino_geom *g, const float *x, const pn_conv_src *src, int n,
+                       int Ci, int Hi, int Wi, int pad, int first)
+{
+    float *xq = scratch + g->xq, *xt = scratch + g->xt;
+    if (src) { /* the source's planes, then transposed */
+        if (first) pad_zero(xq, Ci, g->Hq, g->Wq);
+        pad_fill(xq, x, src, n, Ci, Hi, Wi, pad, g->Hq, g->Wq);
+        to_chlast(xt, xq, Ci, g->Hq * g->Wq);
+    } else {
+        if (first) pad_zero(xt, Ci, g->Hq, g->Wq);
+        pad_chlast(xt, x, Ci, Hi, Wi, pad, g->Wq);
+    }
+}
+
 /* y (Co, Ho*Wo) = the stride-1 convolution of an input of Ci x Hi x Wi (x, or image n of
  * src) padded by pad, with U from wino_pack. scratch: wino_plan(...).total floats; first:
  * zero the padded planes. */
@@ -556,21 +594,168 @@ static void wino_conv(float *y, const float *x, const pn_conv_src *src, int n, c
                       int Ci, int Co, int Hi, int Wi, int pad, float *scratch, int first)
 {
     const wino_geom g = wino_plan(Ci, Co, Hi, Wi, pad);
-    float *xq = scratch + g.xq, *xt = scratch + g.xt, *V = scratch + g.V, *M = scratch + g.M;
-    if (src) { /* the source's planes, then transposed */
-        if (first) pad_zero(xq, Ci, g.Hq, g.Wq);
-        pad_fill(xq, x, src, n, Ci, Hi, Wi, pad, g.Hq, g.Wq);
-        to_chlast(xt, xq, Ci, g.Hq * g.Wq);
-    } else {
-        if (first) pad_zero(xt, Ci, g.Hq, g.Wq);
-        pad_chlast(xt, x, Ci, Hi, Wi, pad, g.Wq);
-    }
+    float *xt = scratch + g.xt, *V = scratch + g.V, *M = scratch + g.M;
+    wino_input(scratch, &g, x, src, n, Ci, Hi, Wi, pad, first);
     const int R = g.TC / g.tw; /* tile rows per chunk */
     for (int i0 = 0; i0 < g.th; i0 += R) {
         const int rows = g.th - i0 < R ? g.th - i0 : R, nt = rows * g.tw;
         wino_itrans(V, xt, &g, Ci, i0 * g.tw, nt);
         wino_gemm(M, V, U, &g, Ci, Co, nt);
         wino_otrans(y, M, &g, Co, i0, rows);
+    }
+}
+
+/* ------------------------------------------------------- Winograd weight gradient
+ *
+ * The forward's output is the trilinear form sum over tiles and xi of
+ * (A^T .. A)(U[xi] V[xi]) with U = G g G^T, so its derivative in g is
+ *   dW[co][ci] (3x3) = G^T [ sum over tiles of Ydy[xi] V[xi] ] G,  Ydy = A dy A^T,
+ * dy the tile's 2x2 output gradient (zero past Ho and Wo: the half-outside tiles of odd
+ * sizes), A = (A^T)^T (4x2), V = B^T d B exactly as in the forward. Per xi the sum over
+ * tiles is a GEMM dWh[xi] (Co x Ci) += Ydy[xi] (Co x tiles) x V[xi]^T (tiles x Ci): 16
+ * multiply-adds per tile and channel pair instead of 36. dWh (16, Co/8, Ci, 8) is summed
+ * over a thread's images in float (it is linear, so the 4x4 -> 3x3 transform comes once,
+ * in pn_dconv_dw_reduce, in double after the threads' sums). Layouts: the forward's scratch
+ * (xq, xt, V; its M holds Ydy (16, TC, Co); larger chunks, wino_dw_plan), then dyt
+ * (2 th, 2 tw, Co): dy channels last with a zero row and column more for odd sizes. */
+
+/* Y (16, TC, Co) = A dy A^T for tiles [t0, t0 + nt) from dyt (2 th, 2 tw, Co). */
+__attribute__((noinline)) static void wino_dytrans(float *Y, const float *dyt, const wino_geom *g, int Co, int t0,
+                                                   int nt)
+{
+    const size_t ys = g->ms, rs = (size_t)2 * g->tw * Co;
+    const __m256 z = _mm256_setzero_ps();
+    for (int k = 0; k < nt; k++) {
+        const int t = t0 + k, i = t / g->tw, j = t % g->tw;
+        const float *base = dyt + ((size_t)2 * i * 2 * g->tw + 2 * j) * Co;
+        float *y = Y + (size_t)k * Co;
+        for (int c0 = 0; c0 < Co; c0 += 8) {
+            const float *b = base + c0;
+            const __m256 d00 = _mm256_loadu_ps(b), d01 = _mm256_loadu_ps(b + Co),
+                         d10 = _mm256_loadu_ps(b + rs), d11 = _mm256_loadu_ps(b + rs + Co);
+            /* columns: r[a][s] = (A dy)[a][s], A = [1 0; 1 1; 1 -1; 0 -1] */
+            const __m256 r[4][2] = { { d00, d01 },
+                                     { _mm256_add_ps(d00, d10), _mm256_add_ps(d01, d11) },
+                                     { _mm256_sub_ps(d00, d10), _mm256_sub_ps(d01, d11) },
+                                     { _mm256_sub_ps(z, d10), _mm256_sub_ps(z, d11) } };
+            /* rows: Ydy[a][b] = (r A^T)[a][b] */
+            for (int a = 0; a < 4; a++) {
+                float *o = y + (size_t)a * 4 * ys + c0;
+                _mm256_storeu_ps(o, r[a][0]);
+                _mm256_storeu_ps(o + ys, _mm256_add_ps(r[a][0], r[a][1]));
+                _mm256_storeu_ps(o + 2 * ys, _mm256_sub_ps(r[a][0], r[a][1]));
+                _mm256_storeu_ps(o + 3 * ys, _mm256_sub_ps(z, r[a][1]));
+            }
+        }
+    }
+}
+
+/* dWh[xi] (Co/8, Ci, 8) += sum over the nt tiles of Y[xi][t][co] V[xi][t][ci], for the 16 xi.
+ * Register block: 2 vectors of 8 output channels (Y) x 6 input channels (broadcasts of V),
+ * reduced over the tiles; a last group of fewer than 6 input channels is shifted back to
+ * end at Ci (Ci >= 8) and stores only its new columns. (4 vectors x 3 input channels, no
+ * ragged group at 32 and 64 channels, ran 15-30% slower.) */
+__attribute__((noinline)) static void wino_dwgemm(float *dWh, const float *V, const float *Y, const wino_geom *g,
+                                                  int Ci, int Co, int nt)
+{
+    for (int xi = 0; xi < 16; xi++) {
+        const float *Vx = V + (size_t)xi * g->vs, *Yx = Y + (size_t)xi * g->ms;
+        float *Dx = dWh + (size_t)xi * Co * Ci;
+        for (int cb = 0; cb < Co; cb += 16) {
+            const int nv = Co - cb >= 16 ? 2 : 1;
+            const float *y0 = Yx + cb, *y1 = nv == 2 ? y0 + 8 : y0;
+            float *dst[2] = { Dx + (size_t)(cb / 8) * Ci * 8, Dx + (size_t)(cb / 8 + 1) * Ci * 8 };
+            for (int c = 0; c < Ci; c += DC_NP) {
+                const int ci0 = Ci - c < DC_NP ? Ci - DC_NP : c, jlo = c - ci0;
+                __m256 a00 = _mm256_setzero_ps(), a01 = a00, a10 = a00, a11 = a00, a20 = a00,
+                       a21 = a00, a30 = a00, a31 = a00, a40 = a00, a41 = a00, a50 = a00, a51 = a00;
+                const float *ya = y0, *yb = y1, *xb = Vx + ci0;
+                for (int k = 0; k < nt; k++, ya += Co, yb += Co, xb += Ci) {
+                    const __m256 v0 = _mm256_loadu_ps(ya), v1 = _mm256_loadu_ps(yb);
+#define DG_X(j) (xb + (j))
+                    BLOCK16X6_STEP(DG_X);
+#undef DG_X
+                }
+                const __m256 acc[2][DC_NP] = { { a00, a10, a20, a30, a40, a50 },
+                                               { a01, a11, a21, a31, a41, a51 } };
+                for (int v = 0; v < nv; v++)
+                    for (int j = jlo; j < DC_NP; j++) {
+                        float *p = dst[v] + (size_t)(ci0 + j) * 8;
+                        _mm256_storeu_ps(p, _mm256_add_ps(_mm256_loadu_ps(p), acc[v][j]));
+                    }
+            }
+        }
+    }
+}
+
+/* The forward's geometry with larger chunks: up to 64K floats (256 KB) of V and Ydy, whole
+ * tile rows, or whole images where one image takes at most half of that (7x7: 16 tiles an
+ * image, 2 images a chunk at 64 channels). The weight gradient's GEMM is reduced over the
+ * chunk's tiles and adds its 12 accumulators to dWh at the end of each, so short chunks cost
+ * (14x14: one chunk of 49 tiles instead of 35 + 14); per xi it reads only nt x (Ci + Co)
+ * floats of V and Ydy. *G: images per chunk (0: chunks of tile rows of one image). */
+static wino_geom wino_dw_plan(int Ci, int Co, int Hi, int Wi, int pad, int *G)
+{
+    wino_geom g = wino_plan(Ci, Co, Hi, Wi, pad);
+    const long per_tile = 16L * (Ci + Co), cap = 65536;
+    const long imgs = cap / (per_tile * g.T);
+    *G = 0;
+    int TC = g.TC;
+    if (imgs >= 2) {
+        *G = (int)imgs;
+        TC = (int)imgs * g.T;
+    } else {
+        const long r = cap / (per_tile * g.tw);
+        const int R = r < 1 ? 1 : r < g.th ? (int)r : g.th;
+        if (R * g.tw > TC) TC = R * g.tw;
+    }
+    if (TC != g.TC) {
+        g.TC = TC;
+        g.vs = (size_t)g.TC * Ci + 16;
+        g.ms = (size_t)g.TC * Co + 16;
+        g.M = g.V + 16 * g.vs;
+        g.total = g.M + 16 * g.ms;
+    }
+    return g;
+}
+
+/* Floats of wino_dw's scratch: the forward's (wino_dw_plan), then dyt. */
+static size_t wino_dw_scratch(int Ci, int Co, int Hi, int Wi, int pad)
+{
+    int G;
+    const wino_geom g = wino_dw_plan(Ci, Co, Hi, Wi, pad, &G);
+    return g.total + (size_t)Co * 4 * g.th * g.tw;
+}
+
+/* dWh (16, Co/8, Ci, 8) = beta * dWh + the untransformed weight gradient of one image:
+ * input Ci x Hi x Wi (x, or image n of src) padded by pad, dy (Co, Ho*Wo); beta 0 or 1.
+ * scratch: wino_dw_scratch floats; k: the image's index among the call's images on this
+ * scratch (0: zero the padded planes), last: the call's last image. With several images a
+ * chunk (wino_dw_plan), image k's tiles go to slot k % G of V and Ydy and the GEMM runs
+ * when the chunk is full or at the last image: dWh is complete after the last image only. */
+static void wino_dw(float *dWh, float beta, const float *dy, const float *x, const pn_conv_src *src, int n,
+                    int Ci, int Co, int Hi, int Wi, int pad, float *scratch, int k, int last)
+{
+    int G;
+    const wino_geom g = wino_dw_plan(Ci, Co, Hi, Wi, pad, &G);
+    float *xt = scratch + g.xt, *V = scratch + g.V, *Y = scratch + g.M, *dyt = scratch + g.total;
+    wino_input(scratch, &g, x, src, n, Ci, Hi, Wi, pad, k == 0);
+    if (k == 0) memset(dyt, 0, (size_t)Co * 4 * g.th * g.tw * sizeof(float));
+    pad_chlast(dyt, dy, Co, g.Ho, g.Wo, 0, 2 * g.tw);
+    if (beta == 0.0f) memset(dWh, 0, (size_t)16 * Co * Ci * sizeof(float));
+    if (G) { /* whole images, G to a chunk */
+        const int slot = k % G;
+        wino_itrans(V + (size_t)slot * g.T * Ci, xt, &g, Ci, 0, g.T);
+        wino_dytrans(Y + (size_t)slot * g.T * Co, dyt, &g, Co, 0, g.T);
+        if (slot == G - 1 || last) wino_dwgemm(dWh, V, Y, &g, Ci, Co, (slot + 1) * g.T);
+        return;
+    }
+    const int R = g.TC / g.tw;
+    for (int i0 = 0; i0 < g.th; i0 += R) {
+        const int rows = g.th - i0 < R ? g.th - i0 : R, nt = rows * g.tw;
+        wino_itrans(V, xt, &g, Ci, i0 * g.tw, nt);
+        wino_dytrans(Y, dyt, &g, Co, i0 * g.tw, nt);
+        wino_dwgemm(dWh, V, Y, &g, Ci, Co, nt);
     }
 }
 
@@ -614,10 +799,20 @@ size_t pn_dconv_scratch(const pn_conv_shape *s, int backward)
     size_t n = (size_t)s->Cin * pplane(s->H, s->W, s->pad);
     size_t f = wino ? wino_plan(s->Cin, s->Cout, s->H, s->W, s->pad).total : n;
     if (!backward) return f;
+    if (pn_dconv_wino_dw_ok(s)) { /* wino_dw's scratch, then the input gradient's */
+        n = wino_dw_scratch(s->Cin, s->Cout, s->H, s->W, s->pad) +
+            wino_plan(s->Cout, s->Cin, Ho, Wo, 2 - s->pad).total;
+        return n > f ? n : f;
+    }
     n += (size_t)Ho * Wo * s->Cout;
     if (wino) n += wino_plan(s->Cout, s->Cin, Ho, Wo, 2 - s->pad).total;
     else if (pn_dconv_dinp_ok(s)) n += (size_t)s->Cout * pplane(Ho, Wo, 2 - s->pad);
     return n > f ? n : f; /* the forward uses the same slices */
+}
+
+size_t pn_dconv_dw_floats(const pn_conv_shape *s)
+{
+    return (size_t)s->Cin * s->Cout * (pn_dconv_wino_dw_ok(s) ? 16 : DC_T);
 }
 
 size_t pn_dconv_wpack_floats(const pn_conv_shape *s)
@@ -740,8 +935,32 @@ static void dweight(float *dWp, float beta, const float *dyT, const float *xp, i
 }
 
 void pn_dconv_dw_reduce(float *dweight, const float *dWp, size_t stride, int nslices, int co_lo,
-                        int co_hi, int Cin)
+                        int co_hi, const pn_conv_shape *s)
 {
+    const int Cin = s->Cin;
+    if (pn_dconv_wino_dw_ok(s)) { /* dWh (16, Cout/8, Cin, 8): dW = G^T (sum of slices) G */
+        static const double G[4][3] = { { 1, 0, 0 }, { .5, .5, .5 }, { .5, -.5, .5 }, { 0, 0, 1 } };
+        const size_t xs = (size_t)s->Cout * Cin;
+        for (int co = co_lo; co < co_hi; co++)
+            for (int ci = 0; ci < Cin; ci++) {
+                const float *p = dWp + ((size_t)(co / 8) * Cin + ci) * 8 + co % 8;
+                double m[4][4], t[3][4];
+                for (int xi = 0; xi < 16; xi++) {
+                    double acc = 0.0;
+                    for (int u = 0; u < nslices; u++) acc += p[(size_t)u * stride + (size_t)xi * xs];
+                    m[xi / 4][xi % 4] = acc;
+                }
+                for (int k = 0; k < 3; k++)
+                    for (int b = 0; b < 4; b++)
+                        t[k][b] = G[0][k] * m[0][b] + G[1][k] * m[1][b] + G[2][k] * m[2][b] + G[3][k] * m[3][b];
+                float *d = dweight + ((size_t)co * Cin + ci) * DC_T;
+                for (int k = 0; k < 3; k++)
+                    for (int l = 0; l < 3; l++)
+                        d[k * 3 + l] += (float)(t[k][0] * G[0][l] + t[k][1] * G[1][l] + t[k][2] * G[2][l] +
+                                                t[k][3] * G[3][l]);
+            }
+        return;
+    }
     for (int co = co_lo; co < co_hi; co++)
         for (int ci = 0; ci < Cin; ci++) {
             const float *p = dWp + ((size_t)(co / 8) * Cin + ci) * DC_T * 8 + co % 8;
@@ -775,12 +994,20 @@ static void to_blocked8(float *dyT, const float *dy, int C, int P)
 
 void pn_dconv_bwd_image(float *dx, float *dWp, float beta, const float *dy, const float *x,
                         const pn_conv_src *src, int n, const float *wpb, const pn_conv_shape *s,
-                        float *scratch, int first)
+                        float *scratch, int k, int last)
 {
     const int Ho = out_size(s->H, s->pad, s->stride), Wo = out_size(s->W, s->pad, s->stride);
     const int q = 2 - s->pad, P = Ho * Wo, Cout = s->Cout, Hp = s->H + 2 * s->pad, Wp = s->W + 2 * s->pad;
     float *xp = scratch, *dyT = xp + (size_t)s->Cin * pplane(s->H, s->W, s->pad);
     float *dyp = dyT + (size_t)P * Cout;
+    const int first = k == 0;
+    if (pn_dconv_wino_dw_ok(s)) { /* Winograd for both (wino_dw's scratch, then dx's) */
+        wino_dw(dWp, beta, dy, x, src, n, s->Cin, Cout, s->H, s->W, s->pad, scratch, k, last);
+        if (dx)
+            wino_conv(dx, dy, NULL, 0, wpb, Cout, s->Cin, Ho, Wo, q,
+                      scratch + wino_dw_scratch(s->Cin, Cout, s->H, s->W, s->pad), first);
+        return;
+    }
     const int wino = dx && pn_dconv_wino_ok(s);
     if (first) {
         pad_zero(xp, s->Cin, Hp, Wp);
@@ -826,6 +1053,17 @@ int pn_dconv_wino_ok(const pn_conv_shape *s)
     (void)s;
     return 0;
 }
+void pn_dconv_winograd_dw_enable(int on) { (void)on; }
+int pn_dconv_wino_dw_ok(const pn_conv_shape *s)
+{
+    (void)s;
+    return 0;
+}
+size_t pn_dconv_dw_floats(const pn_conv_shape *s)
+{
+    (void)s;
+    return 0;
+}
 size_t pn_dconv_wpack_floats(const pn_conv_shape *s)
 {
     (void)s;
@@ -846,14 +1084,14 @@ void pn_dconv_fwd_image(float *y, const float *x, const pn_conv_src *src, int n,
 }
 void pn_dconv_bwd_image(float *dx, float *dWp, float beta, const float *dy, const float *x,
                         const pn_conv_src *src, int n, const float *wpb, const pn_conv_shape *s,
-                        float *scratch, int first)
+                        float *scratch, int k, int last)
 {
     (void)dx; (void)dWp; (void)beta; (void)dy; (void)x; (void)src; (void)n; (void)wpb; (void)s;
-    (void)scratch; (void)first;
+    (void)scratch; (void)k; (void)last;
 }
 void pn_dconv_dw_reduce(float *dweight, const float *dWp, size_t stride, int nslices, int co_lo,
-                        int co_hi, int Cin)
+                        int co_hi, const pn_conv_shape *s)
 {
-    (void)dweight; (void)dWp; (void)stride; (void)nslices; (void)co_lo; (void)co_hi; (void)Cin;
+    (void)dweight; (void)dWp; (void)stride; (void)nslices; (void)co_lo; (void)co_hi; (void)s;
 }
 #endif

@@ -56,15 +56,20 @@ int pn_conv2d_src_ok(const pn_conv_shape *s);
  * only where pn_dconv_dinp_ok (stride 1, Cin a multiple of 8); otherwise the caller passes
  * dx = NULL and computes it itself. One image per call; scratch: pn_dconv_scratch floats
  * per thread (padded planes, dout transposed); first = 1 on the first image of a call with
- * this scratch (zeroes the padding once). The input image is x, or image n of src when src
- * is not NULL (x unused).
+ * this scratch (zeroes the padding once); the backward's k: the image's index among the
+ * call's images on this scratch (k == 0: first), last: 1 on the call's last image (the
+ * Winograd weight gradient may hold images back to run them in one GEMM: dWp is complete
+ * after the last image only). The input image is x, or image n of src when src is not NULL
+ * (x unused).
  * wp: weights packed by pn_dconv_pack_fwd (forward) or pn_dconv_pack_bwd (dinp), each
  * pn_dconv_wpack_floats floats (the same pn_dconv_wino_ok state at packing and use), in
  * nparts calls part = 0 .. nparts - 1 (disjoint output-channel blocks: threads share it). The
  * backward: dWp = beta * dWp + this image's weight gradient in the packed layout
- * (Cout/8, Cin, 3, 3, 8) (beta 0 or 1); dx written (or NULL).
+ * (Cout/8, Cin, 3, 3, 8), or where pn_dconv_wino_dw_ok its untransformed Winograd sums
+ * (16, Cout/8, Cin, 8) (pn_dconv_dw_floats floats; beta 0 or 1); dx written (or NULL).
  * pn_dconv_dw_reduce: dweight[co] += sum over u < nslices of the packed gradients at
- * dWp + u * stride (in double, in order u = 0, 1, ...), for output channels [co_lo, co_hi). */
+ * dWp + u * stride (in double, in order u = 0, 1, ...; Winograd's then transformed by
+ * G^T . G in double), for output channels [co_lo, co_hi). */
 int pn_dconv_ok(const pn_conv_shape *s);
 int pn_dconv_dinp_ok(const pn_conv_shape *s);
 /* 0: every convolution takes the im2col + sgemm path (benchmarks, tests); 1 (default): the
@@ -77,6 +82,14 @@ void pn_dconv_enable(int on);
  * workspaces again after it. */
 void pn_dconv_winograd_enable(int mode);
 int pn_dconv_wino_ok(const pn_conv_shape *s);
+/* The weight gradient by Winograd too (1, default) where pn_dconv_wino_ok, or by the direct
+ * kernel (0: tests, benchmarks). pn_dconv_wino_dw_ok: both switches and the shape. Not
+ * thread-safe; query workspaces again after it. */
+void pn_dconv_winograd_dw_enable(int on);
+int pn_dconv_wino_dw_ok(const pn_conv_shape *s);
+/* Floats of one packed weight gradient (pn_dconv_bwd_image's dWp): Cin * Cout * 9 (direct)
+ * or * 16 (Winograd: the untransformed (16, Cout/8, Cin, 8) sums). */
+size_t pn_dconv_dw_floats(const pn_conv_shape *s);
 size_t pn_dconv_scratch(const pn_conv_shape *s, int backward);
 /* Floats of the packed weights: Cin * Cout * 9 (direct) or * 16 (Winograd, U = G g G^T). */
 size_t pn_dconv_wpack_floats(const pn_conv_shape *s);
@@ -85,10 +98,10 @@ void pn_dconv_pack_bwd(float *wp, const float *w, const pn_conv_shape *s, int pa
 void pn_dconv_fwd_image(float *y, const float *x, const pn_conv_src *src, int n, const float *wp,
                         const pn_conv_shape *s, float *scratch, int first);
 void pn_dconv_dw_reduce(float *dweight, const float *dWp, size_t stride, int nslices, int co_lo,
-                        int co_hi, int Cin);
+                        int co_hi, const pn_conv_shape *s);
 void pn_dconv_bwd_image(float *dx, float *dWp, float beta, const float *dy, const float *x,
                         const pn_conv_src *src, int n, const float *wpb, const pn_conv_shape *s,
-                        float *scratch, int first);
+                        float *scratch, int k, int last);
 
 /* --------------------------------------------------------------- linear */
 /* inp (N,In); weight (Out,In); bias (Out) or NULL; out (N,Out). */
