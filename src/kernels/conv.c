@@ -1,7 +1,8 @@
 /* 2-D convolution (NCHW, zero padding, groups) by im2col + OpenBLAS sgemm, except for the
  * shapes conv_direct.c takes (3x3, stride 1 or 2, groups 1, up to 64 channels, built with
- * AVX2 + FMA): those run its direct kernel with the same threading (whole images per
- * thread, per-thread weight gradients summed in thread order).
+ * AVX2 + FMA; and 1x1 at stride 2 or more, pn_dconv_pw_ok): those run its direct kernels
+ * with the same threading (whole images per thread, per-thread weight gradients summed in
+ * thread order): direct_fwd / direct_bwd, pw_fwd / pw_bwd.
  *
  * Layout and strategy (im2col + sgemm)
  *   - One image at a time. im2col writes the whole image into `work` as a
@@ -548,7 +549,8 @@ static void direct_fwd(float *out, const float *inp, const pn_conv_src *src, con
 }
 
 /* The direct kernel's backward (pn_dconv_ok shapes; the input gradient by GEMM + col2im
- * where pn_dconv_dinp_ok does not hold). The input is inp, or src when inp is NULL. */
+ * where pn_dconv_dinp_ok does not hold: Cin not a multiple of 8, or stride 2 with
+ * pn_conv_stride2_enable(0)). The input is inp, or src when inp is NULL. */
 static void direct_bwd(float *dinp, float *dweight, const float *dout, const float *inp,
                        const pn_conv_src *src, const float *weight, const pn_conv_shape *s,
                        float *work)

@@ -1,5 +1,5 @@
 /* Direct 3x3 convolution (stride 1 or 2, up to 64 channels), one image at a time (used by
- * conv.c).
+ * conv.c); and 1x1 convolutions at stride 2 or more (the pointwise section at the end).
  *
  * Why: the 3x3 convolutions of a CIFAR/MNIST ResNet have 16 to 64 channels on 7x7 to
  * 32x32 planes. im2col + sgemm writes a column matrix 9x the input, which OpenBLAS then
@@ -20,7 +20,9 @@
  *   forward   y = conv(x, W)              packed weights (Cout/8, Cin, 3, 3, 8)
  *   dinp      (stride 1) dx = conv(dy, W') with W' the weights transposed and rotated by 180
  *             degrees and padding 2 - pad: the same kernel (packed (Cin/8, Cout, 3, 3, 8));
- *             at stride 2 conv.c computes it by GEMM + col2im
+ *             at stride 2 four phase correlations of dy with subsets of those taps (s2_dinp,
+ *             below; the kernel with a tap list, core_tl); with input channels not a multiple
+ *             of 8 conv.c computes it by GEMM + col2im
  *   dweight   dW[co][ci][kh][kw] = sum_p dy[co][p] * xpad[ci][p + kh*Wp + kw]: vectors
  *             of 8 output channels of dy (transposed to (P, Cout)) times broadcasts of
  *             the input; 9 accumulators, one per tap.
@@ -992,6 +994,7 @@ void pn_dconv_pw_fwd_image(float *y, const float *x, const float *wp, const pn_c
     int P, P8;
     pw_sizes(s, &P, &P8);
     pw_subsample(scratch, (size_t)P8, x, s->Cin, s->H, s->W, st, Ho, Wo);
+    memset(scratch + (size_t)s->Cin * P8, 0, 16 * sizeof(float)); /* read by pw_gemm, not used */
     pw_gemm(y, wp, scratch, (size_t)P8, s->Cout, s->Cin, P);
 }
 
@@ -1048,6 +1051,7 @@ void pn_dconv_pw_bwd_image(float *dx, float *dWp, float beta, const float *dy, c
         memcpy(dyp + (size_t)co * P8, dy + (size_t)co * P, (size_t)P * sizeof(float));
         for (int p = P; p < P8; p++) dyp[(size_t)co * P8 + p] = 0.0f;
     }
+    memset(dyp + (size_t)Cout * P8, 0, 16 * sizeof(float)); /* read by pw_gemm, not used */
     pw_gemm(ph, wpb, dyp, (size_t)P8, Cin, Cout, P);
     for (int ci = 0; ci < Cin; ci++)
         for (int h = 0; h < H; h++) {
