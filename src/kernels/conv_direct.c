@@ -967,7 +967,8 @@ static void pw_gemm(float *y, const float *a, const float *b, size_t ldb, int M,
 {
     for (int i = 0; i < M; i += 4) {
         const float *a0 = a + (size_t)i * K, *a1 = a0 + K, *a2 = a1 + K, *a3 = a2 + K;
-        for (int j = 0; j < P; j += 24) {
+        int j = 0;
+        for (; j + 8 < P; j += 24) {
             __m256 c00 = _mm256_setzero_ps(), c01 = c00, c02 = c00, c10 = c00, c11 = c00, c12 = c00,
                    c20 = c00, c21 = c00, c22 = c00, c30 = c00, c31 = c00, c32 = c00;
             const float *bk = b + j;
@@ -984,6 +985,20 @@ static void pw_gemm(float *y, const float *a, const float *b, size_t ldb, int M,
             }
             const __m256 c[12] = { c00, c01, c02, c10, c11, c12, c20, c21, c22, c30, c31, c32 };
             pw_store(y + (size_t)i * P + j, (size_t)P, c, P - j < 24 ? P - j : 24);
+        }
+        if (j < P) { /* the last 1 to 8 columns: one vector (P = 49: 24 + 24 + 1) */
+            __m256 c00 = _mm256_setzero_ps(), c10 = c00, c20 = c00, c30 = c00;
+            const float *bk = b + j;
+            for (int k = 0; k < K; k++, bk += ldb) {
+                const __m256 b0 = _mm256_loadu_ps(bk);
+                c00 = _mm256_fmadd_ps(_mm256_broadcast_ss(a0 + k), b0, c00);
+                c10 = _mm256_fmadd_ps(_mm256_broadcast_ss(a1 + k), b0, c10);
+                c20 = _mm256_fmadd_ps(_mm256_broadcast_ss(a2 + k), b0, c20);
+                c30 = _mm256_fmadd_ps(_mm256_broadcast_ss(a3 + k), b0, c30);
+            }
+            const __m256 z = _mm256_setzero_ps();
+            const __m256 c[12] = { c00, z, z, c10, z, z, c20, z, z, c30, z, z };
+            pw_store(y + (size_t)i * P + j, (size_t)P, c, P - j);
         }
     }
 }
