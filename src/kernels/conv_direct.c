@@ -643,10 +643,24 @@ static inline void s2_interleave_row(float *restrict d, const float *restrict p0
         _mm256_storeu_ps(d + 2 * b, _mm256_permute2f128_ps(lo, hi, 0x20));
         _mm256_storeu_ps(d + 2 * b + 8, _mm256_permute2f128_ps(lo, hi, 0x31));
     }
+    if (2 * b + 8 <= W) { /* 14-wide rows: one 4 + 4 step, then 3 pairs */
+        const __m128 a = _mm_loadu_ps(p0 + b), c = p1 ? _mm_loadu_ps(p1 + b) : _mm_setzero_ps();
+        _mm_storeu_ps(d + 2 * b, _mm_unpacklo_ps(a, c));
+        _mm_storeu_ps(d + 2 * b + 4, _mm_unpackhi_ps(a, c));
+        b += 4;
+    }
     for (; 2 * b < W; b++) {
         d[2 * b] = p0[b];
         if (2 * b + 1 < W) d[2 * b + 1] = p1 ? p1[b] : 0.0f;
     }
+}
+
+/* d[0, n) = 0 (rows of 7 to 28 floats: inline stores rather than a memset call) */
+static inline void zero_row(float *d, int n)
+{
+    int i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(d + i, _mm256_setzero_ps());
+    for (; i < n; i++) d[i] = 0.0f;
 }
 
 /* dx (Cin, H, W) written: the input gradient of image dy (Cout, Ho, Wo) of a stride-2
@@ -1068,20 +1082,19 @@ void pn_dconv_pw_bwd_image(float *dx, float *dWp, float beta, const float *dy, c
     }
     memset(dyp + (size_t)Cout * P8, 0, 16 * sizeof(float)); /* read by pw_gemm, not used */
     pw_gemm(ph, wpb, dyp, (size_t)P8, Cin, Cout, P);
+    /* row oh * st from ph's row oh, the st - 1 rows after it (those in the plane) zero */
     for (int ci = 0; ci < Cin; ci++)
-        for (int h = 0; h < H; h++) {
-            float *d = dx + ((size_t)ci * H + h) * W;
-            if (h % st) {
-                memset(d, 0, (size_t)W * sizeof(float));
-                continue;
-            }
-            const float *p = ph + ((size_t)ci * Ho + h / st) * Wo;
+        for (int oh = 0; oh < Ho; oh++) {
+            float *d = dx + ((size_t)ci * H + (size_t)oh * st) * W;
+            const float *p = ph + ((size_t)ci * Ho + oh) * Wo;
             if (st == 2) {
                 s2_interleave_row(d, p, NULL, W);
-                continue;
+            } else {
+                zero_row(d, W);
+                for (int ow = 0; ow < Wo; ow++) d[(size_t)ow * st] = p[ow];
             }
-            memset(d, 0, (size_t)W * sizeof(float));
-            for (int ow = 0; ow < Wo; ow++) d[(size_t)ow * st] = p[ow];
+            const int nz = H - oh * st - 1 < st - 1 ? H - oh * st - 1 : st - 1;
+            zero_row(d + W, nz * W);
         }
 }
 
