@@ -90,6 +90,10 @@ static void pad_copy(float *xp, const float *x, int C, int H, int W, int pad, in
             const float *r = x + ((size_t)c * H + h) * W;
             int i = 0;
             for (; i + 8 <= W; i += 8) _mm256_storeu_ps(d + i, _mm256_loadu_ps(r + i));
+            if (i + 4 <= W) { /* 7 and 14 wide: 4 + 3, 8 + 4 + 2 */
+                _mm_storeu_ps(d + i, _mm_loadu_ps(r + i));
+                i += 4;
+            }
             for (; i < W; i++) d[i] = r[i];
         }
 }
