@@ -596,10 +596,9 @@ static void direct_bwd(float *dinp, float *dweight, const float *dout, const flo
 
 /* The 1x1 strided kernel's forward (pn_dconv_pw_ok shapes): images in parallel as in
  * direct_fwd, each thread subsampling its images in its slice. */
-static void pw_fwd(float *out, const float *inp, const float *weight, const pn_conv_shape *s, float *work)
+static void pw_fwd(float *out, const float *inp, const float *weight, const pn_conv_shape *s, int Ho,
+                   int Wo, float *work)
 {
-    int Ho, Wo;
-    pn_conv_out_hw(s, &Ho, &Wo);
     const size_t HW = (size_t)s->H * s->W, HoWo = (size_t)Ho * Wo;
     const int T = img_threads(s, Ho, Wo);
     pn_dconv_pw_pack(work, weight, s, 0);
@@ -618,10 +617,8 @@ static void pw_fwd(float *out, const float *inp, const float *weight, const pn_c
 /* Its backward: per thread the weight gradient of its images in its slice (packed
  * (Cout/8, Cin, 8)), then the slices added in thread order, in double. */
 static void pw_bwd(float *dinp, float *dweight, const float *dout, const float *inp, const float *weight,
-                   const pn_conv_shape *s, float *work)
+                   const pn_conv_shape *s, int Ho, int Wo, float *work)
 {
-    int Ho, Wo;
-    pn_conv_out_hw(s, &Ho, &Wo);
     const size_t HW = (size_t)s->H * s->W, HoWo = (size_t)Ho * Wo;
     const int T = img_threads(s, Ho, Wo), Cin = s->Cin, Cout = s->Cout;
     if (dinp) pn_dconv_pw_pack(work, weight, s, 1);
@@ -671,7 +668,7 @@ int pn_conv2d_forward(float *out, const float *inp, const float *weight, const f
     if (pn_dconv_ok(s)) {
         direct_fwd(out, inp, NULL, weight, s, work);
     } else if (pn_dconv_pw_ok(s)) {
-        pw_fwd(out, inp, weight, s, work);
+        pw_fwd(out, inp, weight, s, Ho, Wo, work);
     } else if (T > 1 && s->N >= T) {
         /* Whole images per thread; sgemm called inside the region runs in the calling
          * thread (OpenBLAS on OpenMP does so in a parallel region). */
@@ -716,7 +713,7 @@ int pn_conv2d_backward(float *dinp, float *dweight, float *dbias, const float *d
     const size_t HW = (size_t)s->H * s->W, HoWo = (size_t)Ho * Wo;
     if (dbias) bias_grad(dbias, dout, s->N, s->Cout, HoWo);
     if (pn_dconv_pw_ok(s)) {
-        pw_bwd(dinp, dweight, dout, inp, weight, s, work);
+        pw_bwd(dinp, dweight, dout, inp, weight, s, Ho, Wo, work);
         return PN_OK;
     }
     const int direct = pn_dconv_ok(s);
