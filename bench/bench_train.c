@@ -1,6 +1,6 @@
 /* bench_train — images per second and memory of full training steps of the model.
  *
- *   build/bench/bench_train -n NORM -t THREADS -m MICRO [-b BATCH] [-s STEPS] [-a ARCH]
+ *   build/bench/bench_train -n NORM -t THREADS -m MICRO [-b BATCH] [-s STEPS] [-a ARCH] [-w MODE]
  *   build/bench/bench_train -p            sgemm peak of OpenBLAS (threads 1 and 2)
  *
  * One step = zero_grad, then for each micro-batch of MICRO images (BATCH/MICRO of them):
@@ -15,12 +15,14 @@
  *   RESULT ours NORM MICRO THREADS IMG_S_MEDIAN IMG_S_MAX STEPS TRAIN_MEM_KB MACS_PER_IMAGE
  *   PEAK sgemm THREADS GFLOPS            (-p)
  * Steps: 1 warm-up step, then STEPS timed steps (default 6); images/s from the median and
- * from the fastest step. */
+ * from the fastest step. -w: pn_dconv_winograd_enable(MODE) (0 never, 1 default, 2 at any
+ * channel count), to compare the convolution paths in whole steps. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "kernels/layers.h"
 #include "nn/model.h"
 #include "proxynorm.h"
 #include "bench_util.h"
@@ -87,7 +89,7 @@ static int sgemm_peak(void)
 int main(int argc, char **argv)
 {
     const char *norm = "gn+pn", *arch = "resnet20";
-    int threads = 1, micro = 128, batch = 128, steps = 6;
+    int threads = 1, micro = 128, batch = 128, steps = 6, wino = 1;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "-p")) return sgemm_peak();
         if (i + 1 >= argc) goto usage;
@@ -97,10 +99,13 @@ int main(int argc, char **argv)
         else if (!strcmp(argv[i], "-b")) batch = atoi(argv[++i]);
         else if (!strcmp(argv[i], "-s")) steps = atoi(argv[++i]);
         else if (!strcmp(argv[i], "-a")) arch = argv[++i];
+        else if (!strcmp(argv[i], "-w")) wino = atoi(argv[++i]);
         else goto usage;
     }
-    if (micro < 1 || batch < 1 || batch % micro || steps < 1 || threads < 1) goto usage;
+    if (micro < 1 || batch < 1 || batch % micro || steps < 1 || threads < 1 || wino < 0 || wino > 2)
+        goto usage;
     pn_set_threads(threads);
+    pn_dconv_winograd_enable(wino);
 
     pn_model_config cfg;
     pn_model_config_default(&cfg);
@@ -155,6 +160,6 @@ int main(int argc, char **argv)
     return 0;
 usage:
     fprintf(stderr, "usage: bench_train -n bn|gn|gn+pn -t THREADS -m MICRO [-b BATCH] [-s STEPS] "
-                    "[-a ARCH] | -p\n");
+                    "[-a ARCH] [-w 0|1|2] | -p\n");
     return 2;
 }

@@ -294,6 +294,10 @@ TEST(conv_reference_large)
         { "direct_s2_c16", { 3, 16, 13, 12, 32, 3, 3, 2, 1, 1 }, 1 },
         { "direct_s2_c3_p0", { 2, 3, 8, 9, 8, 3, 3, 2, 0, 1 }, 0 },
         { "direct_s1_c1", { 2, 1, 9, 8, 16, 3, 3, 1, 1, 1 }, 1 },
+        /* fewer than 8 input channels at stride 1 (core_px: 8 pixels a vector), rows of
+         * 8 + 7 and 24 + 4 outputs */
+        { "direct_s1_c3_p2", { 2, 3, 10, 13, 8, 3, 3, 1, 2, 1 }, 0 },
+        { "direct_s1_c5_28", { 1, 5, 6, 28, 16, 3, 3, 1, 1, 1 }, 1 },
     };
     /* the direct kernel's bound: Winograd off here (conv_winograd_reference checks it) */
     pn_dconv_winograd_enable(0);

@@ -534,11 +534,14 @@ static void direct_fwd(float *out, const float *inp, const pn_conv_src *src, con
     pn_conv_out_hw(s, &Ho, &Wo);
     const size_t HW = (size_t)s->H * s->W, HoWo = (size_t)Ho * Wo;
     const int T = img_threads(s, Ho, Wo);
-    pn_dconv_pack_fwd(work, weight, s);
     const size_t slice = slice_floats(s, Ho, Wo), off = wflip_floats(s);
     #pragma omp parallel num_threads(T) if (T > 1 && s->N >= T)
     {
         const int t = thread_num();
+        /* the packing is split over the threads (serial, the other thread waited on it:
+         * perf had it at 10% of a micro-batch-8 step) */
+        pn_dconv_pack_fwd(work, weight, s, t, num_threads());
+        #pragma omp barrier
         int lo, hi;
         img_range(s->N, t, num_threads(), &lo, &hi);
         for (int n = lo; n < hi; n++)
@@ -560,7 +563,6 @@ static void direct_bwd(float *dinp, float *dweight, const float *dout, const flo
     const size_t HW = (size_t)s->H * s->W, HoWo = (size_t)Ho * Wo;
     const int T = img_threads(s, Ho, Wo);
     const int ddir = pn_dconv_dinp_ok(s);
-    if (dinp && ddir) pn_dconv_pack_bwd(work, weight, s);
     const size_t dsz = pn_dconv_scratch(s, 1);
     const int Kg = s->Cin * s->KH * s->KW;
     const int par = T > 1 && s->N >= T;
@@ -573,6 +575,10 @@ static void direct_bwd(float *dinp, float *dweight, const float *dout, const flo
     {
         const int t = thread_num(), nth = num_threads();
         float *scr = work + off + (size_t)t * slice, *dW = scr + colsz;
+        if (dinp && ddir) {
+            pn_dconv_pack_bwd(work, weight, s, t, nth);
+            #pragma omp barrier
+        }
         int lo, hi;
         img_range(s->N, t, nth, &lo, &hi);
         if (lo == hi) memset(dW, 0, nw * sizeof(float));

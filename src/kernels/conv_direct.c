@@ -247,6 +247,74 @@ static void core(float *y, const float *xp, const float *wp, int Cin, int Cout, 
     core_tl(y, xp, wp, Cin, Cout, Ho, Wo, Hp, Wp, st, tap, DC_T);
 }
 
+/* The first n (1 to 8) floats of v to d (no masked store: slow on some processors, e.g.
+ * AMD Zen, where it took a third of the output transform's time). */
+static inline void store_n(float *d, __m256 v, int n)
+{
+    if (n == 8) {
+        _mm256_storeu_ps(d, v);
+        return;
+    }
+    __m128 h = _mm256_castps256_ps128(v);
+    if (n >= 4) {
+        _mm_storeu_ps(d, h);
+        h = _mm256_extractf128_ps(v, 1);
+        d += 4;
+        n -= 4;
+    }
+    if (n >= 2) {
+        _mm_storel_pi((__m64 *)d, h);
+        h = _mm_movehl_ps(h, h);
+        d += 2;
+        n -= 2;
+    }
+    if (n) _mm_store_ss(d, h);
+}
+
+/* The core for few input channels (Cin < 8) at stride 1, e.g. the first layer of an image
+ * network: there a block of core has only Cin * 9 steps for its fixed work (offsets, 8x8
+ * transposes; resnet20's 1 -> 16 layer ran at a tenth of the kernel's rate), so instead 8
+ * output pixels of a row share a vector: loads of the padded input row, the weight
+ * broadcast, no transposes. Each output is the same chain of multiply-adds in the same
+ * order (ci, then tap) as in core (carried from one input channel to the next through y,
+ * exactly), so the same bits. Arguments as core's (Wp = Wo + 2). */
+static void core_px(float *y, const float *xp, const float *wp, int Cin, int Cout, int Ho, int Wo,
+                    int Hp, int Wp)
+{
+    const size_t ps = (size_t)Hp * Wp, P = (size_t)Ho * Wo;
+    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    for (int co = 0; co < Cout; co++) {
+        float *yc = y + (size_t)co * P;
+        for (int ci = 0; ci < Cin; ci++) { /* the chains go on through y from ci to ci + 1 */
+            const float *wc = wp + ((size_t)(co / 8) * Cin + ci) * DC_T * 8 + co % 8;
+            __m256 w[DC_T];
+            for (int t = 0; t < DC_T; t++) w[t] = _mm256_broadcast_ss(wc + t * 8);
+            for (int oh = 0; oh < Ho; oh++) {
+                const float *x0 = xp + ci * ps + (size_t)oh * Wp, *x1 = x0 + Wp, *x2 = x1 + Wp;
+                float *yr = yc + (size_t)oh * Wo;
+                for (int ow = 0; ow < Wo; ow += 8) {
+                    const int nw = Wo - ow < 8 ? Wo - ow : 8;
+                    const __m256i m = _mm256_cmpgt_epi32(_mm256_set1_epi32(nw), lane);
+#define PX_LD(p) (nw == 8 ? _mm256_loadu_ps(p) : _mm256_maskload_ps(p, m))
+                    __m256 acc = ci == 0 ? _mm256_setzero_ps() : PX_LD(yr + ow);
+                    acc = _mm256_fmadd_ps(w[0], PX_LD(x0 + ow), acc);
+                    acc = _mm256_fmadd_ps(w[1], PX_LD(x0 + ow + 1), acc);
+                    acc = _mm256_fmadd_ps(w[2], PX_LD(x0 + ow + 2), acc);
+                    acc = _mm256_fmadd_ps(w[3], PX_LD(x1 + ow), acc);
+                    acc = _mm256_fmadd_ps(w[4], PX_LD(x1 + ow + 1), acc);
+                    acc = _mm256_fmadd_ps(w[5], PX_LD(x1 + ow + 2), acc);
+                    acc = _mm256_fmadd_ps(w[6], PX_LD(x2 + ow), acc);
+                    acc = _mm256_fmadd_ps(w[7], PX_LD(x2 + ow + 1), acc);
+                    acc = _mm256_fmadd_ps(w[8], PX_LD(x2 + ow + 2), acc);
+#undef PX_LD
+                    if (nw == 8) _mm256_storeu_ps(yr + ow, acc);
+                    else store_n(yr + ow, acc, nw);
+                }
+            }
+        }
+    }
+}
+
 /* ------------------------------------------------------- Winograd F(2x2, 3x3), stride 1
  *
  * A stride-1 3x3 convolution of Ci input channels into Co output channels (both multiples
@@ -316,19 +384,29 @@ static wino_geom wino_plan(int Ci, int Co, int Hi, int Wi, int pad)
     return g;
 }
 
-/* g (3x3, element (k, l) at g[k * sk + l * sl]) -> U[xi * ustride] = (G g G^T)[xi],
- * in double and rounded once. */
-static void wino_wtrans(float *U, size_t ustride, const float *g, int sk, int sl)
+/* g_j (3x3, element (k, l) at g_j[k * sk + l * sl]), j = 0..3 -> U[xi * ustride + j] =
+ * (G g_j G^T)[xi], in double (4 pairs a vector) and rounded once. */
+static void wino_wtrans4(float *U, size_t ustride, const float *const g[4], int sk, int sl)
 {
     static const double G[4][3] = { { 1, 0, 0 }, { .5, .5, .5 }, { .5, -.5, .5 }, { 0, 0, 1 } };
-    double t[4][3];
+    __m256d gv[3][3], t[4][3];
+    for (int k = 0; k < 3; k++)
+        for (int l = 0; l < 3; l++) {
+            const int o = k * sk + l * sl;
+            gv[k][l] = _mm256_setr_pd(g[0][o], g[1][o], g[2][o], g[3][o]);
+        }
     for (int a = 0; a < 4; a++)
         for (int l = 0; l < 3; l++)
-            t[a][l] = G[a][0] * g[l * sl] + G[a][1] * g[sk + l * sl] + G[a][2] * g[2 * sk + l * sl];
+            t[a][l] = _mm256_add_pd(_mm256_add_pd(_mm256_mul_pd(_mm256_set1_pd(G[a][0]), gv[0][l]),
+                                                  _mm256_mul_pd(_mm256_set1_pd(G[a][1]), gv[1][l])),
+                                    _mm256_mul_pd(_mm256_set1_pd(G[a][2]), gv[2][l]));
     for (int a = 0; a < 4; a++)
-        for (int b = 0; b < 4; b++)
-            U[(size_t)(a * 4 + b) * ustride] =
-                (float)(t[a][0] * G[b][0] + t[a][1] * G[b][1] + t[a][2] * G[b][2]);
+        for (int b = 0; b < 4; b++) {
+            const __m256d u = _mm256_add_pd(_mm256_add_pd(_mm256_mul_pd(t[a][0], _mm256_set1_pd(G[b][0])),
+                                                          _mm256_mul_pd(t[a][1], _mm256_set1_pd(G[b][1]))),
+                                            _mm256_mul_pd(t[a][2], _mm256_set1_pd(G[b][2])));
+            _mm_storeu_ps(U + (size_t)(a * 4 + b) * ustride, _mm256_cvtpd_ps(u));
+        }
 }
 
 /* xq (Ci, P) -> xt (P, Ci), Ci a multiple of 8. */
@@ -453,30 +531,6 @@ __attribute__((noinline)) static void wino_gemm(float *M, const float *V, const 
     }
 }
 
-/* The first n (1 to 8) floats of v to d (no masked store: slow on some processors, e.g.
- * AMD Zen, where it took a third of the output transform's time). */
-static inline void store_n(float *d, __m256 v, int n)
-{
-    if (n == 8) {
-        _mm256_storeu_ps(d, v);
-        return;
-    }
-    __m128 h = _mm256_castps256_ps128(v);
-    if (n >= 4) {
-        _mm_storeu_ps(d, h);
-        h = _mm256_extractf128_ps(v, 1);
-        d += 4;
-        n -= 4;
-    }
-    if (n >= 2) {
-        _mm_storel_pi((__m64 *)d, h);
-        h = _mm_movehl_ps(h, h);
-        d += 2;
-        n -= 2;
-    }
-    if (n) _mm_store_ss(d, h);
-}
-
 /* y (Co, Ho * Wo) for the tile rows [i0, i0 + rows) (the chunk's tiles, M (16, TC, Co)):
  * Y = A^T M A. Per 8 tiles of a row and 8 channels: the 2x2 outputs of each tile (8 channels
  * a vector), transposed to 8 tiles a vector and interleaved into 16 pixels of a row of y;
@@ -560,17 +614,33 @@ static void wino_conv(float *y, const float *x, const pn_conv_src *src, int n, c
 }
 
 /* w (Cout, Cin, 3, 3) -> U (16, Co/8, Ci, 8) for the forward (Co = Cout, Ci = Cin) or, bwd,
- * for the input gradient (Co = Cin, Ci = Cout, the weights rotated by 180 degrees). */
-static void wino_pack(float *U, const float *w, int Cin, int Cout, int bwd)
+ * for the input gradient (Co = Cin, Ci = Cout, the weights rotated by 180 degrees).
+ * 8 outputs x up to WP_CI inputs at a time into a local block, then copied out as one run per
+ * xi: written pair by pair, the 16 values of a pair lay Co * Ci floats apart (16 KB at 64
+ * channels, the same L1 set) and the pack of a 64-channel layer took 0.34 ms, serial. */
+enum { WP_CI = 32 };
+static void wino_pack(float *U, const float *w, int Cin, int Cout, int bwd, int part, int nparts)
 {
     const int Co = bwd ? Cin : Cout, Ci = bwd ? Cout : Cin;
-    for (int co = 0; co < Cout; co++)
-        for (int ci = 0; ci < Cin; ci++) {
-            const float *g = w + ((size_t)co * Cin + ci) * DC_T;
-            const int o = bwd ? ci : co, i = bwd ? co : ci;
-            float *u = U + ((size_t)(o / 8) * Ci + i) * 8 + o % 8;
-            if (bwd) wino_wtrans(u, (size_t)Co * Ci, g + 8, -3, -1);
-            else wino_wtrans(u, (size_t)Co * Ci, g, 3, 1);
+    const size_t us = (size_t)Co * Ci;
+    float blk[16 * WP_CI * 8];
+    const int nb = Co / 8;
+    for (int ob = nb * part / nparts * 8; ob < nb * (part + 1) / nparts * 8; ob += 8)
+        for (int i0 = 0; i0 < Ci; i0 += WP_CI) {
+            const int ni = Ci - i0 < WP_CI ? Ci - i0 : WP_CI;
+            for (int i = 0; i < ni; i++)
+                for (int o4 = 0; o4 < 8; o4 += 4) {
+                    const float *g[4];
+                    for (int j = 0; j < 4; j++) {
+                        const int o = ob + o4 + j, co = bwd ? i0 + i : o, ci = bwd ? o : i0 + i;
+                        g[j] = w + ((size_t)co * Cin + ci) * DC_T + (bwd ? 8 : 0);
+                    }
+                    if (bwd) wino_wtrans4(blk + (size_t)i * 8 + o4, (size_t)ni * 8, g, -3, -1);
+                    else wino_wtrans4(blk + (size_t)i * 8 + o4, (size_t)ni * 8, g, 3, 1);
+                }
+            for (int xi = 0; xi < 16; xi++)
+                memcpy(U + xi * us + ((size_t)(ob / 8) * Ci + i0) * 8, blk + (size_t)xi * ni * 8,
+                       (size_t)ni * 8 * sizeof(float));
         }
 }
 
@@ -619,15 +689,16 @@ static size_t s2_scratch(const pn_conv_shape *s, int Ho, int Wo)
     return (((size_t)s->Cout * Hq * Wq + 15) & ~(size_t)15) + (size_t)s->Cin * s->H * s->W;
 }
 
-// w (Cout, Cin, 3, 3) -> wp: per phase (Cin/8, Cout, nt, 8), wp[ci/8][co][t][ci%8] = w[co][ci][kh_t][kw_t]
-static void s2_pack_bwd(float *wp, const float *w, const pn_conv_shape *s)
+// w (Cout, Cin, 3, 3) -> wp: per phase (Cin/8, Cout, nt, 8), wp[ci/8][co][t][ci%8] = w[co][ci][kh_t][kw_t],
+// for the input channels [lo, hi) (the packing split over the threads)
+static void s2_pack_bwd(float *wp, const float *w, const pn_conv_shape *s, int lo, int hi)
 {
     const int Cin = s->Cin, Cout = s->Cout;
     for (int r = 0; r < 4; r++) {
         int kh[4], kw[4];
         const int nt = s2_taps(r >> 1, r & 1, s->pad, kh, kw);
         for (int co = 0; co < Cout; co++)
-            for (int ci = 0; ci < Cin; ci++)
+            for (int ci = lo; ci < hi; ci++)
                 for (int t = 0; t < nt; t++)
                     wp[(((size_t)(ci / 8) * Cout + co) * nt + t) * 8 + ci % 8] =
                         w[((size_t)co * Cin + ci) * DC_T + kh[t] * DC_K + kw[t]];
@@ -726,15 +797,27 @@ size_t pn_dconv_wpack_floats(const pn_conv_shape *s)
     return (size_t)s->Cin * s->Cout * (pn_dconv_wino_ok(s) ? 16 : DC_T);
 }
 
+/* Blocks [nb * part / nparts, nb * (part + 1) / nparts) of the nb = ceil(outputs / 8)
+ * blocks of 8 output channels (of the forward: Cout; of dinp: Cin). */
+static void part_range(int C, int part, int nparts, int *lo, int *hi)
+{
+    const int nb = (C + 7) / 8;
+    *lo = nb * part / nparts * 8;
+    *hi = nb * (part + 1) / nparts * 8;
+    if (*hi > C) *hi = C;
+}
+
 // w (Cout, Cin, 3, 3) -> wp (Cout/8, Cin, 3, 3, 8), or U (16, Cout/8, Cin, 8) (Winograd)
-void pn_dconv_pack_fwd(float *wp, const float *w, const pn_conv_shape *s)
+void pn_dconv_pack_fwd(float *wp, const float *w, const pn_conv_shape *s, int part, int nparts)
 {
     const int Cin = s->Cin, Cout = s->Cout;
     if (pn_dconv_wino_ok(s)) {
-        wino_pack(wp, w, Cin, Cout, 0);
+        wino_pack(wp, w, Cin, Cout, 0, part, nparts);
         return;
     }
-    for (int co = 0; co < Cout; co++)
+    int lo, hi;
+    part_range(Cout, part, nparts, &lo, &hi);
+    for (int co = lo; co < hi; co++)
         for (int ci = 0; ci < Cin; ci++)
             for (int t = 0; t < DC_T; t++)
                 wp[(((size_t)(co / 8) * Cin + ci) * DC_T + t) * 8 + co % 8] =
@@ -743,19 +826,21 @@ void pn_dconv_pack_fwd(float *wp, const float *w, const pn_conv_shape *s)
 
 // w (Cout, Cin, 3, 3) -> wp (Cin/8, Cout, 3, 3, 8): wp[ci/8][co][t][ci%8] = w[co][ci][8 - t],
 // or U (16, Cin/8, Cout, 8) of the rotated weights (Winograd)
-void pn_dconv_pack_bwd(float *wp, const float *w, const pn_conv_shape *s)
+void pn_dconv_pack_bwd(float *wp, const float *w, const pn_conv_shape *s, int part, int nparts)
 {
     const int Cin = s->Cin, Cout = s->Cout;
     if (pn_dconv_wino_ok(s)) {
-        wino_pack(wp, w, Cin, Cout, 1);
+        wino_pack(wp, w, Cin, Cout, 1, part, nparts);
         return;
     }
+    int lo, hi;
+    part_range(Cin, part, nparts, &lo, &hi);
     if (s->stride == 2) {
-        s2_pack_bwd(wp, w, s);
+        s2_pack_bwd(wp, w, s, lo, hi);
         return;
     }
     for (int co = 0; co < Cout; co++)
-        for (int ci = 0; ci < Cin; ci++)
+        for (int ci = lo; ci < hi; ci++)
             for (int t = 0; t < DC_T; t++)
                 wp[(((size_t)(ci / 8) * Cout + co) * DC_T + t) * 8 + ci % 8] =
                     w[((size_t)co * Cin + ci) * DC_T + (DC_T - 1 - t)];
@@ -772,7 +857,8 @@ void pn_dconv_fwd_image(float *y, const float *x, const pn_conv_src *src, int n,
     }
     if (first) pad_zero(scratch, s->Cin, Hp, Wp);
     pad_fill(scratch, x, src, n, s->Cin, s->H, s->W, s->pad, Hp, Wp);
-    core(y, scratch, wp, s->Cin, s->Cout, Ho, Wo, s->H + 2 * s->pad, s->W + 2 * s->pad, s->stride);
+    if (s->stride == 1 && s->Cin < 8) core_px(y, scratch, wp, s->Cin, s->Cout, Ho, Wo, Hp, Wp);
+    else core(y, scratch, wp, s->Cin, s->Cout, Ho, Wo, Hp, Wp, s->stride);
 }
 
 /* dWp (Cout/8, Cin, 3, 3, 8) = beta * dWp + sum_p dyT[p][co] * xp[ci][off(p) + tap]
@@ -1135,8 +1221,14 @@ size_t pn_dconv_wpack_floats(const pn_conv_shape *s)
     (void)s;
     return 0;
 }
-void pn_dconv_pack_fwd(float *wp, const float *w, const pn_conv_shape *s) { (void)wp; (void)w; (void)s; }
-void pn_dconv_pack_bwd(float *wp, const float *w, const pn_conv_shape *s) { (void)wp; (void)w; (void)s; }
+void pn_dconv_pack_fwd(float *wp, const float *w, const pn_conv_shape *s, int part, int nparts)
+{
+    (void)wp; (void)w; (void)s; (void)part; (void)nparts;
+}
+void pn_dconv_pack_bwd(float *wp, const float *w, const pn_conv_shape *s, int part, int nparts)
+{
+    (void)wp; (void)w; (void)s; (void)part; (void)nparts;
+}
 void pn_dconv_fwd_image(float *y, const float *x, const pn_conv_src *src, int n, const float *wp,
                         const pn_conv_shape *s, float *scratch, int first)
 {

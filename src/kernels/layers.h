@@ -60,7 +60,8 @@ int pn_conv2d_src_ok(const pn_conv_shape *s);
  * this scratch (zeroes the padding once). The input image is x, or image n of src when src
  * is not NULL (x unused).
  * wp: weights packed by pn_dconv_pack_fwd (forward) or pn_dconv_pack_bwd (dinp), each
- * pn_dconv_wpack_floats floats (the same pn_dconv_wino_ok state at packing and use). The
+ * pn_dconv_wpack_floats floats (the same pn_dconv_wino_ok state at packing and use), in
+ * nparts calls part = 0 .. nparts - 1 (disjoint output-channel blocks: threads share it). The
  * backward: dWp = beta * dWp + this image's weight gradient in the packed layout
  * (Cout/8, Cin, 3, 3, 8) (beta 0 or 1); dx written (or NULL).
  * pn_dconv_dw_reduce: dweight[co] += sum over u < nslices of the packed gradients at
@@ -85,8 +86,8 @@ int pn_dconv_wino_ok(const pn_conv_shape *s);
 size_t pn_dconv_scratch(const pn_conv_shape *s, int backward);
 /* Floats of the packed weights: Cin * Cout * 9 (direct) or * 16 (Winograd, U = G g G^T). */
 size_t pn_dconv_wpack_floats(const pn_conv_shape *s);
-void pn_dconv_pack_fwd(float *wp, const float *w, const pn_conv_shape *s);
-void pn_dconv_pack_bwd(float *wp, const float *w, const pn_conv_shape *s);
+void pn_dconv_pack_fwd(float *wp, const float *w, const pn_conv_shape *s, int part, int nparts);
+void pn_dconv_pack_bwd(float *wp, const float *w, const pn_conv_shape *s, int part, int nparts);
 void pn_dconv_fwd_image(float *y, const float *x, const pn_conv_src *src, int n, const float *wp,
                         const pn_conv_shape *s, float *scratch, int first);
 void pn_dconv_dw_reduce(float *dweight, const float *dWp, size_t stride, int nslices, int co_lo,
