@@ -1,12 +1,9 @@
 /* bench_conv — the 3x3 stride-1 convolutions of resnet20 (28x28 input, width 16) at batch
  * 128: Winograd F(2x2, 3x3) and the direct kernel (conv_direct.c) against im2col + OpenBLAS
- * sgemm, measured in the same run. With -2: resnet20's stride-2 convolutions (3x3 and the
- * 1x1 projections), the stride-2 paths (pn_conv_stride2_enable(1): the input gradient by
- * phases, the direct 1x1 kernel) against the same shapes without them ("old": the 3x3 input
- * gradient by GEMM + col2im, the 1x1 by im2col + sgemm) and against im2col + sgemm only.
+ * sgemm, measured in the same run.
  *
- *   build/bench/bench_conv [-2] [-t "1 2"] [-r REPS] [-s N,Cin,H,W,Cout[,stride[,k]] ...]
- * (-s: other shapes instead of resnet20's, up to 8; stride 1 and k 3 unless given, pad k/2)
+ *   build/bench/bench_conv [-t "1 2"] [-r REPS] [-s N,Cin,H,W,Cout ...]
+ * (-s: other 3x3 stride-1 pad-1 shapes instead of resnet20's, up to 8)
  *
  * Per shape and thread count: GFLOP/s of the forward (2*MACs of the direct convolution,
  * also for Winograd: effective GFLOP/s) and of the backward (dinp and dweight: 4*MACs),
@@ -40,18 +37,11 @@ static float *filled(size_t n)
 
 enum { NPATH = 3 };
 
-static int s2mode; /* -2: the stride-2 table */
-
-/* Path d: 0 Winograd (at any channel count), 1 the direct kernel, 2 im2col + sgemm; with -2:
- * 0 the stride-2 paths, 1 without them, 2 im2col + sgemm. */
+/* Path d: 0 Winograd (at any channel count), 1 the direct kernel, 2 im2col + sgemm. */
 static void set_path(int d)
 {
     pn_dconv_enable(d < 2);
-    if (s2mode) {
-        pn_dconv_winograd_enable(1);
-        pn_conv_stride2_enable(d == 0);
-    } else
-        pn_dconv_winograd_enable(d == 0 ? 2 : 0);
+    pn_dconv_winograd_enable(d == 0 ? 2 : 0);
 }
 
 /* Fastest of reps forward (bwd = 0) or backward calls, for each path (t[d]), the paths
@@ -87,7 +77,6 @@ static void time_conv(const pn_conv_shape *s, int bwd, int reps, double t[NPATH]
         }
     pn_dconv_enable(1);
     pn_dconv_winograd_enable(1);
-    pn_conv_stride2_enable(1);
     free(x); free(w); free(y); free(dx); free(dw); free(work);
 }
 
@@ -100,72 +89,47 @@ int main(int argc, char **argv)
         { 128, 32, 14, 14, 32, 3, 3, 1, 1, 1 },
         { 128, 64, 7, 7, 64, 3, 3, 1, 1, 1 },
     };
-    static const pn_conv_shape s2shapes[4] = {
-        { 128, 16, 28, 28, 32, 3, 3, 2, 1, 1 },
-        { 128, 32, 14, 14, 64, 3, 3, 2, 1, 1 },
-        { 128, 16, 28, 28, 32, 1, 1, 2, 0, 1 },
-        { 128, 32, 14, 14, 64, 1, 1, 2, 0, 1 },
-    };
     int custom = 0;
     for (int i = 1; i < argc; i++) {
         pn_conv_shape c = { 0, 0, 0, 0, 0, 3, 3, 1, 1, 1 };
-        int st = 1, k = 3, nf = 0;
-        if (!strcmp(argv[i], "-2")) s2mode = 1;
-        else if (i + 1 < argc && !strcmp(argv[i], "-t")) threads = argv[++i];
+        if (i + 1 < argc && !strcmp(argv[i], "-t")) threads = argv[++i];
         else if (i + 1 < argc && !strcmp(argv[i], "-r")) reps = atoi(argv[++i]);
         else if (i + 1 < argc && !strcmp(argv[i], "-s") && custom < 8 &&
-                 (nf = sscanf(argv[++i], "%d,%d,%d,%d,%d,%d,%d", &c.N, &c.Cin, &c.H, &c.W, &c.Cout, &st,
-                              &k)) >= 5 &&
-                 c.N > 0 && c.Cin > 0 && c.H > 0 && c.W > 0 && c.Cout > 0 && st > 0 && k > 0 &&
-                 k <= c.H && k <= c.W) {
-            c.stride = st;
-            c.KH = c.KW = k;
-            c.pad = k / 2;
+                 sscanf(argv[++i], "%d,%d,%d,%d,%d", &c.N, &c.Cin, &c.H, &c.W, &c.Cout) == 5 &&
+                 c.N > 0 && c.Cin > 0 && c.H > 0 && c.W > 0 && c.Cout > 0)
             shapes[custom++] = c;
-        } else {
-            fprintf(stderr, "usage: bench_conv [-2] [-t \"1 2\"] [-r REPS] [-s N,Cin,H,W,Cout[,stride[,k]] ...]\n");
+        else {
+            fprintf(stderr, "usage: bench_conv [-t \"1 2\"] [-r REPS] [-s N,Cin,H,W,Cout ...]\n");
             return 2;
         }
     }
     if (custom) ns = custom;
-    else if (s2mode) {
-        memcpy(shapes, s2shapes, sizeof s2shapes);
-        ns = 4;
-    }
     if (reps < 1) reps = 1;
     char buf[64];
     snprintf(buf, sizeof buf, "%s", threads);
-    if (s2mode)
-        printf("%-26s %3s | %8s %8s %8s %6s %6s | %8s %8s %8s %6s %6s | %s\n", "shape (N,Cin,H,W,Cout,s,k)",
-               "thr", "fwd new", "old", "gemm", "n/o", "o/g", "bwd new", "old", "gemm", "n/o", "o/g",
-               "GFLOP/s; peak = OpenBLAS sgemm 2048^3");
-    else
-        printf("%-26s %3s | %8s %8s %8s %6s %6s | %8s %8s %8s %6s %6s | %s\n", "shape (N,Cin,H,W,Cout,s,k)",
-               "thr", "fwd wino", "dir", "gemm", "w/d", "d/g", "bwd wino", "dir", "gemm", "w/d", "d/g",
-               "GFLOP/s; peak = OpenBLAS sgemm 2048^3");
+    printf("%-22s %3s | %8s %8s %8s %6s %6s | %8s %8s %8s %6s %6s | %s\n", "shape (N,Cin,H,W,Cout)", "thr",
+           "fwd wino", "dir", "gemm", "w/d", "d/g", "bwd wino", "dir", "gemm", "w/d", "d/g",
+           "GFLOP/s; peak = OpenBLAS sgemm 2048^3");
     for (char *tok = strtok(buf, " "); tok; tok = strtok(NULL, " ")) {
         const int T = atoi(tok);
         if (T < 1) continue;
         pn_set_threads(T);
         for (int k = 0; k < ns; k++) {
             const pn_conv_shape *s = &shapes[k];
-            int Ho, Wo;
-            pn_conv_out_hw(s, &Ho, &Wo);
-            const double macs = (double)s->N * s->Cout * s->Cin * s->KH * s->KW * Ho * Wo;
+            const double macs = (double)s->N * s->Cout * s->Cin * 9 * s->H * s->W;
             double g[NPATH][2];
             for (int b = 0; b < 2; b++) {
                 double t[NPATH];
                 time_conv(s, b, reps, t);
                 for (int d = 0; d < NPATH; d++) g[d][b] = (b ? 4 : 2) * macs / t[d] * 1e-9;
             }
-            char name[48];
-            snprintf(name, sizeof name, "%d,%d,%d,%d,%d,%d,%d", s->N, s->Cin, s->H, s->W, s->Cout,
-                     s->stride, s->KH);
-            printf("%-26s %3d | %8.1f %8.1f %8.1f %6.2f %6.2f | %8.1f %8.1f %8.1f %6.2f %6.2f |\n", name, T,
+            char name[32];
+            snprintf(name, sizeof name, "%d,%d,%d,%d,%d", s->N, s->Cin, s->H, s->W, s->Cout);
+            printf("%-22s %3d | %8.1f %8.1f %8.1f %6.2f %6.2f | %8.1f %8.1f %8.1f %6.2f %6.2f |\n", name, T,
                    g[0][0], g[1][0], g[2][0], g[0][0] / g[1][0], g[1][0] / g[2][0], g[0][1], g[1][1], g[2][1],
                    g[0][1] / g[1][1], g[1][1] / g[2][1]);
         }
-        printf("%-26s %3d | peak %.1f GFLOP/s\n", "sgemm 2048^3", T, bench_sgemm_peak());
+        printf("%-22s %3d | peak %.1f GFLOP/s\n", "sgemm 2048^3", T, bench_sgemm_peak());
     }
     return 0;
 }

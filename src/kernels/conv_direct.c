@@ -1066,13 +1066,13 @@ static inline void pw_store(float *y, size_t ldy, const __m256 c[12], int n)
 /* y (M, P) rows P apart = a (M, K) x b (K rows, ldb apart): columns [0, P) stored, b read
  * up to 24 columns per block (past P, and up to 16 floats past the last row: the caller's
  * buffer has them; those lanes are never stored). M a multiple of 4. Register block 4 rows
- * x 3 vectors of 8 columns; each output's sum over k in order. */
+ * x 3 vectors of 8 columns, the last columns 8 rows x 1 vector; each output's sum over k in
+ * order. */
 static void pw_gemm(float *y, const float *a, const float *b, size_t ldb, int M, int K, int P)
 {
     for (int i = 0; i < M; i += 4) {
         const float *a0 = a + (size_t)i * K, *a1 = a0 + K, *a2 = a1 + K, *a3 = a2 + K;
-        int j = 0;
-        for (; j + 8 < P; j += 24) {
+        for (int j = 0; j + 8 < P; j += 24) {
             __m256 c00 = _mm256_setzero_ps(), c01 = c00, c02 = c00, c10 = c00, c11 = c00, c12 = c00,
                    c20 = c00, c21 = c00, c22 = c00, c30 = c00, c31 = c00, c32 = c00;
             const float *bk = b + j;
@@ -1090,19 +1090,37 @@ static void pw_gemm(float *y, const float *a, const float *b, size_t ldb, int M,
             const __m256 c[12] = { c00, c01, c02, c10, c11, c12, c20, c21, c22, c30, c31, c32 };
             pw_store(y + (size_t)i * P + j, (size_t)P, c, P - j < 24 ? P - j : 24);
         }
-        if (j < P) { /* the last 1 to 8 columns: one vector (P = 49: 24 + 24 + 1) */
-            __m256 c00 = _mm256_setzero_ps(), c10 = c00, c20 = c00, c30 = c00;
-            const float *bk = b + j;
+    }
+    /* The last 1 to 8 columns (P = 49: 24 + 24 + 1, 196: 8 x 24 + 4), one vector per row:
+     * 8 rows at a time (8 independent chains of multiply-adds; 4 waited on their latency). */
+    int j = 0;
+    while (j + 8 < P) j += 24; /* where the blocks above stopped */
+    if (j >= P) return;
+    const int n = P - j;
+    const __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+    for (int i = 0; i < M; i += 8) {
+        const int nr = M - i < 8 ? M - i : 8; /* 4 or 8 (M a multiple of 4) */
+        const float *ai = a + (size_t)i * K;
+        /* named accumulators: GCC kept an array of them in memory */
+        __m256 c0 = _mm256_setzero_ps(), c1 = c0, c2 = c0, c3 = c0, c4 = c0, c5 = c0, c6 = c0, c7 = c0;
+        const float *bk = b + j;
+#define PW_T(r, c) c = _mm256_fmadd_ps(_mm256_broadcast_ss(ai + (size_t)(r) * K + k), b0, c)
+        if (nr == 8)
             for (int k = 0; k < K; k++, bk += ldb) {
                 const __m256 b0 = _mm256_loadu_ps(bk);
-                c00 = _mm256_fmadd_ps(_mm256_broadcast_ss(a0 + k), b0, c00);
-                c10 = _mm256_fmadd_ps(_mm256_broadcast_ss(a1 + k), b0, c10);
-                c20 = _mm256_fmadd_ps(_mm256_broadcast_ss(a2 + k), b0, c20);
-                c30 = _mm256_fmadd_ps(_mm256_broadcast_ss(a3 + k), b0, c30);
+                PW_T(0, c0); PW_T(1, c1); PW_T(2, c2); PW_T(3, c3); PW_T(4, c4); PW_T(5, c5); PW_T(6, c6); PW_T(7, c7);
             }
-            const __m256 z = _mm256_setzero_ps();
-            const __m256 c[12] = { c00, z, z, c10, z, z, c20, z, z, c30, z, z };
-            pw_store(y + (size_t)i * P + j, (size_t)P, c, P - j);
+        else
+            for (int k = 0; k < K; k++, bk += ldb) {
+                const __m256 b0 = _mm256_loadu_ps(bk);
+                PW_T(0, c0); PW_T(1, c1); PW_T(2, c2); PW_T(3, c3);
+            }
+#undef PW_T
+        const __m256 c[8] = { c0, c1, c2, c3, c4, c5, c6, c7 };
+        for (int r = 0; r < nr; r++) {
+            float *d = y + (size_t)(i + r) * P + j;
+            if (n == 8) _mm256_storeu_ps(d, c[r]);
+            else _mm256_maskstore_ps(d, mask, c[r]);
         }
     }
 }
