@@ -372,6 +372,8 @@ TEST(conv_stride2_reference)
         { 3, 16, 28, 28, 32, 1, 1, 2, 0, 1 }, { 2, 32, 14, 14, 64, 1, 1, 2, 0, 1 },
         { 3, 8, 7, 7, 16, 1, 1, 2, 0, 1 },    { 2, 24, 15, 14, 8, 1, 1, 2, 0, 1 },
         { 2, 64, 9, 9, 64, 1, 1, 2, 0, 1 },   { 3, 16, 10, 11, 16, 1, 1, 3, 0, 1 },
+        /* tests/test_mpi.c's resnet8 width 4 on 12x12 images: 6x6 -> 3x3 */
+        { 4, 8, 6, 6, 16, 3, 3, 2, 1, 1 },    { 4, 8, 6, 6, 16, 1, 1, 2, 0, 1 },
     };
     const int threads0 = pn_get_threads();
     const int have = pn_dconv_ok(&cases[0]); /* built with AVX2 + FMA */
