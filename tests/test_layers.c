@@ -289,8 +289,8 @@ TEST(conv_reference_large)
         { "direct_c8_p0", { 2, 8, 8, 11, 8, 3, 3, 1, 0, 1 }, 1 },
         { "direct_c32_p2", { 2, 24, 5, 6, 32, 3, 3, 1, 2, 1 }, 0 },
         { "direct_c64_7x7", { 3, 64, 7, 7, 64, 3, 3, 1, 1, 1 }, 1 },
-        /* stride 2 (input gradient by GEMM + col2im), and input channels not a multiple
-         * of 8 (the stem) */
+        /* stride 2 (input gradient by phases; by GEMM + col2im when the input channels
+         * are not a multiple of 8, as in the stem) */
         { "direct_s2_c16", { 3, 16, 13, 12, 32, 3, 3, 2, 1, 1 }, 1 },
         { "direct_s2_c3_p0", { 2, 3, 8, 9, 8, 3, 3, 2, 0, 1 }, 0 },
         { "direct_s1_c1", { 2, 1, 9, 8, 16, 3, 3, 1, 1, 1 }, 1 },
@@ -352,6 +352,74 @@ TEST(conv_reference_large)
         conv_ctx_free(&c);
     }
     pn_dconv_winograd_enable(1);
+}
+
+/* ------------------------------------------ the stride-2 paths vs the reference */
+/* The 3x3 stride-2 input gradient by phases and the 1x1 strided kernels (conv_direct.c,
+ * pn_conv_stride2_enable): resnet20's planes (28, 14, 7) and odd ones (15, 9), 8 to 64
+ * channels, pads 0 to 2 (other phase tap sets), strides 2 and 3 (1x1), 1 and 2 threads,
+ * against the double reference with the rounding bound of conv_reference_large; per image
+ * the output and dinp do not depend on the thread count (bit for bit), the weight gradient
+ * within the bound; dinp NULL leaves the weight gradient as it was with dinp; the old paths
+ * (pn_conv_stride2_enable(0)) agree within the bound too. */
+TEST(conv_stride2_reference)
+{
+    static const pn_conv_shape cases[] = {
+        { 3, 16, 28, 28, 32, 3, 3, 2, 1, 1 }, { 2, 32, 14, 14, 64, 3, 3, 2, 1, 1 },
+        { 3, 64, 7, 7, 8, 3, 3, 2, 1, 1 },    { 2, 8, 15, 15, 16, 3, 3, 2, 1, 1 },
+        { 2, 24, 9, 14, 40, 3, 3, 2, 1, 1 },  { 2, 8, 9, 10, 16, 3, 3, 2, 0, 1 },
+        { 2, 16, 7, 8, 8, 3, 3, 2, 2, 1 },    { 2, 16, 15, 14, 24, 3, 3, 2, 2, 1 },
+        { 3, 16, 28, 28, 32, 1, 1, 2, 0, 1 }, { 2, 32, 14, 14, 64, 1, 1, 2, 0, 1 },
+        { 3, 8, 7, 7, 16, 1, 1, 2, 0, 1 },    { 2, 24, 15, 14, 8, 1, 1, 2, 0, 1 },
+        { 2, 64, 9, 9, 64, 1, 1, 2, 0, 1 },   { 3, 16, 10, 11, 16, 1, 1, 3, 0, 1 },
+        /* tests/test_mpi.c's resnet8 width 4 on 12x12 images: 6x6 -> 3x3 */
+        { 4, 8, 6, 6, 16, 3, 3, 2, 1, 1 },    { 4, 8, 6, 6, 16, 1, 1, 2, 0, 1 },
+    };
+    const int threads0 = pn_get_threads();
+    const int have = pn_dconv_ok(&cases[0]); /* built with AVX2 + FMA */
+    pn_dconv_winograd_enable(0);
+    harness_seed(31);
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        const pn_conv_shape *s = &cases[k];
+        int Ho, Wo;
+        pn_conv_out_hw(s, &Ho, &Wo);
+        const size_t nx = (size_t)s->N * s->Cin * s->H * s->W, nw = (size_t)s->Cout * s->Cin * s->KH * s->KW;
+        const size_t ny = (size_t)s->N * s->Cout * Ho * Wo;
+        pn_conv_stride2_enable(1);
+        if (have)
+            CHECK(s->KH == 3 ? pn_dconv_dinp_ok(s) : pn_dconv_pw_ok(s), "case %zu: stride-2 path not taken", k);
+        float *x = frandn(nx, 1), *w = frandn(nw, 0.2), *dy = frandn(ny, 1);
+        double *y = calloc(ny, 8), *ya = calloc(ny, 8), *dx = calloc(nx, 8), *dxa = calloc(nx, 8),
+               *dw = calloc(nw, 8), *dwa = calloc(nw, 8);
+        ref_conv(s, Ho, Wo, x, w, NULL, dy, y, ya, dx, dxa, dw, dwa);
+        float *gy[3], *gx[3], *gw[3];
+        for (int v = 0; v < 3; v++) { /* 1 thread, 2 threads, 2 threads without the new paths */
+            pn_set_threads(v == 0 ? 1 : 2);
+            pn_conv_stride2_enable(v < 2);
+            float *work = fnew(pn_conv2d_workspace(s)), *gwn = fnew(nw);
+            gy[v] = fnew(ny); gx[v] = fnew(nx); gw[v] = fnew(nw);
+            CHECK(pn_conv2d_forward(gy[v], x, w, NULL, s, work) == PN_OK, "case %zu fwd: %s", k, pn_last_error());
+            CHECK(pn_conv2d_backward(gx[v], gw[v], NULL, dy, x, w, s, work) == PN_OK, "case %zu bwd", k);
+            CHECK(pn_conv2d_backward(NULL, gwn, NULL, dy, x, w, s, work) == PN_OK, "case %zu bwd NULL", k);
+            CHECK(memcmp(gwn, gw[v], nw * 4) == 0, "case %zu/%d: dinp NULL changes dweight", k, v);
+            char what[64];
+            snprintf(what, sizeof what, "s2 case %zu/%d out", k, v);
+            bound_cmp(what, gy[v], y, ya, ny, s->Cin * s->KH * s->KW);
+            snprintf(what, sizeof what, "s2 case %zu/%d dx", k, v);
+            bound_cmp(what, gx[v], dx, dxa, nx, s->Cout * s->KH * s->KW);
+            snprintf(what, sizeof what, "s2 case %zu/%d dw", k, v);
+            bound_cmp(what, gw[v], dw, dwa, nw, s->N * Ho * Wo);
+            free(work); free(gwn);
+        }
+        CHECK(memcmp(gy[0], gy[1], ny * 4) == 0 && memcmp(gx[0], gx[1], nx * 4) == 0,
+              "case %zu: out or dinp depends on the thread count", k);
+        for (int v = 0; v < 3; v++) { free(gy[v]); free(gx[v]); free(gw[v]); }
+        free(x); free(w); free(dy);
+        free(y); free(ya); free(dx); free(dxa); free(dw); free(dwa);
+    }
+    pn_conv_stride2_enable(1);
+    pn_dconv_winograd_enable(1);
+    pn_set_threads(threads0);
 }
 
 /* ------------------------------------------ Winograd F(2x2, 3x3) vs the reference */
@@ -731,7 +799,9 @@ TEST(conv_src_matches_tensor)
     }
     src_matches_tensor((pn_conv_shape){ 3, 16, 9, 8, 16, 3, 3, 1, 1, 1 }, 1);
     src_matches_tensor((pn_conv_shape){ 5, 16, 9, 8, 24, 3, 3, 1, 1, 1 }, 2);
-    src_matches_tensor((pn_conv_shape){ 5, 16, 9, 8, 32, 3, 3, 2, 1, 1 }, 2); /* stride 2: dinp by GEMM + col2im */
+    src_matches_tensor((pn_conv_shape){ 5, 16, 9, 8, 32, 3, 3, 2, 1, 1 }, 2); /* stride 2: dinp by phases */
+    src_matches_tensor((pn_conv_shape){ 3, 8, 15, 14, 16, 3, 3, 2, 1, 1 }, 1);
+    src_matches_tensor((pn_conv_shape){ 3, 3, 14, 15, 8, 3, 3, 2, 1, 1 }, 2); /* Cin 3: dinp by GEMM + col2im */
     /* Winograd (32 and 64 channels): forward, input and weight gradients */
     src_matches_tensor((pn_conv_shape){ 3, 32, 14, 14, 32, 3, 3, 1, 1, 1 }, 1);
     src_matches_tensor((pn_conv_shape){ 3, 32, 14, 14, 32, 3, 3, 1, 1, 1 }, 2);
@@ -1250,6 +1320,7 @@ int main(void)
     RUN(conv_fd);
     RUN(conv_golden);
     RUN(conv_reference_large);
+    RUN(conv_stride2_reference);
     RUN(conv_winograd_reference);
     RUN(linear_fd);
     RUN(linear_golden);

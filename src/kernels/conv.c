@@ -1,7 +1,8 @@
 /* 2-D convolution (NCHW, zero padding, groups) by im2col + OpenBLAS sgemm, except for the
  * shapes conv_direct.c takes (3x3, stride 1 or 2, groups 1, up to 64 channels, built with
- * AVX2 + FMA): those run its direct kernel with the same threading (whole images per
- * thread, per-thread weight gradients summed in thread order).
+ * AVX2 + FMA; and 1x1 at stride 2 or more, pn_dconv_pw_ok): those run its direct kernels
+ * with the same threading (whole images per thread, per-thread weight gradients summed in
+ * thread order): direct_fwd / direct_bwd, pw_fwd / pw_bwd.
  *
  * Layout and strategy (im2col + sgemm)
  *   - One image at a time. im2col writes the whole image into `work` as a
@@ -144,6 +145,7 @@ static size_t al16(size_t n) { return (n + 15) & ~(size_t)15; }
 static size_t col_floats(const pn_conv_shape *s, int Ho, int Wo)
 {
     if (is_pointwise(s)) return 0;
+    if (pn_dconv_pw_ok(s)) return pn_dconv_pw_scratch(s);
     if (pn_dconv_ok(s)) /* + the column matrix of a GEMM input gradient */
         return pn_dconv_scratch(s, 1) +
                (pn_dconv_dinp_ok(s) ? 0 : (size_t)s->Cin * s->KH * s->KW * (size_t)Ho * Wo);
@@ -161,6 +163,7 @@ static size_t wflip_floats(const pn_conv_shape *s)
 {
     size_t n = flip_dinp(s) ? (size_t)s->Cin * s->Cout * s->KH * s->KW : 0;
     if (pn_dconv_ok(s) && pn_dconv_wpack_floats(s) > n) n = pn_dconv_wpack_floats(s); /* Winograd: 16 per pair */
+    if (pn_dconv_pw_ok(s)) n = (size_t)s->Cin * s->Cout;
     return al16(n);
 }
 
@@ -196,7 +199,7 @@ size_t pn_conv2d_workspace(const pn_conv_shape *s)
     if (conv_check(s, &Ho, &Wo, __func__)) return 0;
     if (is_depthwise(s)) return 0;
     const int T = img_threads(s, Ho, Wo);
-    if (T > 1 || pn_dconv_ok(s)) return wflip_floats(s) + (size_t)T * slice_floats(s, Ho, Wo);
+    if (T > 1 || pn_dconv_ok(s) || pn_dconv_pw_ok(s)) return wflip_floats(s) + (size_t)T * slice_floats(s, Ho, Wo);
     if (is_pointwise(s)) return 0;
     return wflip_floats(s) + col_floats(s, Ho, Wo);
 }
@@ -555,7 +558,8 @@ static void direct_fwd(float *out, const float *inp, const pn_conv_src *src, con
 }
 
 /* The direct kernel's backward (pn_dconv_ok shapes; the input gradient by GEMM + col2im
- * where pn_dconv_dinp_ok does not hold). The input is inp, or src when inp is NULL. */
+ * where pn_dconv_dinp_ok does not hold: Cin not a multiple of 8, or stride 2 with
+ * pn_conv_stride2_enable(0)). The input is inp, or src when inp is NULL. */
 static void direct_bwd(float *dinp, float *dweight, const float *dout, const float *inp,
                        const pn_conv_src *src, const float *weight, const pn_conv_shape *s,
                        float *work)
@@ -603,6 +607,57 @@ static void direct_bwd(float *dinp, float *dweight, const float *dout, const flo
     }
 }
 
+/* The 1x1 strided kernel's forward (pn_dconv_pw_ok shapes): images in parallel as in
+ * direct_fwd, each thread subsampling its images in its slice. */
+static void pw_fwd(float *out, const float *inp, const float *weight, const pn_conv_shape *s, int Ho,
+                   int Wo, float *work)
+{
+    const size_t HW = (size_t)s->H * s->W, HoWo = (size_t)Ho * Wo;
+    const int T = img_threads(s, Ho, Wo);
+    pn_dconv_pw_pack(work, weight, s, 0);
+    const size_t slice = slice_floats(s, Ho, Wo), off = wflip_floats(s);
+    #pragma omp parallel num_threads(T) if (T > 1 && s->N >= T)
+    {
+        const int t = thread_num();
+        int lo, hi;
+        img_range(s->N, t, num_threads(), &lo, &hi);
+        for (int n = lo; n < hi; n++)
+            pn_dconv_pw_fwd_image(out + (size_t)n * s->Cout * HoWo, inp + (size_t)n * s->Cin * HW, work, s,
+                                  work + off + (size_t)t * slice);
+    }
+}
+
+/* Its backward: per thread the weight gradient of its images in its slice (packed
+ * (Cout/8, Cin, 8)), then the slices added in thread order, in double. */
+static void pw_bwd(float *dinp, float *dweight, const float *dout, const float *inp, const float *weight,
+                   const pn_conv_shape *s, int Ho, int Wo, float *work)
+{
+    const size_t HW = (size_t)s->H * s->W, HoWo = (size_t)Ho * Wo;
+    const int T = img_threads(s, Ho, Wo), Cin = s->Cin, Cout = s->Cout;
+    if (dinp) pn_dconv_pw_pack(work, weight, s, 1);
+    const size_t slice = slice_floats(s, Ho, Wo), off = wflip_floats(s);
+    const size_t colsz = al16(col_floats(s, Ho, Wo)), nw = (size_t)Cout * Cin;
+    #pragma omp parallel num_threads(T) if (T > 1 && s->N >= T)
+    {
+        const int t = thread_num(), nth = num_threads();
+        float *scr = work + off + (size_t)t * slice, *dW = scr + colsz;
+        int lo, hi;
+        img_range(s->N, t, nth, &lo, &hi);
+        if (lo == hi) memset(dW, 0, nw * sizeof(float));
+        for (int n = lo; n < hi; n++)
+            pn_dconv_pw_bwd_image(dinp ? dinp + (size_t)n * Cin * HW : NULL, dW, n == lo ? 0.0f : 1.0f,
+                                  dout + (size_t)n * Cout * HoWo, inp + (size_t)n * Cin * HW, work, s, scr);
+        #pragma omp barrier
+        for (int co = Cout * t / nth; co < Cout * (t + 1) / nth; co++)
+            for (int ci = 0; ci < Cin; ci++) {
+                const size_t i = ((size_t)(co / 8) * Cin + ci) * 8 + co % 8;
+                double acc = 0.0;
+                for (int u = 0; u < nth; u++) acc += work[off + (size_t)u * slice + colsz + i];
+                dweight[(size_t)co * Cin + ci] += (float)acc;
+            }
+    }
+}
+
 /* --------------------------------------------------------------- public */
 
 int pn_conv2d_forward(float *out, const float *inp, const float *weight, const float *bias,
@@ -625,6 +680,8 @@ int pn_conv2d_forward(float *out, const float *inp, const float *weight, const f
     const int T = img_threads(s, Ho, Wo);
     if (pn_dconv_ok(s)) {
         direct_fwd(out, inp, NULL, weight, s, work);
+    } else if (pn_dconv_pw_ok(s)) {
+        pw_fwd(out, inp, weight, s, Ho, Wo, work);
     } else if (T > 1 && s->N >= T) {
         /* Whole images per thread; sgemm called inside the region runs in the calling
          * thread (OpenBLAS on OpenMP does so in a parallel region). */
@@ -668,6 +725,10 @@ int pn_conv2d_backward(float *dinp, float *dweight, float *dbias, const float *d
     }
     const size_t HW = (size_t)s->H * s->W, HoWo = (size_t)Ho * Wo;
     if (dbias) bias_grad(dbias, dout, s->N, s->Cout, HoWo);
+    if (pn_dconv_pw_ok(s)) {
+        pw_bwd(dinp, dweight, dout, inp, weight, s, Ho, Wo, work);
+        return PN_OK;
+    }
     const int direct = pn_dconv_ok(s);
     const int flip = dinp && flip_dinp(s) && !direct;
     pn_conv_shape fs = flip_shape(s, Ho, Wo);

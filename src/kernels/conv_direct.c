@@ -1,5 +1,5 @@
 /* Direct 3x3 convolution (stride 1 or 2, up to 64 channels), one image at a time (used by
- * conv.c).
+ * conv.c); and 1x1 convolutions at stride 2 or more (the pointwise section at the end).
  *
  * Why: the 3x3 convolutions of a CIFAR/MNIST ResNet have 16 to 64 channels on 7x7 to
  * 32x32 planes. im2col + sgemm writes a column matrix 9x the input, which OpenBLAS then
@@ -20,7 +20,9 @@
  *   forward   y = conv(x, W)              packed weights (Cout/8, Cin, 3, 3, 8)
  *   dinp      (stride 1) dx = conv(dy, W') with W' the weights transposed and rotated by 180
  *             degrees and padding 2 - pad: the same kernel (packed (Cin/8, Cout, 3, 3, 8));
- *             at stride 2 conv.c computes it by GEMM + col2im
+ *             at stride 2 four phase correlations of dy with subsets of those taps (s2_dinp,
+ *             below; the kernel with a tap list, core_tl); with input channels not a multiple
+ *             of 8 conv.c computes it by GEMM + col2im
  *   dweight   dW[co][ci][kh][kw] = sum_p dy[co][p] * xpad[ci][p + kh*Wp + kw]: vectors
  *             of 8 output channels of dy (transposed to (P, Cout)) times broadcasts of
  *             the input; 9 accumulators, one per tap.
@@ -35,8 +37,10 @@
 #include "layers.h"
 
 static int dc_enabled = 1;
+static int s2_enabled = 1; /* the stride-2 input gradient and the 1x1 strided kernel */
 
 void pn_dconv_enable(int on) { dc_enabled = on != 0; }
+void pn_conv_stride2_enable(int on) { s2_enabled = on != 0; }
 
 #if defined(__AVX2__) && defined(__FMA__)
 #include <immintrin.h>
@@ -53,9 +57,13 @@ int pn_dconv_ok(const pn_conv_shape *s)
            s->groups == 1 && s->pad <= 2 && s->Cout % 8 == 0 && s->Cin <= 64 && s->Cout <= 64;
 }
 
-/* The input gradient by the direct kernel needs stride 1 (then it is a convolution of dout)
- * and input channels in multiples of 8 (its output channels). */
-int pn_dconv_dinp_ok(const pn_conv_shape *s) { return pn_dconv_ok(s) && s->stride == 1 && s->Cin % 8 == 0; }
+/* The input gradient by the direct kernel needs input channels in multiples of 8 (its
+ * output channels); at stride 1 it is a convolution of dout, at stride 2 four (the phases,
+ * s2_dinp below, unless pn_conv_stride2_enable(0)). */
+int pn_dconv_dinp_ok(const pn_conv_shape *s)
+{
+    return pn_dconv_ok(s) && (s->stride == 1 || s2_enabled) && s->Cin % 8 == 0;
+}
 
 /* Padded plane of an input of H x W with padding pad (all sides). */
 static size_t pplane(int H, int W, int pad) { return (size_t)(H + 2 * pad) * (size_t)(W + 2 * pad); }
@@ -83,6 +91,10 @@ static void pad_copy(float *xp, const float *x, int C, int H, int W, int pad, in
             const float *r = x + ((size_t)c * H + h) * W;
             int i = 0;
             for (; i + 8 <= W; i += 8) _mm256_storeu_ps(d + i, _mm256_loadu_ps(r + i));
+            if (i + 4 <= W) { /* 7 and 14 wide: 4 + 3, 8 + 4 + 2 */
+                _mm_storeu_ps(d + i, _mm_loadu_ps(r + i));
+                i += 4;
+            }
             for (; i < W; i++) d[i] = r[i];
         }
 }
@@ -153,24 +165,27 @@ static inline void store8x6_masked(float *y, size_t ld, int np, __m256 r0, __m25
         b_ = _mm256_broadcast_ss(X(5)); a50 = _mm256_fmadd_ps(v0, b_, a50); a51 = _mm256_fmadd_ps(v1, b_, a51); \
     } while (0)
 
-/* The core: y (Cout, Ho*Wo) = sum over (ci, kh, kw) of wp x xp at stride st.
- * xp (Cin, Hp, Wp) padded input, (Ho - 1) * st + 3 <= Hp (same for W);
- * wp (Cout/8, Cin, 3, 3, 8).
+/* The core: y (Cout, Ho*Wo) = sum over (ci, t) of wp x xp at stride st, the taps t < nt at
+ * offsets tap[t] in a plane: y[co][p] = sum_ci sum_t wp[co/8][ci][t][co%8] *
+ * xp[ci * Hp * Wp + off(p) + tap[t]], off(p) = oh * st * Wp + ow * st, the sum over t inside
+ * the sum over ci (a fixed order).
+ * xp (Cin, Hp, Wp) padded input, every off(p) + tap[t] inside the plane (3x3:
+ * (Ho - 1) * st + 3 <= Hp, same for W); wp (Cout/8, Cin, nt, 8).
  * Per block the fixed work (offsets, transposes, stores) is kept small, since with 8 or 16
  * input channels a block has only 72 or 144 steps of 12 multiply-adds: the pixel offsets
  * advance row by row without divisions, and the 8 channels of a vector go out as whole
  * 8-pixel stores (the 2 pixels past the block are written again by the next block; the
  * last block of a plane, which has no next block to fix them, uses masked stores). */
-static void core(float *y, const float *xp, const float *wp, int Cin, int Cout, int Ho, int Wo,
-                 int Hp, int Wp, int st)
+static inline __attribute__((always_inline)) void
+core_tl(float *y, const float *xp, const float *wp, int Cin, int Cout, int Ho, int Wo, int Hp, int Wp,
+        int st, const int *tap, int nt)
 {
     const int P = Ho * Wo;
     const size_t ps = (size_t)Hp * Wp;
-    const int tap[DC_T] = { 0, 1, 2, Wp, Wp + 1, Wp + 2, 2 * Wp, 2 * Wp + 1, 2 * Wp + 2 };
     for (int cb = 0; cb < Cout; cb += 16) {
         const int nv = Cout - cb >= 16 ? 2 : 1; /* vectors of 8 output channels */
-        const float *w0 = wp + (size_t)(cb / 8) * Cin * DC_T * 8;
-        const float *w1 = w0 + (size_t)Cin * DC_T * 8;
+        const float *w0 = wp + (size_t)(cb / 8) * Cin * nt * 8;
+        const float *w1 = w0 + (size_t)Cin * nt * 8;
         int oh = 0, ow = 0; /* the first pixel of the block */
         for (int p0 = 0; p0 < P; p0 += DC_NP) {
             const int np = P - p0 < DC_NP ? P - p0 : DC_NP;
@@ -188,7 +203,7 @@ static void core(float *y, const float *xp, const float *wp, int Cin, int Cout, 
             const float *wa = w0, *wb = nv == 2 ? w1 : w0;
             for (int ci = 0; ci < Cin; ci++) {
                 const float *xc = xp + ci * ps;
-                for (int t = 0; t < DC_T; t++, wa += 8, wb += 8) {
+                for (int t = 0; t < nt; t++, wa += 8, wb += 8) {
                     const float *xt = xc + tap[t];
                     const __m256 v0 = _mm256_loadu_ps(wa), v1 = _mm256_loadu_ps(wb);
 #define DC_X(j) (xt + off[j])
@@ -207,6 +222,30 @@ static void core(float *y, const float *xp, const float *wp, int Cin, int Cout, 
             }
         }
     }
+}
+
+/* core_tl for a tap list known at run time only (the stride-2 input gradient's phases, the
+ * 1x1 kernel); core_tl is inlined into core with its 9 taps as constants. */
+static __attribute__((noinline)) void core_taps(float *y, const float *xp, const float *wp, int Cin,
+                                                int Cout, int Ho, int Wo, int Hp, int Wp, int st,
+                                                const int *tap, int nt)
+{
+    /* the tap counts of the uses as constants (the tap loop unrolled) */
+    switch (nt) {
+    case 1: core_tl(y, xp, wp, Cin, Cout, Ho, Wo, Hp, Wp, st, tap, 1); break;
+    case 2: core_tl(y, xp, wp, Cin, Cout, Ho, Wo, Hp, Wp, st, tap, 2); break;
+    case 4: core_tl(y, xp, wp, Cin, Cout, Ho, Wo, Hp, Wp, st, tap, 4); break;
+    default: core_tl(y, xp, wp, Cin, Cout, Ho, Wo, Hp, Wp, st, tap, nt); break;
+    }
+}
+
+/* The 3x3 convolution: core_tl with the 9 taps (kh, kw) in row-major order;
+ * wp (Cout/8, Cin, 3, 3, 8). */
+static void core(float *y, const float *xp, const float *wp, int Cin, int Cout, int Ho, int Wo,
+                 int Hp, int Wp, int st)
+{
+    const int tap[DC_T] = { 0, 1, 2, Wp, Wp + 1, Wp + 2, 2 * Wp, 2 * Wp + 1, 2 * Wp + 2 };
+    core_tl(y, xp, wp, Cin, Cout, Ho, Wo, Hp, Wp, st, tap, DC_T);
 }
 
 /* The first n (1 to 8) floats of v to d (no masked store: slow on some processors, e.g.
@@ -310,7 +349,7 @@ void pn_dconv_winograd_enable(int mode) { wino_mode = mode <= 0 ? 0 : mode >= 2 
  * direct kernel, mostly below 1 (docs/RESULTS.md), against 1.1x to 1.3x at 32 and 64. */
 int pn_dconv_wino_ok(const pn_conv_shape *s)
 {
-    return wino_mode && pn_dconv_dinp_ok(s) && (wino_mode == 2 || (s->Cin >= 32 && s->Cout >= 32));
+    return wino_mode && pn_dconv_dinp_ok(s) && s->stride == 1 && (wino_mode == 2 || (s->Cin >= 32 && s->Cout >= 32));
 }
 
 static int wino_dw_on = 1;
@@ -790,6 +829,138 @@ static void wino_pack(float *U, const float *w, int Cin, int Cout, int bwd, int 
         }
 }
 
+/* ------------------------------------------------ stride 2: the input gradient by phases
+ *
+ * dx[ci][h][w] = sum over (co, kh, kw) with h = 2 oh - pad + kh, w = 2 ow - pad + kw of
+ * W[co][ci][kh][kw] dy[co][oh][ow]. Split dx by the parities (rh, rw) of (h, w): on the
+ * phase plane of the pixels h = 2a + rh, w = 2b + rw only the taps with kh = rh + pad and
+ * kw = rw + pad (mod 2) contribute, tap (kh, kw) from dy[co][a + dh][b + dw] with
+ * dh = (rh + pad - kh) / 2, dw = (rw + pad - kw) / 2, both in {-1, 0, 1}: a stride-1
+ * correlation of dy with 4, 2, 2 and 1 taps over the four phases (9 in all), which core_taps
+ * computes on dy padded by a zero row and column before it and enough after (no wasted
+ * multiply-adds, unlike dx = conv(dy dilated by zeros, W')). Per phase the taps in (kh, kw)
+ * row-major order, inside the sum over co: a fixed order. The phases are written to
+ * scratch, then interleaved into dx row by row.
+ * Packed weights (pn_dconv_pack_bwd): the four phases (rh, rw) = (0,0), (0,1), (1,0), (1,1)
+ * one after another, each (Cin/8, Cout, nt, 8), Cin * Cout * 9 floats in all. */
+
+/* The taps (kh, kw) of phase (rh, rw) in row-major order; returns their count (1 to 4). */
+static int s2_taps(int rh, int rw, int pad, int kh[4], int kw[4])
+{
+    int n = 0;
+    for (int a = 0; a < DC_K; a++)
+        for (int b = 0; b < DC_K; b++)
+            if (((rh + pad - a) & 1) == 0 && ((rw + pad - b) & 1) == 0) {
+                kh[n] = a;
+                kw[n] = b;
+                n++;
+            }
+    return n;
+}
+
+/* The padded dy plane: Hq x Wq, dy's interior at row and column 1. */
+static void s2_plane(const pn_conv_shape *s, int Ho, int Wo, int *Hq, int *Wq)
+{
+    const int hr = (s->H + 1) / 2, wr = (s->W + 1) / 2; /* rows, columns of phase 0 */
+    *Hq = (Ho > hr ? Ho : hr) + 2;
+    *Wq = (Wo > wr ? Wo : wr) + 2;
+}
+
+/* Scratch of s2_dinp: the padded dy planes, then the phase planes (Cin * H * W floats). */
+static size_t s2_scratch(const pn_conv_shape *s, int Ho, int Wo)
+{
+    int Hq, Wq;
+    s2_plane(s, Ho, Wo, &Hq, &Wq);
+    return (((size_t)s->Cout * Hq * Wq + 15) & ~(size_t)15) + (size_t)s->Cin * s->H * s->W;
+}
+
+// w (Cout, Cin, 3, 3) -> wp: per phase (Cin/8, Cout, nt, 8), wp[ci/8][co][t][ci%8] = w[co][ci][kh_t][kw_t],
+// for the input channels [lo, hi) (the packing split over the threads)
+static void s2_pack_bwd(float *wp, const float *w, const pn_conv_shape *s, int lo, int hi)
+{
+    const int Cin = s->Cin, Cout = s->Cout;
+    for (int r = 0; r < 4; r++) {
+        int kh[4], kw[4];
+        const int nt = s2_taps(r >> 1, r & 1, s->pad, kh, kw);
+        for (int co = 0; co < Cout; co++)
+            for (int ci = lo; ci < hi; ci++)
+                for (int t = 0; t < nt; t++)
+                    wp[(((size_t)(ci / 8) * Cout + co) * nt + t) * 8 + ci % 8] =
+                        w[((size_t)co * Cin + ci) * DC_T + kh[t] * DC_K + kw[t]];
+        wp += (size_t)Cin * Cout * nt;
+    }
+}
+
+/* A row d of W floats from the phase rows p0 (its columns 2b) and p1 (columns 2b + 1; zeros
+ * when p1 is NULL). */
+static inline void s2_interleave_row(float *restrict d, const float *restrict p0, const float *restrict p1,
+                                     int W)
+{
+    int b = 0;
+    for (; 2 * b + 16 <= W; b += 8) {
+        const __m256 a = _mm256_loadu_ps(p0 + b), c = p1 ? _mm256_loadu_ps(p1 + b) : _mm256_setzero_ps();
+        const __m256 lo = _mm256_unpacklo_ps(a, c), hi = _mm256_unpackhi_ps(a, c);
+        _mm256_storeu_ps(d + 2 * b, _mm256_permute2f128_ps(lo, hi, 0x20));
+        _mm256_storeu_ps(d + 2 * b + 8, _mm256_permute2f128_ps(lo, hi, 0x31));
+    }
+    if (2 * b + 8 <= W) { /* 14-wide rows: one 4 + 4 step, then 3 pairs */
+        const __m128 a = _mm_loadu_ps(p0 + b), c = p1 ? _mm_loadu_ps(p1 + b) : _mm_setzero_ps();
+        _mm_storeu_ps(d + 2 * b, _mm_unpacklo_ps(a, c));
+        _mm_storeu_ps(d + 2 * b + 4, _mm_unpackhi_ps(a, c));
+        b += 4;
+    }
+    for (; 2 * b < W; b++) {
+        d[2 * b] = p0[b];
+        if (2 * b + 1 < W) d[2 * b + 1] = p1 ? p1[b] : 0.0f;
+    }
+}
+
+/* d[0, n) = 0 (rows of 7 to 28 floats: inline stores rather than a memset call) */
+static inline void zero_row(float *d, int n)
+{
+    int i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(d + i, _mm256_setzero_ps());
+    for (; i < n; i++) d[i] = 0.0f;
+}
+
+/* dx (Cin, H, W) written: the input gradient of image dy (Cout, Ho, Wo) of a stride-2
+ * convolution, wpb from s2_pack_bwd; scratch: s2_scratch floats; first: zero the padding. */
+static void s2_dinp(float *dx, const float *dy, const float *wpb, const pn_conv_shape *s, float *scratch,
+                    int first)
+{
+    const int Ho = out_size(s->H, s->pad, 2), Wo = out_size(s->W, s->pad, 2);
+    const int Cin = s->Cin, Cout = s->Cout, H = s->H, W = s->W;
+    int Hq, Wq;
+    s2_plane(s, Ho, Wo, &Hq, &Wq);
+    float *dyp = scratch, *ph = scratch + (((size_t)Cout * Hq * Wq + 15) & ~(size_t)15);
+    if (first) pad_zero(dyp, Cout, Hq, Wq);
+    pad_copy(dyp, dy, Cout, Ho, Wo, 1, Hq, Wq);
+    /* phase r's planes (Cin, Hr, Wr) at ph + Cin * (sum of the earlier phases' Hr * Wr) */
+    float *pr[4];
+    int Wr[4];
+    const float *wp = wpb;
+    float *q = ph;
+    for (int r = 0; r < 4; r++) {
+        const int rh = r >> 1, rw = r & 1, Hr = (H - rh + 1) / 2;
+        int kh[4], kw[4], tap[4];
+        const int nt = s2_taps(rh, rw, s->pad, kh, kw);
+        Wr[r] = (W - rw + 1) / 2;
+        for (int t = 0; t < nt; t++)
+            tap[t] = (1 + (rh + s->pad - kh[t]) / 2) * Wq + 1 + (rw + s->pad - kw[t]) / 2;
+        pr[r] = q;
+        if (Hr > 0 && Wr[r] > 0) core_taps(q, dyp, wp, Cout, Cin, Hr, Wr[r], Hq, Wq, 1, tap, nt);
+        q += (size_t)Cin * Hr * Wr[r];
+        wp += (size_t)Cin * Cout * nt;
+    }
+    for (int ci = 0; ci < Cin; ci++)
+        for (int h = 0; h < H; h++) {
+            const int rh = h & 1, a = h >> 1, Hr = (H - rh + 1) / 2;
+            const float *p0 = pr[2 * rh] + ((size_t)ci * Hr + a) * Wr[2 * rh];
+            const float *p1 = pr[2 * rh + 1] + ((size_t)ci * Hr + a) * Wr[2 * rh + 1];
+            s2_interleave_row(dx + ((size_t)ci * H + h) * W, p0, p1, W);
+        }
+}
+
 /* ------------------------------------------------------- entry points */
 
 size_t pn_dconv_scratch(const pn_conv_shape *s, int backward)
@@ -806,6 +977,7 @@ size_t pn_dconv_scratch(const pn_conv_shape *s, int backward)
     }
     n += (size_t)Ho * Wo * s->Cout;
     if (wino) n += wino_plan(s->Cout, s->Cin, Ho, Wo, 2 - s->pad).total;
+    else if (pn_dconv_dinp_ok(s) && s->stride == 2) n += s2_scratch(s, Ho, Wo);
     else if (pn_dconv_dinp_ok(s)) n += (size_t)s->Cout * pplane(Ho, Wo, 2 - s->pad);
     return n > f ? n : f; /* the forward uses the same slices */
 }
@@ -858,6 +1030,10 @@ void pn_dconv_pack_bwd(float *wp, const float *w, const pn_conv_shape *s, int pa
     }
     int lo, hi;
     part_range(Cin, part, nparts, &lo, &hi);
+    if (s->stride == 2) {
+        s2_pack_bwd(wp, w, s, lo, hi);
+        return;
+    }
     for (int co = 0; co < Cout; co++)
         for (int ci = lo; ci < hi; ci++)
             for (int t = 0; t < DC_T; t++)
@@ -1011,7 +1187,7 @@ void pn_dconv_bwd_image(float *dx, float *dWp, float beta, const float *dy, cons
     const int wino = dx && pn_dconv_wino_ok(s);
     if (first) {
         pad_zero(xp, s->Cin, Hp, Wp);
-        if (dx && !wino) pad_zero(dyp, Cout, Ho + 2 * q, Wo + 2 * q);
+        if (dx && !wino && s->stride == 1) pad_zero(dyp, Cout, Ho + 2 * q, Wo + 2 * q);
     }
     pad_fill(xp, x, src, n, s->Cin, s->H, s->W, s->pad, Hp, Wp);
     to_blocked8(dyT, dy, Cout, P);
@@ -1021,8 +1197,240 @@ void pn_dconv_bwd_image(float *dx, float *dWp, float beta, const float *dy, cons
         wino_conv(dx, dy, NULL, 0, wpb, Cout, s->Cin, Ho, Wo, q, dyp, first);
         return;
     }
+    if (s->stride == 2) {
+        s2_dinp(dx, dy, wpb, s, dyp, first);
+        return;
+    }
     pad_copy(dyp, dy, Cout, Ho, Wo, q, Ho + 2 * q, Wo + 2 * q);
     core(dx, dyp, wpb, Cout, s->Cin, s->H, s->W, Ho + 2 * q, Wo + 2 * q, 1);
+}
+
+/* ------------------------------------------------- 1x1 convolution at stride 2 or more
+ *
+ * resnet's projection shortcuts (1x1, stride 2, pad 0). By im2col + sgemm the strided
+ * gather of the input and the BLAS's zeroing and packing of GEMMs this small (16 to 64
+ * channels, 49 to 196 output pixels per image) cost as much as the multiply-adds (perf: im2col
+ * 38%, sgemm_beta 21%, the sgemm kernel 25% of the forward). Here, per image:
+ *   xs (Cin, P8) = x subsampled at the stride (pw_subsample, vectorized at stride 2), each
+ *      plane of P = Ho*Wo pixels padded to P8 (a multiple of 8, the padding zero)
+ *   forward   y (Cout, P) = W (Cout, Cin) x xs  (pw_gemm: no transposes, rows of y stored
+ *             as they are)
+ *   dweight   dW (Cout/8, Cin, 8) += dy xs^T  (pw_dweight: dweight's register block with
+ *             one column per input channel, dy transposed to (Cout/8, P, 8))
+ *   dinp      ph (Cin, P) = W^T (Cin, Cout) x dy  (pw_gemm on dy copied to rows of P8),
+ *             scattered to the pixels the forward read (zeros elsewhere).
+ * (core_taps with one tap reading x in place at the stride waited on memory, 16 to 64
+ * planes read at once: the forward of resnet20's first projection was slower than
+ * im2col + sgemm.) */
+
+int pn_dconv_pw_ok(const pn_conv_shape *s)
+{
+    return dc_enabled && s2_enabled && s->KH == 1 && s->KW == 1 && s->stride >= 2 && s->pad == 0 &&
+           s->groups == 1 && s->Cin % 8 == 0 && s->Cout % 8 == 0 && s->Cin <= 64 && s->Cout <= 64;
+}
+
+/* Output pixels of an image and their count rounded up to 8. */
+static void pw_sizes(const pn_conv_shape *s, int *P, int *P8)
+{
+    *P = ((s->H - 1) / s->stride + 1) * ((s->W - 1) / s->stride + 1);
+    *P8 = (*P + 7) & ~7;
+}
+
+/* Forward: xs; backward: xs (then ph), and dy transposed (then dy in rows of P8); 16 floats
+ * more that pw_gemm may read past the last row. */
+size_t pn_dconv_pw_scratch(const pn_conv_shape *s)
+{
+    int P, P8;
+    pw_sizes(s, &P, &P8);
+    return (size_t)P8 * (size_t)(s->Cin + s->Cout) + 16;
+}
+
+// w (Cout, Cin) -> wp = w (bwd = 0) or its transpose (Cin, Cout) (bwd = 1)
+void pn_dconv_pw_pack(float *wp, const float *w, const pn_conv_shape *s, int bwd)
+{
+    const int Cin = s->Cin, Cout = s->Cout;
+    for (int co = 0; co < Cout; co++)
+        for (int ci = 0; ci < Cin; ci++) wp[bwd ? (size_t)ci * Cout + co : (size_t)co * Cin + ci] = w[(size_t)co * Cin + ci];
+}
+
+/* xs (C, ld) rows: plane c at xs + c * ld, pixel (oh, ow) at oh * Wo + ow, = x (C, H, W) at
+ * (oh * st, ow * st); the ld - Ho * Wo floats after each plane zeroed. */
+static void pw_subsample(float *xs, size_t ld, const float *x, int C, int H, int W, int st, int Ho, int Wo)
+{
+    for (int c = 0; c < C; c++) {
+        float *dc = xs + (size_t)c * ld;
+        for (int oh = 0; oh < Ho; oh++) {
+            const float *r = x + ((size_t)c * H + (size_t)oh * st) * W;
+            float *d = dc + (size_t)oh * Wo;
+            int ow = 0;
+            if (st == 2)
+                for (; 2 * ow + 16 <= W; ow += 8) {
+                    const __m256 a = _mm256_loadu_ps(r + 2 * ow), b = _mm256_loadu_ps(r + 2 * ow + 8);
+                    const __m256 e = _mm256_shuffle_ps(a, b, _MM_SHUFFLE(2, 0, 2, 0));
+                    _mm256_storeu_ps(d + ow, _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(e), 0xD8)));
+                }
+            for (; ow < Wo; ow++) d[ow] = r[(size_t)ow * st];
+        }
+        for (size_t i = (size_t)Ho * Wo; i < ld; i++) dc[i] = 0.0f;
+    }
+}
+
+/* Columns [0, n) of a 4 x 24 block (n 1..24): the 3 vectors of row i in c[3 i .. 3 i + 2]. */
+static inline void pw_store(float *y, size_t ldy, const __m256 c[12], int n)
+{
+    for (int v = 0; v < 3; v++) {
+        const int k = n - 8 * v;
+        if (k <= 0) break;
+        const __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(k), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+        for (int i = 0; i < 4; i++) {
+            float *d = y + (size_t)i * ldy + 8 * v;
+            if (k >= 8) _mm256_storeu_ps(d, c[3 * i + v]);
+            else _mm256_maskstore_ps(d, mask, c[3 * i + v]);
+        }
+    }
+}
+
+/* y (M, P) rows P apart = a (M, K) x b (K rows, ldb apart): columns [0, P) stored, b read
+ * up to 24 columns per block (past P, and up to 16 floats past the last row: the caller's
+ * buffer has them; those lanes are never stored). M a multiple of 4. Register block 4 rows
+ * x 3 vectors of 8 columns, the last columns 8 rows x 1 vector; each output's sum over k in
+ * order. */
+static void pw_gemm(float *y, const float *a, const float *b, size_t ldb, int M, int K, int P)
+{
+    for (int i = 0; i < M; i += 4) {
+        const float *a0 = a + (size_t)i * K, *a1 = a0 + K, *a2 = a1 + K, *a3 = a2 + K;
+        for (int j = 0; j + 8 < P; j += 24) {
+            __m256 c00 = _mm256_setzero_ps(), c01 = c00, c02 = c00, c10 = c00, c11 = c00, c12 = c00,
+                   c20 = c00, c21 = c00, c22 = c00, c30 = c00, c31 = c00, c32 = c00;
+            const float *bk = b + j;
+            for (int k = 0; k < K; k++, bk += ldb) {
+                const __m256 b0 = _mm256_loadu_ps(bk), b1 = _mm256_loadu_ps(bk + 8), b2 = _mm256_loadu_ps(bk + 16);
+                __m256 w = _mm256_broadcast_ss(a0 + k);
+                c00 = _mm256_fmadd_ps(w, b0, c00); c01 = _mm256_fmadd_ps(w, b1, c01); c02 = _mm256_fmadd_ps(w, b2, c02);
+                w = _mm256_broadcast_ss(a1 + k);
+                c10 = _mm256_fmadd_ps(w, b0, c10); c11 = _mm256_fmadd_ps(w, b1, c11); c12 = _mm256_fmadd_ps(w, b2, c12);
+                w = _mm256_broadcast_ss(a2 + k);
+                c20 = _mm256_fmadd_ps(w, b0, c20); c21 = _mm256_fmadd_ps(w, b1, c21); c22 = _mm256_fmadd_ps(w, b2, c22);
+                w = _mm256_broadcast_ss(a3 + k);
+                c30 = _mm256_fmadd_ps(w, b0, c30); c31 = _mm256_fmadd_ps(w, b1, c31); c32 = _mm256_fmadd_ps(w, b2, c32);
+            }
+            const __m256 c[12] = { c00, c01, c02, c10, c11, c12, c20, c21, c22, c30, c31, c32 };
+            pw_store(y + (size_t)i * P + j, (size_t)P, c, P - j < 24 ? P - j : 24);
+        }
+    }
+    /* The last 1 to 8 columns (P = 49: 24 + 24 + 1, 196: 8 x 24 + 4), one vector per row:
+     * 8 rows at a time (8 independent chains of multiply-adds; 4 waited on their latency). */
+    int j = 0;
+    while (j + 8 < P) j += 24; /* where the blocks above stopped */
+    if (j >= P) return;
+    const int n = P - j;
+    const __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+    for (int i = 0; i < M; i += 8) {
+        const int nr = M - i < 8 ? M - i : 8; /* 4 or 8 (M a multiple of 4) */
+        const float *ai = a + (size_t)i * K;
+        /* named accumulators: GCC kept an array of them in memory */
+        __m256 c0 = _mm256_setzero_ps(), c1 = c0, c2 = c0, c3 = c0, c4 = c0, c5 = c0, c6 = c0, c7 = c0;
+        const float *bk = b + j;
+#define PW_T(r, c) c = _mm256_fmadd_ps(_mm256_broadcast_ss(ai + (size_t)(r) * K + k), b0, c)
+        if (nr == 8)
+            for (int k = 0; k < K; k++, bk += ldb) {
+                const __m256 b0 = _mm256_loadu_ps(bk);
+                PW_T(0, c0); PW_T(1, c1); PW_T(2, c2); PW_T(3, c3); PW_T(4, c4); PW_T(5, c5); PW_T(6, c6); PW_T(7, c7);
+            }
+        else
+            for (int k = 0; k < K; k++, bk += ldb) {
+                const __m256 b0 = _mm256_loadu_ps(bk);
+                PW_T(0, c0); PW_T(1, c1); PW_T(2, c2); PW_T(3, c3);
+            }
+#undef PW_T
+        const __m256 c[8] = { c0, c1, c2, c3, c4, c5, c6, c7 };
+        for (int r = 0; r < nr; r++) {
+            float *d = y + (size_t)(i + r) * P + j;
+            if (n == 8) _mm256_storeu_ps(d, c[r]);
+            else _mm256_maskstore_ps(d, mask, c[r]);
+        }
+    }
+}
+
+void pn_dconv_pw_fwd_image(float *y, const float *x, const float *wp, const pn_conv_shape *s, float *scratch)
+{
+    const int st = s->stride, Ho = (s->H - 1) / st + 1, Wo = (s->W - 1) / st + 1;
+    int P, P8;
+    pw_sizes(s, &P, &P8);
+    pw_subsample(scratch, (size_t)P8, x, s->Cin, s->H, s->W, st, Ho, Wo);
+    memset(scratch + (size_t)s->Cin * P8, 0, 16 * sizeof(float)); /* read by pw_gemm, not used */
+    pw_gemm(y, wp, scratch, (size_t)P8, s->Cout, s->Cin, P);
+}
+
+/* dWp (Cout/8, Cin, 8) = beta * dWp + sum_p dyT[p][co] * xs[ci][p]; dyT (Cout/8, P, 8), xs
+ * planes ps apart. The register block of dweight (2 vectors of 8 output channels x 6 input
+ * channels), one column per input channel. */
+static void pw_dweight(float *dWp, float beta, const float *dyT, const float *xs, int Cin, int Cout,
+                       int P, size_t ps)
+{
+    for (int cb = 0; cb < Cout; cb += 16) {
+        const int nv = Cout - cb >= 16 ? 2 : 1;
+        const float *d0 = dyT + (size_t)(cb / 8) * P * 8, *d1 = nv == 2 ? d0 + (size_t)P * 8 : d0;
+        for (int k0 = 0; k0 < Cin; k0 += DC_NP) {
+            const int nk = Cin - k0 < DC_NP ? Cin - k0 : DC_NP;
+            size_t co[DC_NP]; /* plane of column k0 + j (the last one repeated) */
+            for (int j = 0; j < DC_NP; j++) co[j] = (size_t)(k0 + (j < nk ? j : nk - 1)) * ps;
+            __m256 a00 = _mm256_setzero_ps(), a01 = a00, a10 = a00, a11 = a00, a20 = a00,
+                   a21 = a00, a30 = a00, a31 = a00, a40 = a00, a41 = a00, a50 = a00, a51 = a00;
+            const float *g0 = d0, *g1 = d1;
+            for (int p = 0; p < P; p++, g0 += 8, g1 += 8) {
+                const float *xt = xs + p;
+                const __m256 v0 = _mm256_loadu_ps(g0), v1 = _mm256_loadu_ps(g1);
+#define PW_X(j) (xt + co[j])
+                BLOCK16X6_STEP(PW_X);
+#undef PW_X
+            }
+            const __m256 acc[2][DC_NP] = { { a00, a10, a20, a30, a40, a50 },
+                                           { a01, a11, a21, a31, a41, a51 } };
+            for (int v = 0; v < nv; v++)
+                for (int j = 0; j < nk; j++) {
+                    float *dp = dWp + ((size_t)(cb / 8 + v) * Cin + k0 + j) * 8;
+                    __m256 r = acc[v][j];
+                    if (beta != 0.0f) r = _mm256_add_ps(r, _mm256_loadu_ps(dp));
+                    _mm256_storeu_ps(dp, r);
+                }
+        }
+    }
+}
+
+void pn_dconv_pw_bwd_image(float *dx, float *dWp, float beta, const float *dy, const float *x,
+                           const float *wpb, const pn_conv_shape *s, float *scratch)
+{
+    const int st = s->stride, H = s->H, W = s->W, Ho = (H - 1) / st + 1, Wo = (W - 1) / st + 1;
+    const int Cin = s->Cin, Cout = s->Cout;
+    int P, P8;
+    pw_sizes(s, &P, &P8);
+    /* xs, then ph (after pw_dweight); dyT, then dy padded (the same) */
+    float *xs = scratch, *ph = xs, *dyT = scratch + (size_t)Cin * P8, *dyp = dyT;
+    to_blocked8(dyT, dy, Cout, P);
+    pw_subsample(xs, (size_t)P8, x, Cin, H, W, st, Ho, Wo);
+    pw_dweight(dWp, beta, dyT, xs, Cin, Cout, P, (size_t)P8);
+    if (!dx) return;
+    for (int co = 0; co < Cout; co++) {
+        memcpy(dyp + (size_t)co * P8, dy + (size_t)co * P, (size_t)P * sizeof(float));
+        for (int p = P; p < P8; p++) dyp[(size_t)co * P8 + p] = 0.0f;
+    }
+    memset(dyp + (size_t)Cout * P8, 0, 16 * sizeof(float)); /* read by pw_gemm, not used */
+    pw_gemm(ph, wpb, dyp, (size_t)P8, Cin, Cout, P);
+    /* row oh * st from ph's row oh, the st - 1 rows after it (those in the plane) zero */
+    for (int ci = 0; ci < Cin; ci++)
+        for (int oh = 0; oh < Ho; oh++) {
+            float *d = dx + ((size_t)ci * H + (size_t)oh * st) * W;
+            const float *p = ph + ((size_t)ci * Ho + oh) * Wo;
+            if (st == 2) {
+                s2_interleave_row(d, p, NULL, W);
+            } else {
+                zero_row(d, W);
+                for (int ow = 0; ow < Wo; ow++) d[(size_t)ow * st] = p[ow];
+            }
+            const int nz = H - oh * st - 1 < st - 1 ? H - oh * st - 1 : st - 1;
+            zero_row(d + W, nz * W);
+        }
 }
 
 #else /* no AVX2 + FMA at compile time: im2col + sgemm does every convolution (a portable
@@ -1093,5 +1501,28 @@ void pn_dconv_dw_reduce(float *dweight, const float *dWp, size_t stride, int nsl
                         int co_hi, const pn_conv_shape *s)
 {
     (void)dweight; (void)dWp; (void)stride; (void)nslices; (void)co_lo; (void)co_hi; (void)s;
+}
+int pn_dconv_pw_ok(const pn_conv_shape *s)
+{
+    (void)s;
+    return 0;
+}
+size_t pn_dconv_pw_scratch(const pn_conv_shape *s)
+{
+    (void)s;
+    return 0;
+}
+void pn_dconv_pw_pack(float *wp, const float *w, const pn_conv_shape *s, int bwd)
+{
+    (void)wp; (void)w; (void)s; (void)bwd;
+}
+void pn_dconv_pw_fwd_image(float *y, const float *x, const float *wp, const pn_conv_shape *s, float *scratch)
+{
+    (void)y; (void)x; (void)wp; (void)s; (void)scratch;
+}
+void pn_dconv_pw_bwd_image(float *dx, float *dWp, float beta, const float *dy, const float *x,
+                           const float *wpb, const pn_conv_shape *s, float *scratch)
+{
+    (void)dx; (void)dWp; (void)beta; (void)dy; (void)x; (void)wpb; (void)s; (void)scratch;
 }
 #endif

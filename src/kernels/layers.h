@@ -53,7 +53,8 @@ int pn_conv2d_src_ok(const pn_conv_shape *s);
 /* Direct 3x3 convolution (conv_direct.c), used by the two calls above for the shapes
  * pn_dconv_ok accepts (stride 1 or 2, groups 1, pad <= 2, Cout a multiple of 8, at most 64
  * channels; none when built without AVX2 + FMA). Its backward computes the input gradient
- * only where pn_dconv_dinp_ok (stride 1, Cin a multiple of 8); otherwise the caller passes
+ * only where pn_dconv_dinp_ok (Cin a multiple of 8; stride 2 unless
+ * pn_conv_stride2_enable(0)); otherwise the caller passes
  * dx = NULL and computes it itself. One image per call; scratch: pn_dconv_scratch floats
  * per thread (padded planes, dout transposed); first = 1 on the first image of a call with
  * this scratch (zeroes the padding once); the backward's k: the image's index among the
@@ -75,6 +76,11 @@ int pn_dconv_dinp_ok(const pn_conv_shape *s);
 /* 0: every convolution takes the im2col + sgemm path (benchmarks, tests); 1 (default): the
  * direct kernel where pn_dconv_ok. Not thread-safe; query workspaces again after it. */
 void pn_dconv_enable(int on);
+/* 1 (default): the stride-2 paths, the direct input gradient of 3x3 stride-2 convolutions
+ * (four phases, conv_direct.c) and the direct 1x1 strided convolution (pn_dconv_pw_ok);
+ * 0: those take GEMM (+ col2im) as before (benchmarks, tests). Not thread-safe; query
+ * workspaces again after it. */
+void pn_conv_stride2_enable(int on);
 /* Winograd F(2x2, 3x3) for the stride-1 uses (forward and input gradient) where
  * pn_dconv_wino_ok: the direct kernel's shapes at stride 1 with Cin a multiple of 8, and
  * mode 1 (default): at least 32 input and output channels (where it is faster); 2: at any
@@ -102,6 +108,19 @@ void pn_dconv_dw_reduce(float *dweight, const float *dWp, size_t stride, int nsl
 void pn_dconv_bwd_image(float *dx, float *dWp, float beta, const float *dy, const float *x,
                         const pn_conv_src *src, int n, const float *wpb, const pn_conv_shape *s,
                         float *scratch, int k, int last);
+/* 1x1 convolutions at stride 2 or more, pad 0, groups 1, Cin and Cout multiples of 8 up to
+ * 64 (pn_dconv_pw_ok; resnet's projection shortcuts): direct kernels on the input subsampled
+ * once per image (conv_direct.c), called by conv.c. One image per call. Weights packed by
+ * pn_dconv_pw_pack: (Cout, Cin) as they are (bwd 0, forward) or transposed (bwd 1, input
+ * gradient), Cin * Cout floats each. Backward: dWp (Cout/8, Cin, 8) = beta * dWp + this
+ * image's weight gradient (beta 0 or 1); dx written (zeros at the pixels the stride skips)
+ * or NULL. scratch (both): pn_dconv_pw_scratch floats. */
+int pn_dconv_pw_ok(const pn_conv_shape *s);
+size_t pn_dconv_pw_scratch(const pn_conv_shape *s);
+void pn_dconv_pw_pack(float *wp, const float *w, const pn_conv_shape *s, int bwd);
+void pn_dconv_pw_fwd_image(float *y, const float *x, const float *wp, const pn_conv_shape *s, float *scratch);
+void pn_dconv_pw_bwd_image(float *dx, float *dWp, float beta, const float *dy, const float *x,
+                           const float *wpb, const pn_conv_shape *s, float *scratch);
 
 /* --------------------------------------------------------------- linear */
 /* inp (N,In); weight (Out,In); bias (Out) or NULL; out (N,Out). */
