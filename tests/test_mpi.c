@@ -171,20 +171,27 @@ TEST(syncbn_one_process_equals_builtin_bn)
 
 static char cmd[16384];
 
-/* 2 ranks x B/2 against 1 process x B (same update, float summation order aside). */
+/* 2 ranks x B/2 against 1 process x B (same update, float summation order aside), after
+ * `epochs` epochs of TINY (4 updates each). The summation order changes the weights by
+ * ~1e-8 relative; through the ReLUs that difference is amplified chaotically once a
+ * pre-activation near 0 changes sign in one run and not in the other (its gradient term
+ * appears or vanishes: ~1e-4 of a weight gradient at this size). Within one epoch no
+ * crossing happened in either build (4e-8); over two, the sanitizer build's gn+pn run
+ * crossed at update 5 (velocity 1.2e-3, weights 3.8e-5). Hence tight tolerances for one
+ * epoch, and a loose one for the epoch boundary (reshuffle, evaluation). */
 static void same_as_one_process(const char *norm, int single_mb, int rank_mb, const char *extra,
-                                const char *skip, double tol)
+                                const char *skip, double tol, int epochs)
 {
     char one[64], two[64];
     snprintf(one, sizeof one, "one_%c%s.safetensors", norm[0], *extra ? "s" : "");
     snprintf(two, sizeof two, "two_%c%s.safetensors", norm[0], *extra ? "s" : "");
-    snprintf(cmd, sizeof cmd, "%s train --data %s " TINY "--norm %s --batch 128 --micro-batch %d --save %s "
-             "--log %s", bin, datadir, norm, single_mb, tp(one), tp("one.log"));
+    snprintf(cmd, sizeof cmd, "%s train --data %s " TINY "--epochs %d --norm %s --batch 128 --micro-batch %d "
+             "--save %s --log %s", bin, datadir, epochs, norm, single_mb, tp(one), tp("one.log"));
     int rc = sh(cmd);
     CHECK(rc == 0, "%s: 1 process: exit %d: %s", norm, rc, out_buf);
     snprintf(cmd, sizeof cmd,
-             MPIRUN "-np 2 %s train --data %s " TINY "--norm %s --batch 128 --micro-batch %d --save %s "
-             "--log %s %s", bin, datadir, norm, rank_mb, tp(two), tp("two.log"), extra);
+             MPIRUN "-np 2 %s train --data %s " TINY "--epochs %d --norm %s --batch 128 --micro-batch %d "
+             "--save %s --log %s %s", bin, datadir, epochs, norm, rank_mb, tp(two), tp("two.log"), extra);
     rc = sh(cmd);
     CHECK(rc == 0, "%s: 2 ranks: exit %d: %s", norm, rc, out_buf);
     /* Rank 0 alone reports. */
@@ -192,14 +199,14 @@ static void same_as_one_process(const char *norm, int single_mb, int rank_mb, co
           "%s: one report expected: %s", norm, out_buf);
     int n = 0;
     double d = max_diff(tp(one), tp(two), skip, &n);
-    CHECK(d >= 0 && d < tol && n > 10, "%s: 2 ranks vs 1 process: max rel. diff %g over %d tensors",
-          norm, d, n);
+    CHECK(d >= 0 && d < tol && n > 10, "%s: %d epochs: 2 ranks vs 1 process: max rel. diff %g over %d tensors",
+          norm, epochs, d, n);
     /* Not a tautology: a different seed is far away. */
-    snprintf(cmd, sizeof cmd, "%s train --data %s " TINY "--norm %s --batch 128 --micro-batch %d --seed 9 --save %s",
-             bin, datadir, norm, single_mb, tp("seed9.safetensors"));
+    snprintf(cmd, sizeof cmd, "%s train --data %s " TINY "--epochs %d --norm %s --batch 128 --micro-batch %d "
+             "--seed 9 --save %s", bin, datadir, epochs, norm, single_mb, tp("seed9.safetensors"));
     CHECK(sh(cmd) == 0, "%s: seed 9: %s", norm, out_buf);
     double far = max_diff(tp("seed9.safetensors"), tp(two), skip, &n);
-    CHECK(far > 100 * tol, "%s: another seed differs by only %g", norm, far);
+    CHECK(far > 10 * tol, "%s: another seed differs by only %g", norm, far);
     FILE *f = fopen(tp("two.log"), "r");
     char line[1024] = "", line1[1024] = "";
     CHECK(f && fgets(line, sizeof line, f) && strstr(line, "\"ranks\": 2") && strstr(line, "\"comm_bytes\": "),
@@ -217,7 +224,8 @@ static void same_as_one_process(const char *norm, int single_mb, int rank_mb, co
               atof(c1 + 12) == atof(c2 + 12) && atof(a1 + 13) > 0,
               "%s: test loss/accuracy: 1 process %s, 2 ranks %s", norm, line1, line);
     }
-    printf("%s%s: max rel. diff 2 ranks vs 1 process %.3g; log %s", norm, extra, d, line);
+    printf("%s%s, %d epochs: max rel. diff 2 ranks vs 1 process %.3g (another seed %.3g); log %s", norm, extra,
+           epochs, d, far, line);
 }
 
 TEST(gnpn_two_ranks_equal_one_process)
@@ -227,8 +235,11 @@ TEST(gnpn_two_ranks_equal_one_process)
      * with the same micro-batches only the order of the final gradient sum differs (the
      * direct convolution sums a weight gradient over a micro-batch's images in its own
      * order, and 8 updates of this tiny gn+pn net amplified that difference to 1.2e-3
-     * between micro-batches of 128 and 32 in the sanitizer build). */
-    same_as_one_process("gn+pn", 32, 32, "", NULL, 2e-5);
+     * between micro-batches of 128 and 32 in the sanitizer build). Two epochs with the
+     * loose tolerance (see same_as_one_process), then one epoch with the tight one (its
+     * one_g.safetensors is resume_at_another_rank_count's reference). */
+    same_as_one_process("gn+pn", 32, 32, "", NULL, 1e-2, 2);
+    same_as_one_process("gn+pn", 32, 32, "", NULL, 2e-5, 1);
 }
 
 TEST(bn_two_ranks_equal_one_process_micro_batches)
@@ -236,13 +247,13 @@ TEST(bn_two_ranks_equal_one_process_micro_batches)
     /* BN normalizes per rank: equals one process with micro-batches of B/2 = 64
      * split the same way (parameters and momentum; the running statistics are
      * averaged over ranks rather than updated one after the other). */
-    same_as_one_process("bn", 64, 64, "", "running", 2e-5);
+    same_as_one_process("bn", 64, 64, "", "running", 2e-5, 1);
 }
 
 TEST(sync_bn_two_ranks_equal_one_process)
 {
     /* --sync-bn: 2 ranks x 64 normalize like 1 process x 128, running statistics included. */
-    same_as_one_process("bn", 128, 64, " --sync-bn", NULL, 2e-5);
+    same_as_one_process("bn", 128, 64, " --sync-bn", NULL, 2e-5, 1);
     /* Only for BN. */
     snprintf(cmd, sizeof cmd, MPIRUN "-np 2 %s train --data %s " TINY "--batch 128 --micro-batch 64 --sync-bn",
              bin, datadir);
@@ -253,9 +264,9 @@ TEST(sync_bn_two_ranks_equal_one_process)
 TEST(resume_at_another_rank_count)
 {
     /* 2 ranks stop after 3 updates; 1 process resumes to the end = 1 process throughout
-     * (one_g: micro-batches of 32, as here). */
+     * (one_g: one epoch, micro-batches of 32, as here). */
     snprintf(cmd, sizeof cmd,
-             MPIRUN "-np 2 %s train --data %s " TINY "--norm gn+pn --batch 128 --micro-batch 32 "
+             MPIRUN "-np 2 %s train --data %s " TINY "--epochs 1 --norm gn+pn --batch 128 --micro-batch 32 "
              "--save %s --stop-at 3", bin, datadir, tp("r.safetensors"));
     int rc = sh(cmd);
     CHECK(rc == 0 && strstr(out_buf, "stopped at step 3"), "2 ranks --stop-at 3: exit %d: %s", rc, out_buf);
