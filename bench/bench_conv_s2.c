@@ -22,21 +22,6 @@
 #include "proxynorm.h"
 #include "bench_util.h"
 
-static float *filled(size_t n)
-{
-    float *p = malloc((n ? n : 1) * sizeof(float));
-    if (!p) {
-        fprintf(stderr, "bench_conv_s2: out of memory\n");
-        exit(1);
-    }
-    unsigned s = 12345;
-    for (size_t i = 0; i < n; i++) {
-        s = s * 1664525u + 1013904223u;
-        p[i] = (float)(s >> 8) * (1.0f / 16777216.0f) - 0.5f;
-    }
-    return p;
-}
-
 enum { NPATH = 3 };
 
 /* Path d: 0 new, 1 old, 2 gemm (see the top comment). */
@@ -46,38 +31,11 @@ static void set_path(int d)
     pn_conv_stride2_enable(d == 0);
 }
 
-/* Fastest of reps forward (bwd = 0) or backward calls for each path (t[d]), the paths
- * alternating call by call so that all see the same state of the machine. */
+/* bench_time_conv for this program's paths, then the default path back. */
 static void time_conv(const pn_conv_shape *s, int bwd, int reps, double t[NPATH])
 {
-    int Ho, Wo;
-    pn_conv_out_hw(s, &Ho, &Wo);
-    const size_t nx = (size_t)s->N * s->Cin * s->H * s->W, ny = (size_t)s->N * s->Cout * Ho * Wo;
-    const size_t nw = (size_t)s->Cout * s->Cin * s->KH * s->KW;
-    size_t nwork = 0;
-    for (int d = 0; d < NPATH; d++) {
-        set_path(d);
-        size_t k = pn_conv2d_workspace(s);
-        if (k > nwork) nwork = k;
-    }
-    float *x = filled(nx), *w = filled(nw), *y = filled(ny), *dx = filled(nx), *dw = filled(nw);
-    float *work = filled(nwork);
-    for (int d = 0; d < NPATH; d++) t[d] = 1e30;
-    for (int r = -1; r < reps; r++)
-        for (int d = 0; d < NPATH; d++) {
-            set_path(d);
-            double t0 = pn_now_s();
-            int rc = bwd ? pn_conv2d_backward(dx, dw, NULL, y, x, w, s, work)
-                         : pn_conv2d_forward(y, x, w, NULL, s, work);
-            if (rc != PN_OK) {
-                fprintf(stderr, "bench_conv_s2: %s\n", pn_last_error());
-                exit(1);
-            }
-            double dt = pn_now_s() - t0;
-            if (r >= 0 && dt < t[d]) t[d] = dt;
-        }
+    bench_time_conv(s, bwd, reps, NPATH, NPATH, set_path, t, "bench_conv_s2");
     set_path(0);
-    free(x); free(w); free(y); free(dx); free(dw); free(work);
 }
 
 int main(int argc, char **argv)

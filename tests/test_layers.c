@@ -423,6 +423,26 @@ TEST(conv_stride2_reference)
 }
 
 /* ------------------------------------------ Winograd F(2x2, 3x3) vs the reference */
+/* V (Ci, 16) = |B^T| |d| |B| for the 4x4 input patch d of tile (ti, tj) of image n of x
+ * (N, Ci, Hi, Wi) padded by pad: the input transform on absolute values (the bounds of
+ * the Winograd forward and weight gradient). */
+static void abs_itrans(double *V, const float *x, int n, int Ci, int Hi, int Wi, int pad, int ti, int tj)
+{
+    static const double BT[4][4] = { { 1, 0, 1, 0 }, { 0, 1, 1, 0 }, { 0, 1, 1, 0 }, { 0, 1, 0, 1 } };
+    for (int i = 0; i < Ci; i++)
+        for (int a = 0; a < 4; a++)
+            for (int b = 0; b < 4; b++) {
+                double acc = 0;
+                for (int r = 0; r < 4; r++)
+                    for (int c = 0; c < 4; c++) {
+                        const int h = 2 * ti - pad + r, w = 2 * tj - pad + c;
+                        if (h < 0 || h >= Hi || w < 0 || w >= Wi) continue;
+                        acc += BT[a][r] * BT[b][c] * fabs(x[(((size_t)n * Ci + i) * Hi + h) * Wi + w]);
+                    }
+                V[(size_t)i * 16 + a * 4 + b] = acc;
+            }
+}
+
 /* The bound of the Winograd path (conv_direct.c): for each output, Wabs = the same
  * algorithm on absolute values, |A^T| (sum over ci of (|G| |g| |G^T|) .* (|B^T| |d| |B|)) |A|,
  * over the output's 2x2 tile (d the 4x4 input patch, zero outside the input). Each computed
@@ -439,7 +459,6 @@ static void wino_abs(double *wabs, const float *x, const float *g, int N, int Ci
                      int pad)
 {
     static const double G[4][3] = { { 1, 0, 0 }, { .5, .5, .5 }, { .5, .5, .5 }, { 0, 0, 1 } };
-    static const double BT[4][4] = { { 1, 0, 1, 0 }, { 0, 1, 1, 0 }, { 0, 1, 1, 0 }, { 0, 1, 0, 1 } };
     static const double AT[2][4] = { { 1, 1, 1, 0 }, { 0, 1, 1, 1 } };
     const int Ho = Hi + 2 * pad - 2, Wo = Wi + 2 * pad - 2, th = (Ho + 1) / 2, tw = (Wo + 1) / 2;
     double *U = malloc((size_t)Co * Ci * 16 * sizeof(double));
@@ -458,19 +477,7 @@ static void wino_abs(double *wabs, const float *x, const float *g, int N, int Ci
     for (int n = 0; n < N; n++)
         for (int ti = 0; ti < th; ti++)
             for (int tj = 0; tj < tw; tj++) {
-                for (int i = 0; i < Ci; i++)
-                    for (int a = 0; a < 4; a++)
-                        for (int b = 0; b < 4; b++) {
-                            double acc = 0;
-                            for (int r = 0; r < 4; r++)
-                                for (int c = 0; c < 4; c++) {
-                                    const int h = 2 * ti - pad + r, w = 2 * tj - pad + c;
-                                    if (h < 0 || h >= Hi || w < 0 || w >= Wi) continue;
-                                    acc += BT[a][r] * BT[b][c] *
-                                           fabs(x[(((size_t)n * Ci + i) * Hi + h) * Wi + w]);
-                                }
-                            V[(size_t)i * 16 + a * 4 + b] = acc;
-                        }
+                abs_itrans(V, x, n, Ci, Hi, Wi, pad, ti, tj);
                 for (int o = 0; o < Co; o++) {
                     double m[16] = { 0 };
                     for (int i = 0; i < Ci; i++)
@@ -502,7 +509,6 @@ static void wino_dw_abs(double *dwabs, const float *x, const float *dy, int N, i
                         int Wi, int pad)
 {
     static const double G[4][3] = { { 1, 0, 0 }, { .5, .5, .5 }, { .5, .5, .5 }, { 0, 0, 1 } };
-    static const double BT[4][4] = { { 1, 0, 1, 0 }, { 0, 1, 1, 0 }, { 0, 1, 1, 0 }, { 0, 1, 0, 1 } };
     static const double A[4][2] = { { 1, 0 }, { 1, 1 }, { 1, 1 }, { 0, 1 } };
     const int Ho = Hi + 2 * pad - 2, Wo = Wi + 2 * pad - 2, th = (Ho + 1) / 2, tw = (Wo + 1) / 2;
     double *M = calloc((size_t)Co * Ci * 16, sizeof(double));
@@ -510,18 +516,7 @@ static void wino_dw_abs(double *dwabs, const float *x, const float *dy, int N, i
     for (int n = 0; n < N; n++)
         for (int ti = 0; ti < th; ti++)
             for (int tj = 0; tj < tw; tj++) {
-                for (int i = 0; i < Ci; i++)
-                    for (int a = 0; a < 4; a++)
-                        for (int b = 0; b < 4; b++) {
-                            double acc = 0;
-                            for (int r = 0; r < 4; r++)
-                                for (int c = 0; c < 4; c++) {
-                                    const int h = 2 * ti - pad + r, w = 2 * tj - pad + c;
-                                    if (h < 0 || h >= Hi || w < 0 || w >= Wi) continue;
-                                    acc += BT[a][r] * BT[b][c] * fabs(x[(((size_t)n * Ci + i) * Hi + h) * Wi + w]);
-                                }
-                            V[(size_t)i * 16 + a * 4 + b] = acc;
-                        }
+                abs_itrans(V, x, n, Ci, Hi, Wi, pad, ti, tj);
                 for (int o = 0; o < Co; o++)
                     for (int a = 0; a < 4; a++)
                         for (int b = 0; b < 4; b++) {
