@@ -183,7 +183,6 @@ int pn_batchnorm_forward_eval_ex(float *out, const float *inp,
     return PN_OK;
 }
 
-
 /* scale (with bias): the backward of max(BN(x), 0), dout masked by the ReLU recomputed
  * from x (pn_batchnorm_backward_relux); NULL: the plain backward. */
 static int bn_backward(float *dinp, float *dweight, float *dbias, const float *dout,

@@ -628,7 +628,7 @@ static void pw_fwd(float *out, const float *inp, const float *weight, const pn_c
 }
 
 /* Its backward: per thread the weight gradient of its images in its slice (packed
- * (Cout/8, Cin, 8)), then the slices added in thread order, in double. */
+ * (Cout/8, Cin, 8)), then the slices added in thread order, in double (pn_dconv_dw_reduce). */
 static void pw_bwd(float *dinp, float *dweight, const float *dout, const float *inp, const float *weight,
                    const pn_conv_shape *s, int Ho, int Wo, float *work)
 {
@@ -648,13 +648,7 @@ static void pw_bwd(float *dinp, float *dweight, const float *dout, const float *
             pn_dconv_pw_bwd_image(dinp ? dinp + (size_t)n * Cin * HW : NULL, dW, n == lo ? 0.0f : 1.0f,
                                   dout + (size_t)n * Cout * HoWo, inp + (size_t)n * Cin * HW, work, s, scr);
         #pragma omp barrier
-        for (int co = Cout * t / nth; co < Cout * (t + 1) / nth; co++)
-            for (int ci = 0; ci < Cin; ci++) {
-                const size_t i = ((size_t)(co / 8) * Cin + ci) * 8 + co % 8;
-                double acc = 0.0;
-                for (int u = 0; u < nth; u++) acc += work[off + (size_t)u * slice + colsz + i];
-                dweight[(size_t)co * Cin + ci] += (float)acc;
-            }
+        pn_dconv_dw_reduce(dweight, work + off + colsz, slice, nth, Cout * t / nth, Cout * (t + 1) / nth, s);
     }
 }
 

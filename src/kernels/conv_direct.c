@@ -391,11 +391,14 @@ static wino_geom wino_plan(int Ci, int Co, int Hi, int Wi, int pad)
     return g;
 }
 
+/* Winograd F(2x2, 3x3)'s G (WG: the weight transform; its transpose transforms the weight
+ * gradient back in pn_dconv_dw_reduce). */
+static const double WG[4][3] = { { 1, 0, 0 }, { .5, .5, .5 }, { .5, -.5, .5 }, { 0, 0, 1 } };
+
 /* g_j (3x3, element (k, l) at g_j[k * sk + l * sl]), j = 0..3 -> U[xi * ustride + j] =
  * (G g_j G^T)[xi], in double (4 pairs a vector) and rounded once. */
 static void wino_wtrans4(float *U, size_t ustride, const float *const g[4], int sk, int sl)
 {
-    static const double G[4][3] = { { 1, 0, 0 }, { .5, .5, .5 }, { .5, -.5, .5 }, { 0, 0, 1 } };
     __m256d gv[3][3], t[4][3];
     for (int k = 0; k < 3; k++)
         for (int l = 0; l < 3; l++) {
@@ -404,14 +407,14 @@ static void wino_wtrans4(float *U, size_t ustride, const float *const g[4], int 
         }
     for (int a = 0; a < 4; a++)
         for (int l = 0; l < 3; l++)
-            t[a][l] = _mm256_add_pd(_mm256_add_pd(_mm256_mul_pd(_mm256_set1_pd(G[a][0]), gv[0][l]),
-                                                  _mm256_mul_pd(_mm256_set1_pd(G[a][1]), gv[1][l])),
-                                    _mm256_mul_pd(_mm256_set1_pd(G[a][2]), gv[2][l]));
+            t[a][l] = _mm256_add_pd(_mm256_add_pd(_mm256_mul_pd(_mm256_set1_pd(WG[a][0]), gv[0][l]),
+                                                  _mm256_mul_pd(_mm256_set1_pd(WG[a][1]), gv[1][l])),
+                                    _mm256_mul_pd(_mm256_set1_pd(WG[a][2]), gv[2][l]));
     for (int a = 0; a < 4; a++)
         for (int b = 0; b < 4; b++) {
-            const __m256d u = _mm256_add_pd(_mm256_add_pd(_mm256_mul_pd(t[a][0], _mm256_set1_pd(G[b][0])),
-                                                          _mm256_mul_pd(t[a][1], _mm256_set1_pd(G[b][1]))),
-                                            _mm256_mul_pd(t[a][2], _mm256_set1_pd(G[b][2])));
+            const __m256d u = _mm256_add_pd(_mm256_add_pd(_mm256_mul_pd(t[a][0], _mm256_set1_pd(WG[b][0])),
+                                                          _mm256_mul_pd(t[a][1], _mm256_set1_pd(WG[b][1]))),
+                                            _mm256_mul_pd(t[a][2], _mm256_set1_pd(WG[b][2])));
             _mm_storeu_ps(U + (size_t)(a * 4 + b) * ustride, _mm256_cvtpd_ps(u));
         }
 }
@@ -798,6 +801,16 @@ static void wino_dw(float *dWh, float beta, const float *dy, const float *x, con
     }
 }
 
+/* Blocks [nb * part / nparts, nb * (part + 1) / nparts) of the nb = ceil(outputs / 8)
+ * blocks of 8 output channels (of the forward: Cout; of dinp: Cin). */
+static void part_range(int C, int part, int nparts, int *lo, int *hi)
+{
+    const int nb = (C + 7) / 8;
+    *lo = nb * part / nparts * 8;
+    *hi = nb * (part + 1) / nparts * 8;
+    if (*hi > C) *hi = C;
+}
+
 /* w (Cout, Cin, 3, 3) -> U (16, Co/8, Ci, 8) for the forward (Co = Cout, Ci = Cin) or, bwd,
  * for the input gradient (Co = Cin, Ci = Cout, the weights rotated by 180 degrees).
  * 8 outputs x up to WP_CI inputs at a time into a local block, then copied out as one run per
@@ -809,8 +822,9 @@ static void wino_pack(float *U, const float *w, int Cin, int Cout, int bwd, int 
     const int Co = bwd ? Cin : Cout, Ci = bwd ? Cout : Cin;
     const size_t us = (size_t)Co * Ci;
     float blk[16 * WP_CI * 8];
-    const int nb = Co / 8;
-    for (int ob = nb * part / nparts * 8; ob < nb * (part + 1) / nparts * 8; ob += 8)
+    int lo, hi;
+    part_range(Co, part, nparts, &lo, &hi);
+    for (int ob = lo; ob < hi; ob += 8)
         for (int i0 = 0; i0 < Ci; i0 += WP_CI) {
             const int ni = Ci - i0 < WP_CI ? Ci - i0 : WP_CI;
             for (int i = 0; i < ni; i++)
@@ -992,16 +1006,6 @@ size_t pn_dconv_wpack_floats(const pn_conv_shape *s)
     return (size_t)s->Cin * s->Cout * (pn_dconv_wino_ok(s) ? 16 : DC_T);
 }
 
-/* Blocks [nb * part / nparts, nb * (part + 1) / nparts) of the nb = ceil(outputs / 8)
- * blocks of 8 output channels (of the forward: Cout; of dinp: Cin). */
-static void part_range(int C, int part, int nparts, int *lo, int *hi)
-{
-    const int nb = (C + 7) / 8;
-    *lo = nb * part / nparts * 8;
-    *hi = nb * (part + 1) / nparts * 8;
-    if (*hi > C) *hi = C;
-}
-
 // w (Cout, Cin, 3, 3) -> wp (Cout/8, Cin, 3, 3, 8), or U (16, Cout/8, Cin, 8) (Winograd)
 void pn_dconv_pack_fwd(float *wp, const float *w, const pn_conv_shape *s, int part, int nparts)
 {
@@ -1115,7 +1119,6 @@ void pn_dconv_dw_reduce(float *dweight, const float *dWp, size_t stride, int nsl
 {
     const int Cin = s->Cin;
     if (pn_dconv_wino_dw_ok(s)) { /* dWh (16, Cout/8, Cin, 8): dW = G^T (sum of slices) G */
-        static const double G[4][3] = { { 1, 0, 0 }, { .5, .5, .5 }, { .5, -.5, .5 }, { 0, 0, 1 } };
         const size_t xs = (size_t)s->Cout * Cin;
         for (int co = co_lo; co < co_hi; co++)
             for (int ci = 0; ci < Cin; ci++) {
@@ -1128,20 +1131,21 @@ void pn_dconv_dw_reduce(float *dweight, const float *dWp, size_t stride, int nsl
                 }
                 for (int k = 0; k < 3; k++)
                     for (int b = 0; b < 4; b++)
-                        t[k][b] = G[0][k] * m[0][b] + G[1][k] * m[1][b] + G[2][k] * m[2][b] + G[3][k] * m[3][b];
+                        t[k][b] = WG[0][k] * m[0][b] + WG[1][k] * m[1][b] + WG[2][k] * m[2][b] + WG[3][k] * m[3][b];
                 float *d = dweight + ((size_t)co * Cin + ci) * DC_T;
                 for (int k = 0; k < 3; k++)
                     for (int l = 0; l < 3; l++)
-                        d[k * 3 + l] += (float)(t[k][0] * G[0][l] + t[k][1] * G[1][l] + t[k][2] * G[2][l] +
-                                                t[k][3] * G[3][l]);
+                        d[k * 3 + l] += (float)(t[k][0] * WG[0][l] + t[k][1] * WG[1][l] + t[k][2] * WG[2][l] +
+                                                t[k][3] * WG[3][l]);
             }
         return;
     }
+    const int nt = pn_dconv_pw_ok(s) ? 1 : DC_T; /* taps: the 1x1 kernel's (Cout/8, Cin, 8) */
     for (int co = co_lo; co < co_hi; co++)
         for (int ci = 0; ci < Cin; ci++) {
-            const float *p = dWp + ((size_t)(co / 8) * Cin + ci) * DC_T * 8 + co % 8;
-            float *d = dweight + ((size_t)co * Cin + ci) * DC_T;
-            for (int t = 0; t < DC_T; t++) {
+            const float *p = dWp + ((size_t)(co / 8) * Cin + ci) * nt * 8 + co % 8;
+            float *d = dweight + ((size_t)co * Cin + ci) * nt;
+            for (int t = 0; t < nt; t++) {
                 double acc = 0.0;
                 for (int u = 0; u < nslices; u++) acc += p[(size_t)u * stride + (size_t)t * 8];
                 d[t] += (float)acc;

@@ -70,7 +70,8 @@ int pn_conv2d_src_ok(const pn_conv_shape *s);
  * (16, Cout/8, Cin, 8) (pn_dconv_dw_floats floats; beta 0 or 1); dx written (or NULL).
  * pn_dconv_dw_reduce: dweight[co] += sum over u < nslices of the packed gradients at
  * dWp + u * stride (in double, in order u = 0, 1, ...; Winograd's then transformed by
- * G^T . G in double), for output channels [co_lo, co_hi). */
+ * G^T . G in double; also the 1x1 strided kernel's (Cout/8, Cin, 8), pn_dconv_pw_ok), for
+ * output channels [co_lo, co_hi). */
 int pn_dconv_ok(const pn_conv_shape *s);
 int pn_dconv_dinp_ok(const pn_conv_shape *s);
 /* 0: every convolution takes the im2col + sgemm path (benchmarks, tests); 1 (default): the
