@@ -1,6 +1,7 @@
 /* bench_train — images per second and memory of full training steps of the model.
  *
  *   build/bench/bench_train -n NORM -t THREADS -m MICRO [-b BATCH] [-s STEPS] [-a ARCH] [-w MODE]
+ *                           [-x SETTING]
  *   build/bench/bench_train -p            sgemm peak of OpenBLAS (threads 1 and 2)
  *
  * One step = zero_grad, then for each micro-batch of MICRO images (BATCH/MICRO of them):
@@ -17,7 +18,16 @@
  *   PEAK sgemm THREADS GFLOPS            (-p)
  * Steps: 1 warm-up step, then STEPS timed steps (default 6); images/s from the median and
  * from the fastest step. -w: pn_dconv_winograd_enable(MODE) (0 never, 1 default, 2 at any
- * channel count), to compare the convolution paths in whole steps. */
+ * channel count), to compare the convolution paths in whole steps.
+ * -x SETTING: an A/B comparison in one process, for effects smaller than this machine's
+ * drift between runs (up to 20%): the steps alternate between the library's defaults (even
+ * steps) and SETTING (odd steps), 2*STEPS timed steps after one warm-up step of each; prints
+ *   AB NORM MICRO THREADS SETTING IMG_S_DEFAULT IMG_S_SETTING RATIO Q1 Q3 PAIRS
+ * with the medians of the two sets and of the per-pair step-time ratios setting / default
+ * (< 1: SETTING is faster) and their quartiles. SETTING: wino0, wino2 (Winograd never, at
+ * any channel count), winodw0 (the direct weight gradient under Winograd), stride2off (the
+ * stride-2 convolutions by GEMM). (Not the direct kernel itself: the model plans its unstored
+ * norm outputs for the direct kernel's input planes, so switching it off needs a new plan.) */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -76,6 +86,24 @@ static void sgd(float *p, const float *g, float *v, const pn_tensor_info *t, int
     }
 }
 
+/* -x: the library setting `name` on (the A side is the defaults); -1 for an unknown name. */
+static int apply_setting(const char *name, int on)
+{
+    if (!strcmp(name, "wino0")) pn_dconv_winograd_enable(on ? 0 : 1);
+    else if (!strcmp(name, "wino2")) pn_dconv_winograd_enable(on ? 2 : 1);
+    else if (!strcmp(name, "winodw0")) pn_dconv_winograd_dw_enable(!on);
+    else if (!strcmp(name, "stride2off")) pn_conv_stride2_enable(!on);
+    else return -1;
+    return 0;
+}
+
+static double quantile(const double *sorted, int n, double q)
+{
+    const double pos = q * (n - 1);
+    const int i = (int)pos;
+    return i + 1 < n ? sorted[i] + (pos - i) * (sorted[i + 1] - sorted[i]) : sorted[n - 1];
+}
+
 static int sgemm_peak(void)
 {
     for (int t = 1; t <= 2; t++) {
@@ -89,7 +117,7 @@ static int sgemm_peak(void)
 
 int main(int argc, char **argv)
 {
-    const char *norm = "gn+pn", *arch = "resnet20";
+    const char *norm = "gn+pn", *arch = "resnet20", *setting = NULL;
     int threads = 1, micro = 128, batch = 128, steps = 6, wino = 1;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "-p")) return sgemm_peak();
@@ -101,12 +129,15 @@ int main(int argc, char **argv)
         else if (!strcmp(argv[i], "-s")) steps = atoi(argv[++i]);
         else if (!strcmp(argv[i], "-a")) arch = argv[++i];
         else if (!strcmp(argv[i], "-w")) wino = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "-x")) setting = argv[++i];
         else goto usage;
     }
     if (micro < 1 || batch < 1 || batch % micro || steps < 1 || threads < 1 || wino < 0 || wino > 2)
         goto usage;
+    if (setting && (wino != 1 || apply_setting(setting, 0) != 0)) goto usage;
     pn_set_threads(threads);
     pn_dconv_winograd_enable(wino);
+    const int ab = setting != NULL, nsteps = ab ? 2 * steps : steps;
 
     pn_model_config cfg;
     pn_model_config_default(&cfg);
@@ -126,13 +157,14 @@ int main(int argc, char **argv)
     const size_t img = 28 * 28;
     float *x = malloc((size_t)batch * img * sizeof(float));
     int *y = malloc((size_t)batch * sizeof(int));
-    double *dt = malloc((size_t)steps * sizeof(double));
+    double *dt = malloc((size_t)nsteps * sizeof(double));
     if (!vel || !x || !y || !dt) return 1;
     for (size_t i = 0; i < (size_t)batch * img; i++) x[i] = (float)rng_uniform();
     for (int i = 0; i < batch; i++) y[i] = (int)(rng_uniform() * 10) % 10;
 
     long rss0 = status_kb("VmRSS");
-    for (int s = -1; s < steps; s++) {
+    for (int s = ab ? -2 : -1; s < nsteps; s++) {
+        if (ab) apply_setting(setting, s & 1);
         double t0 = pn_now_s();
         pn_model_zero_grad(m);
         for (int o = 0; o < batch; o += micro) {
@@ -147,6 +179,32 @@ int main(int argc, char **argv)
         }
         sgd(pn_model_params(m), pn_model_grads(m), vel, tab, nt, 0.05f, 0.9f, 5e-4f);
         if (s >= 0) dt[s] = pn_now_s() - t0;
+    }
+    if (ab) {
+        apply_setting(setting, 0);
+        double *a = malloc((size_t)steps * sizeof(double)), *b = malloc((size_t)steps * sizeof(double)),
+               *r = malloc((size_t)steps * sizeof(double));
+        if (!a || !b || !r) return 1;
+        for (int k = 0; k < steps; k++) {
+            a[k] = dt[2 * k];
+            b[k] = dt[2 * k + 1];
+            r[k] = b[k] / a[k];
+        }
+        qsort(a, (size_t)steps, sizeof *a, cmp_double);
+        qsort(b, (size_t)steps, sizeof *b, cmp_double);
+        qsort(r, (size_t)steps, sizeof *r, cmp_double);
+        printf("AB %s %d %d %s %.1f %.1f %.3f %.3f %.3f %d\n", norm, micro, threads, setting,
+               batch / quantile(a, steps, 0.5), batch / quantile(b, steps, 0.5), quantile(r, steps, 0.5),
+               quantile(r, steps, 0.25), quantile(r, steps, 0.75), steps);
+        free(a);
+        free(b);
+        free(r);
+        free(vel);
+        free(x);
+        free(y);
+        free(dt);
+        pn_model_free(m);
+        return 0;
     }
     long hwm = status_kb("VmHWM");
     qsort(dt, (size_t)steps, sizeof *dt, cmp_double);
@@ -165,6 +223,6 @@ int main(int argc, char **argv)
     return 0;
 usage:
     fprintf(stderr, "usage: bench_train -n bn|gn|gn+pn -t THREADS -m MICRO [-b BATCH] [-s STEPS] "
-                    "[-a ARCH] [-w 0|1|2] | -p\n");
+                    "[-a ARCH] [-w 0|1|2] [-x wino0|wino2|winodw0|stride2off] | -p\n");
     return 2;
 }
