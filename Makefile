@@ -11,7 +11,11 @@
 CC      ?= cc
 BUILD   ?= build
 OPT     ?= -O2 -march=native
-CFLAGS  += -std=c11 -Wall -Wextra -fPIC -fopenmp $(OPT) -Iinclude -Isrc -D_GNU_SOURCE
+# -ffp-contract=off: no multiply-add fused by the compiler on its own (gcc's default under
+# -std=c11 already; clang's default contracts within an expression), so that code paths the
+# tests compare bit for bit (scalar against vector, recomputed against stored) stay equal
+# with either compiler.
+CFLAGS  += -std=c11 -ffp-contract=off -Wall -Wextra -fPIC -fopenmp $(OPT) -Iinclude -Isrc -D_GNU_SOURCE
 # OpenBLAS built on OpenMP (Debian's libopenblas-openmp-dev): BLAS and our kernels then
 # share one thread pool. The pthreads build spins its own threads against libgomp's
 # (measured: a 3x3 convolution 9x slower at 2 threads than at 1).

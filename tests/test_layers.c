@@ -731,40 +731,45 @@ TEST(conv_threads_match_serial)
 }
 
 /* pn_dconv_dw_reduce of Winograd sums takes whole groups of 8 output channels in double
- * vectors, and the channels of a group cut by [co_lo, co_hi) one at a time: the same
- * operations in the same order, so one call over all channels gives the bits of one call per
- * channel (scalar only), and of ranges that cut the groups (0-1, 1-23, 23-24). */
-TEST(conv_dw_reduce_vector_matches_scalar)
+ * vectors (input channels 16 at a time), and the channels of a group cut by [co_lo, co_hi)
+ * one at a time: the same operations in the same order, so one call over all channels gives
+ * the bits of one call per channel (scalar only), and of ranges that cut the groups. */
+static void dw_reduce_case(int Cin, int Cout)
 {
-    pn_conv_shape s = { 1, 16, 8, 8, 24, 3, 3, 1, 1, 1 };
-    pn_dconv_winograd_enable(2); /* Winograd at 16 input channels too */
-    if (!pn_dconv_wino_dw_ok(&s)) { /* a build without AVX2 + FMA */
-        pn_dconv_winograd_enable(1);
-        return;
-    }
-    const size_t nw = (size_t)s.Cout * s.Cin * 9, stride = pn_dconv_dw_floats(&s) + 8;
+    pn_conv_shape s = { 1, Cin, 8, 8, Cout, 3, 3, 1, 1, 1 };
+    const size_t nw = (size_t)Cout * Cin * 9, stride = pn_dconv_dw_floats(&s) + 8;
     const int nslices = 3;
-    float *dwp = frandn(stride * nslices, 1), *a = frandn(nw, 0.5), *b = fnew(nw), *c = fnew(nw);
-    float *a0 = fnew(nw);
+    float *dwp = frandn(stride * nslices, 1), *a = frandn(nw, 0.5), *b = fnew(nw), *c = fnew(nw), *a0 = fnew(nw);
     memcpy(a0, a, nw * sizeof(float));
     memcpy(b, a, nw * sizeof(float));
     memcpy(c, a, nw * sizeof(float));
-    pn_dconv_dw_reduce(a, dwp, stride, nslices, 0, s.Cout, &s);
-    for (int co = 0; co < s.Cout; co++) pn_dconv_dw_reduce(b, dwp, stride, nslices, co, co + 1, &s);
+    pn_dconv_dw_reduce(a, dwp, stride, nslices, 0, Cout, &s);
+    for (int co = 0; co < Cout; co++) pn_dconv_dw_reduce(b, dwp, stride, nslices, co, co + 1, &s);
     pn_dconv_dw_reduce(c, dwp, stride, nslices, 0, 1, &s);
-    pn_dconv_dw_reduce(c, dwp, stride, nslices, 1, 23, &s);
-    pn_dconv_dw_reduce(c, dwp, stride, nslices, 23, s.Cout, &s);
-    CHECK(memcmp(a, b, nw * sizeof(float)) == 0, "all channels at once != one channel a call");
-    CHECK(memcmp(a, c, nw * sizeof(float)) == 0, "all channels at once != ranges 0-1, 1-23, 23-24");
+    pn_dconv_dw_reduce(c, dwp, stride, nslices, 1, Cout - 1, &s);
+    pn_dconv_dw_reduce(c, dwp, stride, nslices, Cout - 1, Cout, &s);
+    CHECK(memcmp(a, b, nw * sizeof(float)) == 0, "%d -> %d: all channels at once != one channel a call", Cin, Cout);
+    CHECK(memcmp(a, c, nw * sizeof(float)) == 0, "%d -> %d: all channels at once != ranges cutting the groups",
+          Cin, Cout);
     size_t moved = 0; /* the reduce added something to (nearly) every weight */
     for (size_t i = 0; i < nw; i++) moved += a[i] != a0[i];
-    CHECK(moved > nw * 9 / 10, "only %zu of %zu weights changed", moved, nw);
+    CHECK(moved > nw * 9 / 10, "%d -> %d: only %zu of %zu weights changed", Cin, Cout, moved, nw);
     free(a0);
-    pn_dconv_winograd_enable(1);
     free(dwp);
     free(a);
     free(b);
     free(c);
+}
+
+TEST(conv_dw_reduce_vector_matches_scalar)
+{
+    pn_dconv_winograd_enable(2); /* Winograd at 16 input channels too */
+    pn_conv_shape s = { 1, 16, 8, 8, 24, 3, 3, 1, 1, 1 };
+    if (pn_dconv_wino_dw_ok(&s)) { /* (a build without AVX2 + FMA has no Winograd) */
+        dw_reduce_case(16, 24);
+        dw_reduce_case(40, 16); /* input channels 16 + 16 + 8 */
+    }
+    pn_dconv_winograd_enable(1);
 }
 
 /* The input given by a function (pn_conv_src): the plane callback here applies
