@@ -5,7 +5,10 @@
  *   build/bench/bench_train -p            sgemm peak of OpenBLAS (threads 1 and 2)
  *
  * One step = zero_grad, then for each micro-batch of MICRO images (BATCH/MICRO of them):
- * forward (training mode), cross-entropy loss, backward (scale 1/BATCH); then one SGD step
+ * forward (training mode), cross-entropy loss, backward (scale 1/BATCH), by
+ * pn_model_train_pass as the trainer runs them (gn and gn+pn with 2 threads: the
+ * micro-batches, or at batch 128 the images, split over two copies of the model); then one
+ * SGD step
  * (momentum 0.9, weight decay 5e-4, lr 0.05), i.e. PyTorch's optimizer.step().
  * Model: resnet20 (width 16), 1x28x28 inputs, 10 classes, NORM = bn | gn | gn+pn.
  * One process per configuration so that the memory figures are its own:
@@ -167,15 +170,11 @@ int main(int argc, char **argv)
         if (ab) apply_setting(setting, s & 1);
         double t0 = pn_now_s();
         pn_model_zero_grad(m);
-        for (int o = 0; o < batch; o += micro) {
-            double loss;
-            int corr;
-            if (pn_model_forward(m, x + (size_t)o * img, micro, 1, NULL) != PN_OK ||
-                pn_model_loss(m, y + o, 0.0f, &loss, &corr) != PN_OK ||
-                pn_model_backward(m, 1.0f / (float)batch) != PN_OK) {
-                fprintf(stderr, "bench_train: %s\n", pn_last_error());
-                return 1;
-            }
+        double loss;
+        int corr;
+        if (pn_model_train_pass(m, x, y, batch, micro, 0.0f, 1.0f / (float)batch, &loss, &corr) != PN_OK) {
+            fprintf(stderr, "bench_train: %s\n", pn_last_error());
+            return 1;
         }
         sgd(pn_model_params(m), pn_model_grads(m), vel, tab, nt, 0.05f, 0.9f, 5e-4f);
         if (s >= 0) dt[s] = pn_now_s() - t0;

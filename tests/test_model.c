@@ -945,6 +945,107 @@ done:
     pn_model_free(m);
 }
 
+/* The reference of pn_model_train_pass: pn_model_forward, _loss, _backward per micro-batch. */
+static int three_calls(pn_model *m, const float *x, const int *lab, int B, int micro, float *g, double *loss,
+                       int *cor)
+{
+    pn_model_zero_grad(m);
+    *loss = 0;
+    *cor = 0;
+    for (int k = 0; k < B / micro; k++) {
+        const float *lg;
+        double l = 0;
+        int c = 0;
+        if (pn_model_forward(m, x + (size_t)k * micro * 64, micro, 1, &lg) != PN_OK ||
+            pn_model_loss(m, lab + k * micro, 0.1f, &l, &c) != PN_OK || pn_model_backward(m, 1.0f / B) != PN_OK)
+            return 0;
+        *loss += l;
+        *cor += c;
+    }
+    memcpy(g, pn_model_grads(m), pn_model_num_params(m) * sizeof(float));
+    return 1;
+}
+
+static int one_pass(pn_model *m, const float *x, const int *lab, int B, int micro, float *g, double *loss, int *cor)
+{
+    pn_model_zero_grad(m);
+    if (pn_model_train_pass(m, x, lab, B, micro, 0.1f, 1.0f / B, loss, cor) != PN_OK) return 0;
+    memcpy(g, pn_model_grads(m), pn_model_num_params(m) * sizeof(float));
+    return 1;
+}
+
+/* pn_model_train_pass: at 1 thread the three calls per micro-batch, bit for bit; at 2 threads
+ * (gn+pn) on copies of the model, whole micro-batches (micro 2) or the images of one (micro
+ * 8) over the threads: the loss and gradients of the three calls within float rounding,
+ * and bit for bit the same from pass to pass; BN stays on the one model (bit for bit the
+ * three calls); an error in a copy reaches the caller's pn_last_error. */
+TEST(test_train_pass)
+{
+    enum { B = 8 };
+    const int threads0 = pn_get_threads();
+    float x[B * 64];
+    harness_seed(7);
+    harness_fill_normal(x, B * 64, 0, 1);
+    int lab[B] = { 0, 1, 2, 1, 0, 2, 1, 1 };
+    const pn_norm_kind kinds[2] = { PN_NORM_GN_PN, PN_NORM_BN };
+    for (int ki = 0; ki < 2; ki++) {
+        pn_model_config c = tiny_cfg(kinds[ki]);
+        pn_model *m = NULL;
+        CHECK(pn_model_create(&m, &c, 9) == PN_OK, "create");
+        if (!m) return;
+        perturb_norm_params(m);
+        CHECK(pn_model_replicable(m) == (kinds[ki] != PN_NORM_BN), "%s: replicable %d", pn_norm_name(kinds[ki]),
+              pn_model_replicable(m));
+        const size_t np = pn_model_num_params(m);
+        float *gr = malloc(np * sizeof(float)), *ga = malloc(np * sizeof(float)), *gb = malloc(np * sizeof(float));
+        if (!gr || !ga || !gb) { CHECK(0, "oom"); free(gr); free(ga); free(gb); pn_model_free(m); return; }
+        double lr, la, lb;
+        int cr, ca, cb;
+        pn_set_threads(1);
+        CHECK(three_calls(m, x, lab, B, 2, gr, &lr, &cr) && one_pass(m, x, lab, B, 2, ga, &la, &ca),
+              "1 thread: %s", pn_last_error());
+        CHECK(memcmp(gr, ga, np * sizeof(float)) == 0 && lr == la && cr == ca, "%s, 1 thread: not the three calls",
+              pn_norm_name(kinds[ki]));
+        pn_set_threads(2);
+        for (int micro = 2; micro <= B; micro += B - 2) {
+            CHECK(three_calls(m, x, lab, B, micro, gr, &lr, &cr), "2 threads: %s", pn_last_error());
+            CHECK(one_pass(m, x, lab, B, micro, ga, &la, &ca) && one_pass(m, x, lab, B, micro, gb, &lb, &cb),
+                  "2 threads: %s", pn_last_error());
+            CHECK(memcmp(ga, gb, np * sizeof(float)) == 0 && la == lb && ca == cb,
+                  "%s, micro %d: two passes differ", pn_norm_name(kinds[ki]), micro);
+            if (kinds[ki] == PN_NORM_BN) {
+                CHECK(memcmp(gr, ga, np * sizeof(float)) == 0 && lr == la, "bn, micro %d: not the three calls", micro);
+            } else {
+                double gmax = 0;
+                for (size_t i = 0; i < np; i++) gmax = fmax(gmax, fabs(gr[i]));
+                const double e = harness_max_err(ga, gr, np, 1e-5 * gmax, 1e-4);
+                CHECK(e <= 1, "gn+pn, micro %d: gradients differ from the three calls (err/tol %.3g)", micro, e);
+                CHECK_NEAR(la, lr, 1e-6 * lr);
+                CHECK(ca == cr, "gn+pn, micro %d: correct %d != %d", micro, ca, cr);
+            }
+        }
+        /* the model still runs plain forwards afterwards (its workspace planned again) */
+        const float *lg;
+        CHECK(pn_model_forward(m, x, B, 0, &lg) == PN_OK, "forward after the passes: %s", pn_last_error());
+        /* errors: a micro-batch that does not divide the batch; a label out of range in the
+         * second thread's micro-batches (3: images 6 and 7) */
+        double l;
+        int co;
+        CHECK(pn_model_train_pass(m, x, lab, B, 3, 0.0f, 1.0f, &l, &co) == PN_ERR_ARG, "micro 3 of 8 accepted");
+        int bad[B];
+        memcpy(bad, lab, sizeof bad);
+        bad[7] = 5;
+        CHECK(pn_model_train_pass(m, x, bad, B, 2, 0.0f, 1.0f, &l, &co) == PN_ERR_ARG &&
+                  strstr(pn_last_error(), "label") != NULL,
+              "%s: a bad label gave '%s'", pn_norm_name(kinds[ki]), pn_last_error());
+        free(gr);
+        free(ga);
+        free(gb);
+        pn_model_free(m);
+    }
+    pn_set_threads(threads0);
+}
+
 /* A network of the builder calls no registered architecture uses yet (for a
  * post-activation net such as EfficientNet): a norm with no activation (scale and no
  * shift for +pn) feeding a residual add together with a value that another norm also
@@ -1312,6 +1413,7 @@ int main(void)
     RUN(test_batch_independence);
     RUN(test_profile_env);
     RUN(test_micro_batches);
+    RUN(test_train_pass);
     RUN(test_fold);
     RUN(test_visit_norms);
     RUN(test_golden_gn_pn);

@@ -59,6 +59,11 @@ void pn_set_threads(int n)
 
 int pn_get_threads(void)
 {
+#ifdef _OPENMP
+    /* inside a parallel region (pn_model_train_pass's threads) a kernel's own regions are
+     * nested, so inactive: it has this one thread, and sizes its workspace for it */
+    if (omp_in_parallel() && omp_get_max_active_levels() <= omp_get_active_level()) return 1;
+#endif
     if (pn_threads > 0) return pn_threads;
 #ifdef _OPENMP
     return omp_get_max_threads();

@@ -46,6 +46,7 @@
 typedef int pn_val;        /* index of a value; -1 after an error */
 typedef struct pn_builder pn_builder;
 typedef struct pn_op pn_op;
+typedef struct pn_arch pn_arch;
 
 /* Parameter initializations (pn_b_param). */
 enum {
@@ -209,6 +210,12 @@ struct pn_model {
     /* PROXYNORM_PROFILE set at creation: seconds in each op's forward and backward
      * (prof_t[2*i], prof_t[2*i+1]), printed to stderr by pn_model_free */
     double *prof_t;
+
+    /* pn_model_train_pass: the architecture (for the replicas), and the replicas of the
+     * model that the threads after the first run (owned; created at the first pass) */
+    const pn_arch *arch;
+    pn_model **replicas;
+    int nreplicas;
 };
 
 /* Parameter / gradient / buffer pointers of an op (NULL when absent). */
@@ -275,7 +282,7 @@ pn_val pn_b_op(pn_builder *b, const pn_op_vt *vt, const pn_val *in, int nin, int
                const char *name, pn_op **op);
 
 /* ------------------------------------------------------------ registry */
-typedef struct {
+struct pn_arch {
     const char *family;   /* short name, e.g. "resnet" */
     const char *help;     /* the names it accepts, for usage texts */
     /* 1 if the family builds this arch name */
@@ -283,7 +290,7 @@ typedef struct {
     int (*build)(pn_builder *b, const pn_model_config *c);
     /* default --width for this arch at this image size (NULL: 16) */
     int (*default_width)(const char *arch, int image);
-} pn_arch;
+};
 
 /* pn_model_create with a given architecture instead of the registry's (cfg->arch is then
  * only a label): for tests of new ops and layouts before they are registered. */

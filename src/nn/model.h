@@ -106,6 +106,25 @@ int pn_model_loss(pn_model *m, const int *labels, float smoothing, double *loss_
  * mean over the optimization batch). Gradients ACCUMULATE into grads. */
 int pn_model_backward(pn_model *m, float scale);
 void pn_model_zero_grad(pn_model *m);
+/* One training pass over B images in micro-batches of `micro` (micro divides B): for each
+ * micro-batch pn_model_forward (training), pn_model_loss and pn_model_backward(scale), the
+ * gradients accumulated into the model's; loss_sum and correct: sums over the B images.
+ * With more than one thread (pn_get_threads) and a model whose every op works sample by
+ * sample (pn_model_replicable), the work is split over the threads, each running its own copy
+ * of the model (created at the first pass and kept; parameters and buffers copied in at
+ * every pass) with single-threaded kernels and no synchronization: whole micro-batches round
+ * robin when there are at least as many as threads, else each micro-batch's images in one
+ * contiguous range per thread. The copies' gradients are then added in thread order: the
+ * same mathematics, other rounding than one model with threaded kernels, deterministic for a
+ * given thread count. Otherwise exactly the three calls per micro-batch. Afterwards the
+ * model's last forward is only that of the first thread's last part (call pn_model_forward
+ * for outputs). */
+int pn_model_train_pass(pn_model *m, const float *x, const int *labels, int B, int micro, float smoothing,
+                        float scale, double *loss_sum, int *correct);
+/* 1 when every op of the model works sample by sample: every norm but BN, no stochastic
+ * layer (EfficientNet's drop path), not folded, no sync-BN hooks; and no PROXYNORM_PROFILE
+ * (its op times are those of one model). */
+int pn_model_replicable(const pn_model *m);
 /* Bytes of activation memory currently allocated. */
 size_t pn_model_activation_bytes(const pn_model *m);
 /* Recomputation of activations in the backward (default on; PROXYNORM_RECOMPUTE=0 in the

@@ -23,8 +23,8 @@ struct pn_trainer {
     const pn_dataset *train, *test;
     pn_model *model;
     float *velocity;       /* (num_params) */
-    float *xbuf;           /* (b, c, h, w) */
-    int *ybuf;             /* (b) */
+    float *xbuf;           /* (B, c, h, w): the micro-batches of this process's share of a batch */
+    int *ybuf;             /* (B) */
     int *perm;             /* (n_train) order of the current epoch */
     long perm_epoch;       /* epoch perm was drawn for, -1: none */
     long step, total, spe, warmup_steps;
@@ -141,8 +141,8 @@ int pn_trainer_create(pn_trainer **out, const pn_train_config *cfg, const pn_dat
     size_t np = pn_model_num_params(t->model);
     size_t img = (size_t)train->c * train->h * train->w;
     t->velocity = calloc(np ? np : 1, sizeof(float));
-    t->xbuf = malloc((size_t)cfg->micro_batch * img * sizeof(float));
-    t->ybuf = malloc((size_t)cfg->micro_batch * sizeof(int));
+    t->xbuf = malloc((size_t)cfg->batch * img * sizeof(float));
+    t->ybuf = malloc((size_t)cfg->batch * sizeof(int));
     t->perm = malloc((size_t)train->n * sizeof(int));
     if (!t->velocity || !t->xbuf || !t->ybuf || !t->perm) {
         pn_trainer_free(t);
@@ -252,25 +252,40 @@ int pn_trainer_step(pn_trainer *t, double *loss)
     if (c->augment && off > 0) skip_augment(&aug, off, t->pad, t->flip);
     const double sbn0 = t->syncbn ? t->syncbn->bytes : 0.0;
     pn_model_zero_grad(t->model);
-    for (int k = 0; k < shard / b; k++) {
+    const size_t img = (size_t)t->train->c * t->train->h * t->train->w;
+    const int nmb = shard / b;
+    for (int k = 0; k < nmb; k++) { /* this share's micro-batches, in order (augmentation stream) */
         const int *idx = t->perm + (size_t)pos * B + (size_t)off + (size_t)k * b;
-        int rc = c->augment ? pn_augment_batch(t->xbuf, t->ybuf, t->train, idx, b, t->pad, t->flip, &aug)
-                            : pn_gather_batch(t->xbuf, t->ybuf, t->train, idx, b);
+        float *xk = t->xbuf + (size_t)k * b * img;
+        int *yk = t->ybuf + (size_t)k * b;
+        int rc = c->augment ? pn_augment_batch(xk, yk, t->train, idx, b, t->pad, t->flip, &aug)
+                            : pn_gather_batch(xk, yk, t->train, idx, b);
         if (rc) return rc;
-        const float *logits;
-        /* drop path (EfficientNet): masks from (seed, update, micro-batch of the global
-         * batch), the same for any number of processes and after a resume */
-        pn_model_set_step(t->model, c->seed, (uint64_t)t->step * 65536u + (uint64_t)((off + k * b) / b));
-        if ((rc = pn_model_forward(t->model, t->xbuf, b, 1, &logits))) return rc;
+    }
+    if (pn_model_replicable(t->model) && pn_get_threads() > 1) {
+        /* all micro-batches in one pass: over thread copies of the model (pn_model_train_pass) */
         double ls = 0.0;
         int correct = 0;
-        if ((rc = pn_model_loss(t->model, t->ybuf, c->label_smoothing, &ls, &correct))) return rc;
-        if (!isfinite(ls)) {
-            bad = isnan(ls) ? 1 : 2;
-            break;
+        int rc = pn_model_train_pass(t->model, t->xbuf, t->ybuf, shard, b, c->label_smoothing, scale, &ls, &correct);
+        if (rc) return rc;
+        if (!isfinite(ls)) bad = isnan(ls) ? 1 : 2; /* (the gradients are not used: the step stops below) */
+        else total_loss += ls;
+    } else {
+        for (int k = 0; k < nmb; k++) {
+            /* drop path (EfficientNet): masks from (seed, update, micro-batch of the global
+             * batch), the same for any number of processes and after a resume */
+            pn_model_set_step(t->model, c->seed, (uint64_t)t->step * 65536u + (uint64_t)((off + k * b) / b));
+            double ls = 0.0;
+            int correct = 0;
+            int rc = pn_model_train_pass(t->model, t->xbuf + (size_t)k * b * img, t->ybuf + (size_t)k * b, b, b,
+                                         c->label_smoothing, scale, &ls, &correct);
+            if (rc) return rc;
+            if (!isfinite(ls)) { /* (the gradients are not used: the step stops below) */
+                bad = isnan(ls) ? 1 : 2;
+                break;
+            }
+            total_loss += ls;
         }
-        total_loss += ls;
-        if ((rc = pn_model_backward(t->model, scale))) return rc;
     }
     float *g = pn_model_grads(t->model);
     size_t np = pn_model_num_params(t->model);
