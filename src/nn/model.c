@@ -1295,23 +1295,29 @@ int pn_model_norm_output(const pn_model *m, int i, pn_norm_layer_info *info, flo
 
 /* ------------------------------------------------------------ training pass */
 
-/* Whether pn_model_train_pass may run on thread replicas: every op one of the per-sample
- * built-in kinds (no batch statistics, no stochastic layer), not folded, no sync-BN hooks,
- * no profile (its times are per op of one model). */
-int pn_model_replicable(const pn_model *m)
+/* How pn_model_train_pass may use thread copies of the model: 2 with every op one of the
+ * per-sample built-in kinds (every norm but BN: whole micro-batches or the images of one),
+ * 1 with BN (whole micro-batches only: its statistics span a micro-batch; the running
+ * statistics are combined afterwards), 0 not at all: EfficientNet's stochastic layers and
+ * other op kinds, a folded model, sync-BN hooks, a profile (its times are per op of one
+ * model). */
+static int replica_mode(const pn_model *m)
 {
-    if (!m || m->cfg.norm == PN_NORM_BN || m->folded || m->bn_ovr.forward || m->prof_t || !m->arch) return 0;
+    if (!m || m->folded || m->bn_ovr.forward || m->prof_t || !m->arch) return 0;
     for (int i = 0; i < m->nops; i++) {
         const pn_op_vt *vt = m->ops[i].vt;
         if (vt != &pn_op_conv && vt != &pn_op_norm && vt != &pn_op_add && vt != &pn_op_act &&
             vt != &pn_op_maxpool && vt != &pn_op_gap && vt != &pn_op_linear)
             return 0;
     }
-    return 1;
+    return m->cfg.norm == PN_NORM_BN ? 1 : 2;
 }
 
-/* The T - 1 replicas (created once), with the model's parameters, buffers and settings, and
- * zero gradients. */
+int pn_model_replicable(const pn_model *m) { return replica_mode(m) != 0; }
+
+/* The T - 1 replicas (created once), with the model's parameters and settings, zero
+ * gradients and zero buffers (BN's running statistics: each copy's updates are added to the
+ * model's afterwards, combine_buffers). */
 static int sync_replicas(pn_model *m, int T)
 {
     if (m->nreplicas < T - 1) {
@@ -1327,12 +1333,25 @@ static int sync_replicas(pn_model *m, int T)
     for (int i = 0; i < T - 1; i++) {
         pn_model *r = m->replicas[i];
         memcpy(r->params, m->params, m->nparams * sizeof(float));
-        memcpy(r->buffers, m->buffers, m->nbuffers * sizeof(float));
+        memset(r->buffers, 0, m->nbuffers * sizeof(float));
         memset(r->grads, 0, m->nparams * sizeof(float));
         if (r->recompute != m->recompute) pn_model_set_recompute(r, m->recompute);
         if (r->unstore != m->unstore) pn_model_set_unstore(r, m->unstore);
     }
     return PN_OK;
+}
+
+/* BN's running statistics after the pass: an update is r = (1 - momentum) r + momentum s,
+ * linear in r, so the copy of thread t, started from zero, holds the sum of its n_t updates
+ * decayed as in one run, and the run over all micro-batches in order is
+ * r = (1 - momentum)^n_t r + r_t for t = 1, 2, ... after thread 0's (in double). */
+static void combine_buffers(pn_model *m, int T, const int *nupd)
+{
+    for (int t = 1; t < T; t++) {
+        const double decay = pow(1.0 - (double)PN_BN_MOMENTUM, nupd[t]);
+        const float *rb = m->replicas[t - 1]->buffers;
+        for (size_t i = 0; i < m->nbuffers; i++) m->buffers[i] = (float)(decay * m->buffers[i] + rb[i]);
+    }
 }
 
 /* Forward, loss and backward of B images on model r, loss and correct added. */
@@ -1360,13 +1379,13 @@ int pn_model_train_pass(pn_model *m, const float *x, const int *labels, int B, i
     PN_CHECK(B > 0 && micro > 0 && B % micro == 0,
              "model_train_pass: the micro-batch %d must divide the batch %d (both > 0)", micro, B);
     const size_t img = (size_t)m->cfg.in_channels * (size_t)m->cfg.image * (size_t)m->cfg.image;
-    const int nmb = B / micro;
+    const int nmb = B / micro, mode = replica_mode(m);
     int T = pn_get_threads();
     if (T > PN_MAX_REPLICAS) T = PN_MAX_REPLICAS;
     if (nmb < T && T > micro) T = micro; /* at least one image per thread */
     *loss_sum = 0.0;
     *correct = 0;
-    if (T < 2 || !pn_model_replicable(m)) {
+    if (T < 2 || mode == 0 || (mode == 1 && nmb < T)) {
         for (int k = 0; k < nmb; k++) {
             int rc = pass_part(m, x + (size_t)k * micro * img, labels + (size_t)k * micro, micro, smoothing, scale,
                                loss_sum, correct);
@@ -1377,13 +1396,14 @@ int pn_model_train_pass(pn_model *m, const float *x, const int *labels, int B, i
     int rc = sync_replicas(m, T);
     if (rc != PN_OK) return rc;
     double ls[PN_MAX_REPLICAS];
-    int cor[PN_MAX_REPLICAS], rcs[PN_MAX_REPLICAS];
+    int cor[PN_MAX_REPLICAS], rcs[PN_MAX_REPLICAS], nupd[PN_MAX_REPLICAS];
+    const int g = m->cfg.norm_batch > 0 ? m->cfg.norm_batch : micro, chunks = micro % g ? 1 : micro / g;
     char msg[PN_MAX_REPLICAS][256];
     /* Each thread runs its part through its own model with single-threaded kernels (their
      * regions are nested, so inactive) and no synchronization until the end: the per-sample
      * norms make each image's forward and backward independent of the rest of the batch.
-     * The parts: whole micro-batches round robin (thread t: t, t + T, ...) when there are
-     * at least T of them, else each micro-batch's images in T contiguous ranges. (On the
+     * The parts: whole micro-batches, T contiguous runs of them, when there are at least T
+     * of them, else each micro-batch's images in T contiguous ranges. (On the
      * 2-core VM two single-threaded processes at micro-batch 8 gave 1.5x the images/s of
      * one process with 2 threads, which synchronized about 190 times per micro-batch.) */
     int nt_used = T;
@@ -1394,10 +1414,13 @@ int pn_model_train_pass(pn_model *m, const float *x, const int *labels, int B, i
         ls[t] = 0.0;
         cor[t] = 0;
         rcs[t] = PN_OK;
+        nupd[t] = 0;
         if (nmb >= nt) {
-            for (int k = t; k < nmb && rcs[t] == PN_OK; k += nt)
+            const int k0 = (int)((long)nmb * t / nt), k1 = (int)((long)nmb * (t + 1) / nt);
+            for (int k = k0; k < k1 && rcs[t] == PN_OK; k++)
                 rcs[t] = pass_part(r, x + (size_t)k * micro * img, labels + (size_t)k * micro, micro, smoothing,
                                    scale, &ls[t], &cor[t]);
+            nupd[t] = (k1 - k0) * chunks; /* BN: the running-statistics updates of this copy */
         } else {
             for (int k = 0; k < nmb && rcs[t] == PN_OK; k++) {
                 const int lo = (int)((long)micro * t / nt), hi = (int)((long)micro * (t + 1) / nt);
@@ -1413,9 +1436,10 @@ int pn_model_train_pass(pn_model *m, const float *x, const int *labels, int B, i
         if (rcs[t] != PN_OK) return pn_error(rcs[t], "%s", msg[t]);
     /* the replicas' gradients added in thread order (deterministic for a thread count) */
     for (int t = 1; t < nt_used; t++) {
-        const float *g = m->replicas[t - 1]->grads;
-        for (size_t i = 0; i < m->nparams; i++) m->grads[i] += g[i];
+        const float *gr = m->replicas[t - 1]->grads;
+        for (size_t i = 0; i < m->nparams; i++) m->grads[i] += gr[i];
     }
+    if (m->nbuffers) combine_buffers(m, nt_used, nupd);
     for (int t = 0; t < nt_used; t++) {
         *loss_sum += ls[t];
         *correct += cor[t];

@@ -109,21 +109,22 @@ void pn_model_zero_grad(pn_model *m);
 /* One training pass over B images in micro-batches of `micro` (micro divides B): for each
  * micro-batch pn_model_forward (training), pn_model_loss and pn_model_backward(scale), the
  * gradients accumulated into the model's; loss_sum and correct: sums over the B images.
- * With more than one thread (pn_get_threads) and a model whose every op works sample by
- * sample (pn_model_replicable), the work is split over the threads, each running its own copy
- * of the model (created at the first pass and kept; parameters and buffers copied in at
- * every pass) with single-threaded kernels and no synchronization: whole micro-batches round
- * robin when there are at least as many as threads, else each micro-batch's images in one
- * contiguous range per thread. The copies' gradients are then added in thread order: the
- * same mathematics, other rounding than one model with threaded kernels, deterministic for a
- * given thread count. Otherwise exactly the three calls per micro-batch. Afterwards the
- * model's last forward is only that of the first thread's last part (call pn_model_forward
- * for outputs). */
+ * With more than one thread (pn_get_threads) and pn_model_replicable, the work is split over
+ * the threads, each running its own copy of the model (created at the first pass and kept;
+ * the parameters copied in at every pass) with single-threaded kernels and no
+ * synchronization: T contiguous runs of whole micro-batches when there are at least T of
+ * them; else, for the per-sample norms (all but BN), each micro-batch's images in T
+ * contiguous ranges (BN then stays on the one model). The copies' gradients are added in
+ * thread order, and BN's running statistics combined as one run over the micro-batches in
+ * order would have left them (the updates are linear): the same mathematics, other rounding
+ * than one model with threaded kernels, deterministic for a given thread count. Otherwise
+ * exactly the three calls per micro-batch. Afterwards the model's last forward is only that
+ * of the first thread's last part (call pn_model_forward for outputs). */
 int pn_model_train_pass(pn_model *m, const float *x, const int *labels, int B, int micro, float smoothing,
                         float scale, double *loss_sum, int *correct);
-/* 1 when every op of the model works sample by sample: every norm but BN, no stochastic
- * layer (EfficientNet's drop path), not folded, no sync-BN hooks; and no PROXYNORM_PROFILE
- * (its op times are those of one model). */
+/* 1 when pn_model_train_pass may use copies of the model: every op one of the built-in kinds
+ * (no stochastic layer such as EfficientNet's drop path), not folded, no sync-BN hooks, no
+ * PROXYNORM_PROFILE (its op times are those of one model). */
 int pn_model_replicable(const pn_model *m);
 /* Bytes of activation memory currently allocated. */
 size_t pn_model_activation_bytes(const pn_model *m);
