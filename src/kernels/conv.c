@@ -45,6 +45,7 @@
  * dweight) in the parallel path, or one column matrix. It depends on pn_get_threads() at
  * the time of pn_conv2d_workspace: query it again after pn_set_threads. */
 #include <cblas.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <string.h>
 
@@ -65,9 +66,14 @@ int openblas_get_parallel(void);
 /* 1 when loops between two sgemm calls may use OpenMP (see the top comment). */
 static int omp_between_gemms(void)
 {
-    static int v = -1; /* benign race: every thread computes the same value */
-    if (v < 0) v = openblas_get_parallel() == 2;
-    return v;
+    /* (threads of pn_model_train_pass may ask at once: each computes the same value) */
+    static _Atomic int v = -1;
+    int r = atomic_load_explicit(&v, memory_order_relaxed);
+    if (r < 0) {
+        r = openblas_get_parallel() == 2;
+        atomic_store_explicit(&v, r, memory_order_relaxed);
+    }
+    return r;
 }
 
 static int conv_check(const pn_conv_shape *s, int *Ho, int *Wo, const char *fn)
