@@ -216,6 +216,7 @@ struct pn_model {
     const pn_arch *arch;
     pn_model **replicas;
     int nreplicas;
+    int params_shared; /* a replica: params is its model's (read only in a pass), not owned */
 };
 
 /* Parameter / gradient / buffer pointers of an op (NULL when absent). */

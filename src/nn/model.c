@@ -589,7 +589,7 @@ static void free_contents(pn_model *m)
     free(m->pfan);
     free(m->btab);
     free(m->binit);
-    free(m->params);
+    if (!m->params_shared) free(m->params);
     free(m->grads);
     free(m->buffers);
     free(m->ws_mem);
@@ -1315,8 +1315,8 @@ static int replica_mode(const pn_model *m)
 
 int pn_model_replicable(const pn_model *m) { return replica_mode(m) != 0; }
 
-/* The T - 1 replicas (created once), with the model's parameters and settings, zero
- * gradients and zero buffers (BN's running statistics: each copy's updates are added to the
+/* The T - 1 replicas (created once, reading the model's parameters), with the model's
+ * settings, zero gradients and zero buffers (BN's running statistics: each copy's updates are added to the
  * model's afterwards, combine_buffers). */
 static int sync_replicas(pn_model *m, int T)
 {
@@ -1325,14 +1325,18 @@ static int sync_replicas(pn_model *m, int T)
         if (!r) return pn_error(PN_ERR_NOMEM, "model: out of memory");
         m->replicas = r;
         while (m->nreplicas < T - 1) {
-            int rc = pn_model_create_arch(&m->replicas[m->nreplicas], &m->cfg, m->arch, 0);
+            pn_model *r = NULL;
+            int rc = pn_model_create_arch(&r, &m->cfg, m->arch, 0);
             if (rc != PN_OK) return rc;
-            m->nreplicas++;
+            /* the parameters are only read in a pass: the copy reads the model's own */
+            free(r->params);
+            r->params = m->params;
+            r->params_shared = 1;
+            m->replicas[m->nreplicas++] = r;
         }
     }
     for (int i = 0; i < T - 1; i++) {
         pn_model *r = m->replicas[i];
-        memcpy(r->params, m->params, m->nparams * sizeof(float));
         memset(r->buffers, 0, m->nbuffers * sizeof(float));
         memset(r->grads, 0, m->nparams * sizeof(float));
         if (r->recompute != m->recompute) pn_model_set_recompute(r, m->recompute);
