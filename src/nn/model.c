@@ -1316,8 +1316,8 @@ static int replica_mode(const pn_model *m)
 int pn_model_replicable(const pn_model *m) { return replica_mode(m) != 0; }
 
 /* The T - 1 replicas (created once, reading the model's parameters), with the model's
- * settings, zero gradients and zero buffers (BN's running statistics: each copy's updates are added to the
- * model's afterwards, combine_buffers). */
+ * settings, zero gradients and zero buffers (BN's running statistics: each copy's updates
+ * are added to the model's afterwards, combine_buffers). */
 static int sync_replicas(pn_model *m, int T)
 {
     if (m->nreplicas < T - 1) {
@@ -1404,12 +1404,13 @@ int pn_model_train_pass(pn_model *m, const float *x, const int *labels, int B, i
     const int g = m->cfg.norm_batch > 0 ? m->cfg.norm_batch : micro, chunks = micro % g ? 1 : micro / g;
     char msg[PN_MAX_REPLICAS][256];
     /* Each thread runs its part through its own model with single-threaded kernels (their
-     * regions are nested, so inactive) and no synchronization until the end: the per-sample
-     * norms make each image's forward and backward independent of the rest of the batch.
-     * The parts: whole micro-batches, T contiguous runs of them, when there are at least T
-     * of them, else each micro-batch's images in T contiguous ranges. (On the
-     * 2-core VM two single-threaded processes at micro-batch 8 gave 1.5x the images/s of
-     * one process with 2 threads, which synchronized about 190 times per micro-batch.) */
+     * regions are nested, so inactive) and no synchronization until the end: micro-batches
+     * are independent of each other, and with the per-sample norms so are the images of
+     * one. The parts: whole micro-batches, T contiguous runs of them, when there are at
+     * least T of them (then each micro-batch's gradient is the 1-thread run's), else each
+     * micro-batch's images in T contiguous ranges. (On the 2-core VM two single-threaded
+     * processes at micro-batch 8 gave 1.5x the images/s of one process with 2 threads,
+     * which synchronized about 190 times per micro-batch.) */
     int nt_used = T;
     #pragma omp parallel num_threads(T)
     {

@@ -23,8 +23,9 @@ struct pn_trainer {
     const pn_dataset *train, *test;
     pn_model *model;
     float *velocity;       /* (num_params) */
-    float *xbuf;           /* (B, c, h, w): the micro-batches of this process's share of a batch */
-    int *ybuf;             /* (B) */
+    float *xbuf;           /* (cap, c, h, w): micro-batches of this process's share of a batch */
+    int *ybuf;             /* (cap) */
+    int cap;               /* images xbuf holds: a micro-batch per thread (pn_model_train_pass) */
     int *perm;             /* (n_train) order of the current epoch */
     long perm_epoch;       /* epoch perm was drawn for, -1: none */
     long step, total, spe, warmup_steps;
@@ -141,8 +142,9 @@ int pn_trainer_create(pn_trainer **out, const pn_train_config *cfg, const pn_dat
     size_t np = pn_model_num_params(t->model);
     size_t img = (size_t)train->c * train->h * train->w;
     t->velocity = calloc(np ? np : 1, sizeof(float));
-    t->xbuf = malloc((size_t)cfg->batch * img * sizeof(float));
-    t->ybuf = malloc((size_t)cfg->batch * sizeof(int));
+    t->cap = cfg->micro_batch; /* grown at the first step to a micro-batch per thread */
+    t->xbuf = malloc((size_t)t->cap * img * sizeof(float));
+    t->ybuf = malloc((size_t)t->cap * sizeof(int));
     t->perm = malloc((size_t)train->n * sizeof(int));
     if (!t->velocity || !t->xbuf || !t->ybuf || !t->perm) {
         pn_trainer_free(t);
@@ -254,38 +256,42 @@ int pn_trainer_step(pn_trainer *t, double *loss)
     pn_model_zero_grad(t->model);
     const size_t img = (size_t)t->train->c * t->train->h * t->train->w;
     const int nmb = shard / b;
-    for (int k = 0; k < nmb; k++) { /* this share's micro-batches, in order (augmentation stream) */
-        const int *idx = t->perm + (size_t)pos * B + (size_t)off + (size_t)k * b;
-        float *xk = t->xbuf + (size_t)k * b * img;
-        int *yk = t->ybuf + (size_t)k * b;
-        int rc = c->augment ? pn_augment_batch(xk, yk, t->train, idx, b, t->pad, t->flip, &aug)
-                            : pn_gather_batch(xk, yk, t->train, idx, b);
-        if (rc) return rc;
+    /* Groups of as many micro-batches as threads go through pn_model_train_pass together,
+     * each on its own copy of the model when the model allows (pn_model_replicable); else one
+     * micro-batch at a time (EfficientNet's drop path: its masks are drawn per micro-batch,
+     * pn_model_set_step). The micro-batches are gathered in order (augmentation stream). */
+    int group = pn_model_replicable(t->model) ? pn_get_threads() : 1;
+    if (group > nmb) group = nmb;
+    if (group < 1) group = 1;
+    if (group * b > t->cap) {
+        float *nx = realloc(t->xbuf, (size_t)group * b * img * sizeof(float));
+        if (!nx) return pn_error(PN_ERR_NOMEM, "trainer: out of memory");
+        t->xbuf = nx;
+        int *ny = realloc(t->ybuf, (size_t)group * b * sizeof(int));
+        if (!ny) return pn_error(PN_ERR_NOMEM, "trainer: out of memory");
+        t->ybuf = ny;
+        t->cap = group * b;
     }
-    if (pn_model_replicable(t->model) && pn_get_threads() > 1) {
-        /* all micro-batches in one pass: over thread copies of the model (pn_model_train_pass) */
+    for (int k0 = 0; k0 < nmb && !bad; k0 += group) {
+        const int nk = nmb - k0 < group ? nmb - k0 : group;
+        for (int k = 0; k < nk; k++) {
+            const int *idx = t->perm + (size_t)pos * B + (size_t)off + (size_t)(k0 + k) * b;
+            float *xk = t->xbuf + (size_t)k * b * img;
+            int *yk = t->ybuf + (size_t)k * b;
+            int rc = c->augment ? pn_augment_batch(xk, yk, t->train, idx, b, t->pad, t->flip, &aug)
+                                : pn_gather_batch(xk, yk, t->train, idx, b);
+            if (rc) return rc;
+        }
+        /* drop path (EfficientNet): masks from (seed, update, micro-batch of the global
+         * batch), the same for any number of processes and after a resume (groups of one
+         * micro-batch there) */
+        pn_model_set_step(t->model, c->seed, (uint64_t)t->step * 65536u + (uint64_t)((off + k0 * b) / b));
         double ls = 0.0;
         int correct = 0;
-        int rc = pn_model_train_pass(t->model, t->xbuf, t->ybuf, shard, b, c->label_smoothing, scale, &ls, &correct);
+        int rc = pn_model_train_pass(t->model, t->xbuf, t->ybuf, nk * b, b, c->label_smoothing, scale, &ls, &correct);
         if (rc) return rc;
         if (!isfinite(ls)) bad = isnan(ls) ? 1 : 2; /* (the gradients are not used: the step stops below) */
         else total_loss += ls;
-    } else {
-        for (int k = 0; k < nmb; k++) {
-            /* drop path (EfficientNet): masks from (seed, update, micro-batch of the global
-             * batch), the same for any number of processes and after a resume */
-            pn_model_set_step(t->model, c->seed, (uint64_t)t->step * 65536u + (uint64_t)((off + k * b) / b));
-            double ls = 0.0;
-            int correct = 0;
-            int rc = pn_model_train_pass(t->model, t->xbuf + (size_t)k * b * img, t->ybuf + (size_t)k * b, b, b,
-                                         c->label_smoothing, scale, &ls, &correct);
-            if (rc) return rc;
-            if (!isfinite(ls)) { /* (the gradients are not used: the step stops below) */
-                bad = isnan(ls) ? 1 : 2;
-                break;
-            }
-            total_loss += ls;
-        }
     }
     float *g = pn_model_grads(t->model);
     size_t np = pn_model_num_params(t->model);
