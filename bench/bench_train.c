@@ -207,7 +207,7 @@ int main(int argc, char **argv)
     }
     long hwm = status_kb("VmHWM");
     qsort(dt, (size_t)steps, sizeof *dt, cmp_double);
-    double med = steps % 2 ? dt[steps / 2] : 0.5 * (dt[steps / 2 - 1] + dt[steps / 2]);
+    const double med = quantile(dt, steps, 0.5);
     const double macs = pn_model_macs(m);
     free(vel);
     free(x);
