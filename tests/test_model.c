@@ -923,9 +923,15 @@ TEST(test_micro_batches)
     double e = harness_max_err(g2, g1, np, 1e-5 * gmax, 1e-4);
     CHECK(e <= 1, "micro-batch gradients differ (err/tol %.3g)", e);
     /* a second backward of the last micro-batch adds the same gradient again (float
-     * accumulation inside the kernels: equal to 2x within a few ulps of the largest) */
+     * accumulation inside the kernels: equal to 2x within a few ulps of the largest);
+     * without arena sharing, which lets one backward reuse the activations' memory */
     float *g3 = malloc(np * sizeof(float));
     if (g3) {
+        CHECK(pn_model_backward(m, 0.25f) == PN_ERR_ARG, "backward again with arena sharing");
+        pn_model_set_retain_activations(m, 1);
+        CHECK(pn_model_forward(m, x + 2 * 64, 2, 1, &lg) == PN_OK &&
+                  pn_model_loss(m, lab + 2, 0.1f, &lb, NULL) == PN_OK,
+              "forward: %s", pn_last_error());
         pn_model_zero_grad(m);
         CHECK(pn_model_backward(m, 0.25f) == PN_OK, "backward again");
         memcpy(g3, pn_model_grads(m), np * sizeof(float));

@@ -42,14 +42,15 @@ static int visit_outputs(void *ctx, const pn_norm_info *ni)
 
 static int same(const float *a, const float *b, size_t n) { return memcmp(a, b, n * sizeof(float)) == 0; }
 
-/* steps SGD steps on two models of config c (same seed), recompute on in a and off in b:
- * everything equal to the bit. Returns the recomputed values of a (checked > 0 by the
- * caller where the model has norms). */
-static int train_pair_u(const pn_model_config *c, int B, int steps, const pn_bn_override *ovr, int unstore,
-                        int *unstored)
+/* steps SGD steps on two models of config c (same seed), recompute on in a and off in b,
+ * activations retained (pn_model_set_retain_activations) in b, and in a unless share: everything equal to
+ * the bit. Returns the recomputed values of a (checked > 0 by the caller where the model
+ * has norms). */
+static int train_pair_s(const pn_model_config *c, int B, int steps, const pn_bn_override *ovr, int unstore,
+                        int share, int *unstored)
 {
     pn_model *a = NULL, *b = NULL;
-    int recomputed = -1;
+    int recomputed = -1, fwd_dropped = 0;
     const char *what = c->arch;
     const char *nn = pn_norm_name(c->norm);
     if (pn_model_create(&a, c, 7) != PN_OK || pn_model_create(&b, c, 7) != PN_OK) {
@@ -59,6 +60,8 @@ static int train_pair_u(const pn_model_config *c, int B, int steps, const pn_bn_
     pn_model_set_recompute(a, 1);
     pn_model_set_recompute(b, 0);
     pn_model_set_unstore(a, unstore);
+    pn_model_set_retain_activations(a, !share);
+    pn_model_set_retain_activations(b, 1);
     if (ovr) {
         CHECK(pn_model_set_bn_override(a, ovr) == PN_OK && pn_model_set_bn_override(b, ovr) == PN_OK,
               "override: %s", pn_last_error());
@@ -83,6 +86,15 @@ static int train_pair_u(const pn_model_config *c, int B, int steps, const pn_bn_
         CHECK(ok, "%s %s: forward: %s", what, nn, pn_last_error());
         if (!ok) break;
         CHECK(same(la, lb, nl), "%s %s step %d: logits differ", what, nn, s);
+        if (s == 0) { /* after the forward: the norm outputs recomputed in the backward are not kept */
+            const int rec = pn_model_recomputed_values(a);
+            norm_outputs o = { 0, 0 };
+            pn_model_visit_norms(a, visit_outputs, &o);
+            fwd_dropped = o.dropped;
+            CHECK(o.dropped <= rec && (rec == 0 || o.dropped > 0 || o.n == 0),
+                  "%s %s: %d of %d norm outputs reported dropped, %d values recomputed", what, nn, o.dropped, o.n,
+                  rec);
+        }
         ok = pn_model_loss(a, lab, 0.1f, &lossa, NULL) == PN_OK &&
              pn_model_loss(b, lab, 0.1f, &lossb, NULL) == PN_OK;
         CHECK(ok && memcmp(&lossa, &lossb, sizeof lossa) == 0, "%s %s step %d: losses %.17g %.17g", what, nn,
@@ -94,20 +106,25 @@ static int train_pair_u(const pn_model_config *c, int B, int steps, const pn_bn_
         if (!ok) break;
         CHECK(same(pn_model_grads(a), pn_model_grads(b), np), "%s %s step %d: gradients differ", what, nn, s);
         if (s == 0) {
-            /* a second backward of the same forward recomputes again: the same gradients */
+            /* a second backward of the same forward recomputes again: the same gradients;
+             * with arena sharing it is refused (the first one reused the values' memory) */
             memcpy(g1, pn_model_grads(a), np * sizeof *g1);
-            pn_model_zero_grad(a);
-            CHECK(pn_model_backward(a, 1.0f / B) == PN_OK && same(pn_model_grads(a), g1, np),
-                  "%s %s: a second backward differs", what, nn);
+            if (share) {
+                CHECK(pn_model_backward(a, 1.0f / B) == PN_ERR_ARG && same(pn_model_grads(a), g1, np),
+                      "%s %s: a second backward with arena sharing not refused", what, nn);
+            } else {
+                pn_model_zero_grad(a);
+                CHECK(pn_model_backward(a, 1.0f / B) == PN_OK && same(pn_model_grads(a), g1, np),
+                      "%s %s: a second backward differs", what, nn);
+            }
             recomputed = pn_model_recomputed_values(a);
             if (unstored) *unstored = pn_model_unstored_values(a);
             CHECK(unstore || pn_model_unstored_values(a) == 0, "%s %s: unstored values with unstore off", what, nn);
             CHECK(pn_model_recomputed_values(b) == 0, "%s %s: recomputed with recompute off", what, nn);
             norm_outputs o = { 0, 0 };
             pn_model_visit_norms(a, visit_outputs, &o);
-            CHECK(o.dropped <= recomputed && (recomputed == 0 || o.dropped > 0 || o.n == 0),
-                  "%s %s: %d of %d norm outputs reported dropped, %d values recomputed", what, nn,
-                  o.dropped, o.n, recomputed);
+            CHECK(o.dropped == (share ? o.n : fwd_dropped), "%s %s: %d of %d norm outputs after the backward",
+                  what, nn, o.dropped, o.n);
         }
         float *pa = pn_model_params(a), *pb = pn_model_params(b);
         const float *ga = pn_model_grads(a), *gb = pn_model_grads(b);
@@ -132,6 +149,12 @@ done:
     return recomputed;
 }
 
+static int train_pair_u(const pn_model_config *c, int B, int steps, const pn_bn_override *ovr, int unstore,
+                        int *unstored)
+{
+    return train_pair_s(c, B, steps, ovr, unstore, 1, unstored);
+}
+
 static int train_pair(const pn_model_config *c, int B, int steps, const pn_bn_override *ovr)
 {
     return train_pair_u(c, B, steps, ovr, 1, NULL);
@@ -145,6 +168,9 @@ TEST(resnet_all_norms_bit_identical)
         pn_model_config c = cfg_of("resnet20", norms[i], 0, 4, 8);
         int r = train_pair(&c, 4, 3, NULL);
         CHECK(r > 0, "resnet20 %s: nothing recomputed", pn_norm_name(norms[i]));
+        if (i == 0 || norms[i] == PN_NORM_GN_PN) /* recompute without arena sharing */
+            CHECK(train_pair_s(&c, 4, 2, NULL, 1, 0, NULL) > 0, "resnet20 %s: nothing recomputed",
+                  pn_norm_name(norms[i]));
     }
     /* ghost BN: statistics (and the saved multipliers) per normalization batch of 2 */
     pn_model_config c = cfg_of("resnet20", PN_NORM_BN, 2, 4, 8);
@@ -226,6 +252,8 @@ TEST(memory_resnet20_bn_batch128)
     }
     pn_model_set_recompute(on, 1);
     pn_model_set_recompute(off, 0);
+    pn_model_set_retain_activations(on, 1); /* recomputation's own saving */
+    pn_model_set_retain_activations(off, 1);
     /* the norm outputs' sizes: the model's norm layers (nn/build.h) */
     double norm_bytes = 0, largest = 0;
     int norms = 0;

@@ -36,6 +36,7 @@
 #include <stdint.h>
 
 #include "kernels/layers.h"
+#include "nn/arena.h"
 #include "nn/model.h"
 #include "proxynorm.h"
 
@@ -135,6 +136,8 @@ struct pn_op {
     size_t p[PN_OP_MAX_P];     /* parameter offsets into params/grads (PN_NONE if absent) */
     size_t buf[2];             /* buffer offsets (BN running mean, var) */
     float *save;               /* arena: vt->saved(B) floats, valid after a forward */
+    float *wk[2];              /* arena: this op's workspace in its forward, its backward */
+    size_t wkn;                /* floats of each (vt->work(B)) */
     /* attributes */
     pn_conv_shape cs;          /* convolution (N set per call) */
     float *what, *wmean, *wrstd; /* ln+ws: standardized weight (O,K), mean, rstd (O) */
@@ -189,16 +192,29 @@ struct pn_model {
     size_t arena_bytes;
     int plan_B;
     int plan_threads; /* pn_get_threads() the workspace was sized for */
-    size_t work_floats, maxact;
+    size_t work_floats; /* of work: the running op's workspace (its wk[], set per call) */
     float *work, *probs;
     int *labels;
     int recompute;    /* recompute outputs in the backward (PROXYNORM_RECOMPUTE, default 1) */
     int unstore;      /* leave recomputed values read only as planes unstored (PROXYNORM_UNSTORE) */
     int nrslots;      /* shared slots of the recomputed values (plan) */
     size_t *rslot_numel; /* per-sample floats of each shared slot (nvals entries) */
-    int npool;        /* gradient buffers of B * maxact floats */
+    /* backward schedule (run_backward): gradient buffer of each value (gb), references of
+     * each buffer (gref); every buffer taken in a backward is its own arena item: its
+     * value's floats per image, live from the backward op that takes it to the one that
+     * gives it back (simulated at create: nev buffers) */
+    int nev, gnext, gcap;
     float **pool;
-    int *gb, *gref, gcap; /* backward schedule: buffer of each value, references of each buffer */
+    int *gb, *gref;
+    size_t *ev_numel;
+    int *ev_t;        /* ev_t[2k], ev_t[2k+1]: the times buffer k is taken, given back */
+    /* the plan's items (src/nn/arena.h; capacity at create), where each goes, scratch */
+    pn_arena_item *items;
+    int *item_iv, *item_kind, *item_idx, *item_order;
+    size_t plan_live; /* floats live at the plan's busiest time */
+    int retain;       /* activations stay until the next forward, not only until their backward
+                       * (pn_model_set_retain_activations) */
+    int acts_stale;   /* a backward ran since the last forward: values may be overwritten */
 
     int folded; /* pn_model_fold was applied: inference only */
 

@@ -83,6 +83,14 @@ int pn_model_set_unstore(pn_model *m, int on)
     return PN_OK;
 }
 
+int pn_model_set_retain_activations(pn_model *m, int on)
+{
+    PN_CHECK_PTR(m);
+    m->retain = on ? 1 : 0;
+    m->plan_B = 0; /* plan again at the next forward */
+    return PN_OK;
+}
+
 int pn_model_unstored_values(const pn_model *m)
 {
     if (!m) return 0;
@@ -402,33 +410,41 @@ static void prof_report(const pn_model *m)
 
 /* ------------------------------------------------------------ backward schedule */
 /* Runs (exec) or simulates (!exec) the backward of the ops; the gradient of the last
- * value is pool buffer 0, which the caller has filled (exec). Needs m->gb (nvals) and
- * m->gref (m->gcap). *used: pool buffers needed. */
-static int take_buf(pn_model *m, int *used)
-{
-    for (int i = 0; i < m->gcap; i++)
-        if (m->gref[i] == 0) {
-            m->gref[i] = 1;
-            if (i + 1 > *used) *used = i + 1;
-            return i;
-        }
-    return -1; /* cannot happen: gcap bounds the live buffers */
-}
-
-static void give_buf(pn_model *m, int i)
-{
-    if (i >= 0 && m->gref[i] > 0) m->gref[i]--;
-}
-
+ * value is buffer 0, which the caller has filled (exec). Buffers are numbered in the order
+ * they are taken, the same in every run: the simulation at create records each one's
+ * floats per image and lifetime (m->ev_numel, m->ev_t) for the arena plan, which gives it
+ * its own place (m->pool[k]). Needs m->gb (nvals) and m->gref, m->ev_* (m->gcap). *used:
+ * buffers taken. */
 static size_t val_numel(const pn_model *m, int v, int B)
 {
     const pn_value *x = &m->vals[v];
     return (size_t)B * (size_t)x->C * (size_t)x->H * (size_t)x->W;
 }
 
+/* A buffer for the gradient of value v, taken at time t. */
+static int take_buf(pn_model *m, int v, int t, int exec, int *used)
+{
+    const int k = m->gnext;
+    if (k >= m->gcap || (exec && k >= m->nev)) return -1; /* cannot happen: the schedule is fixed */
+    m->gnext++;
+    m->gref[k] = 1;
+    if (!exec) {
+        m->ev_numel[k] = val_numel(m, v, 1);
+        m->ev_t[2 * k] = t;
+        m->ev_t[2 * k + 1] = 2 * m->nops; /* (not given back: the end of the step) */
+    }
+    *used = m->gnext;
+    return k;
+}
+
+static void give_buf(pn_model *m, int i, int t, int exec)
+{
+    if (i >= 0 && m->gref[i] > 0 && --m->gref[i] == 0 && !exec) m->ev_t[2 * i + 1] = t;
+}
+
 /* A second gradient (in buffer src) reaches value v: add it to v's buffer (in place when
  * v alone holds that buffer, else into a new one). */
-static int accumulate(pn_model *m, int v, int src, int B, int exec, int *used)
+static int accumulate(pn_model *m, int v, int src, int B, int t, int exec, int *used)
 {
     int dst = m->gb[v];
     size_t n = val_numel(m, v, B);
@@ -436,10 +452,10 @@ static int accumulate(pn_model *m, int v, int src, int B, int exec, int *used)
         if (exec) pn_add_inplace(m->pool[dst], m->pool[src], n);
         return PN_OK;
     }
-    int nb = take_buf(m, used);
-    if (nb < 0) return pn_error(PN_ERR_ARG, "model: gradient pool exhausted");
+    int nb = take_buf(m, v, t, exec, used);
+    if (nb < 0) return pn_error(PN_ERR_ARG, "model: gradient schedule overrun");
     if (exec) pn_add(m->pool[nb], m->pool[dst], m->pool[src], n);
-    give_buf(m, dst);
+    give_buf(m, dst, t, exec);
     m->gb[v] = nb;
     return PN_OK;
 }
@@ -509,15 +525,18 @@ static int run_backward(pn_model *m, int B, int exec, int *used)
     }
     memset(m->gref, 0, (size_t)m->gcap * sizeof *m->gref);
     *used = 0;
-    m->gb[m->nvals - 1] = take_buf(m, used); /* 0: the logits' gradient */
+    m->gnext = 0;
+    const int n = m->nops;
+    m->gb[m->nvals - 1] = take_buf(m, m->nvals - 1, n, exec, used); /* 0: the logits' gradient */
     int rc = PN_OK;
     for (int i = m->nops - 1; i >= 0 && rc == PN_OK; i--) {
         pn_op *op = &m->ops[i];
-        const int go = m->gb[op->out];
+        const int go = m->gb[op->out], t = 2 * n - 1 - i;
         if (go < 0) continue; /* nothing downstream: no gradient */
         int dbuf = go, copy = -1;
         if ((op->vt->flags & PN_OP_CLOBBERS_DOUT) && m->gref[go] > 1) {
-            copy = take_buf(m, used);
+            copy = take_buf(m, op->out, t, exec, used);
+            if (copy < 0) return pn_error(PN_ERR_ARG, "model: gradient schedule overrun");
             if (exec) memcpy(m->pool[copy], m->pool[go], val_numel(m, op->out, B) * sizeof(float));
             dbuf = copy;
         }
@@ -529,7 +548,7 @@ static int run_backward(pn_model *m, int B, int exec, int *used)
                     m->gb[v] = go;
                     m->gref[go]++;
                 } else {
-                    rc = accumulate(m, v, go, B, exec, used);
+                    rc = accumulate(m, v, go, B, t, exec, used);
                 }
             }
         } else {
@@ -545,10 +564,11 @@ static int run_backward(pn_model *m, int B, int exec, int *used)
                 if (v == 0) continue; /* the model input: no gradient */
                 int bi;
                 if (m->gb[v] < 0) {
-                    bi = m->gb[v] = take_buf(m, used);
+                    bi = m->gb[v] = take_buf(m, v, t, exec, used);
                 } else {
-                    bi = tmp[k] = take_buf(m, used);
+                    bi = tmp[k] = take_buf(m, v, t, exec, used);
                 }
+                if (bi < 0) return pn_error(PN_ERR_ARG, "model: gradient schedule overrun");
                 if (exec) a.din[k] = m->pool[bi];
             }
             if (exec) {
@@ -558,18 +578,20 @@ static int run_backward(pn_model *m, int B, int exec, int *used)
                 a.dout = m->pool[dbuf];
                 a.out = unstored(m, op->out) ? NULL : m->vals[op->out].data;
                 a.B = B;
+                m->work = op->wk[1];
+                m->work_floats = op->wkn;
                 const double t0 = m->prof_t ? pn_now_s() : 0.0;
                 rc = op->vt->backward(m, op, &a);
                 if (m->prof_t) m->prof_t[2 * i + 1] += pn_now_s() - t0;
             }
             for (int k = 0; k < op->nin && rc == PN_OK; k++)
                 if (tmp[k] >= 0) {
-                    rc = accumulate(m, op->in[k], tmp[k], B, exec, used);
-                    give_buf(m, tmp[k]);
+                    rc = accumulate(m, op->in[k], tmp[k], B, t, exec, used);
+                    give_buf(m, tmp[k], t, exec);
                 }
         }
-        give_buf(m, copy);
-        give_buf(m, go);
+        give_buf(m, copy, t, exec);
+        give_buf(m, go, t, exec);
     }
     return rc;
 }
@@ -597,6 +619,13 @@ static void free_contents(pn_model *m)
     free(m->prof_t);
     free(m->pool);
     free(m->rslot_numel);
+    free(m->ev_numel);
+    free(m->ev_t);
+    free(m->items);
+    free(m->item_kind);
+    free(m->item_idx);
+    free(m->item_order);
+    free(m->item_iv);
     free(m->gb);
     free(m->gref);
     for (int i = 0; i < m->nreplicas; i++) pn_model_free(m->replicas[i]);
@@ -705,21 +734,34 @@ int pn_model_create_arch(pn_model **out, const pn_model_config *cfg, const pn_ar
         }
     }
 
-    /* the largest value, and the gradient pool (simulated backward) */
-    for (int v = 0; v < m->nvals; v++) {
-        size_t n = val_numel(m, v, 1);
-        if (n > m->maxact) m->maxact = n;
-    }
-    m->gcap = 2 * m->nvals + 4;
+    /* the gradient buffers (simulated backward): at most the logits', and per op one for
+     * a clobbered dout and two per input (its gradient, and a sum) */
+    m->gcap = 1;
+    for (int i = 0; i < m->nops; i++) m->gcap += 1 + 2 * m->ops[i].nin;
     m->gb = malloc((size_t)m->nvals * sizeof *m->gb);
     m->gref = malloc((size_t)m->gcap * sizeof *m->gref);
-    if (!m->gb || !m->gref) goto nomem;
-    rc = run_backward(m, 1, 0, &m->npool);
+    m->ev_numel = malloc((size_t)m->gcap * sizeof *m->ev_numel);
+    m->ev_t = malloc(2 * (size_t)m->gcap * sizeof *m->ev_t);
+    if (!m->gb || !m->gref || !m->ev_numel || !m->ev_t) goto nomem;
+    rc = run_backward(m, 1, 0, &m->nev);
     if (rc != PN_OK) {
         bd.status = rc;
         goto fail;
     }
-    m->pool = calloc((size_t)m->npool, sizeof *m->pool);
+    m->pool = calloc((size_t)m->nev, sizeof *m->pool);
+    {
+        /* the plan's items: values, slots (at most a value each), gradient buffers, per op
+         * its saved state and two workspaces, probabilities, labels; intervals: a slot
+         * two per value */
+        const size_t nit = 2 * (size_t)m->nvals + (size_t)m->nev + 3 * (size_t)m->nops + 2;
+        const size_t niv = 3 * (size_t)m->nvals + (size_t)m->nev + 3 * (size_t)m->nops + 2;
+        m->items = malloc(nit * sizeof *m->items);
+        m->item_kind = malloc(nit * sizeof *m->item_kind);
+        m->item_idx = malloc(nit * sizeof *m->item_idx);
+        m->item_order = malloc(nit * sizeof *m->item_order);
+        m->item_iv = malloc(2 * niv * sizeof *m->item_iv);
+        if (!m->items || !m->item_kind || !m->item_idx || !m->item_order || !m->item_iv) goto nomem;
+    }
     m->rslot_numel = calloc((size_t)m->nvals, sizeof *m->rslot_numel);
     if (!m->pool || !m->rslot_numel) goto nomem;
     {
@@ -727,6 +769,10 @@ int pn_model_create_arch(pn_model **out, const pn_model_config *cfg, const pn_ar
         m->recompute = !(e && strcmp(e, "0") == 0);
         e = getenv("PROXYNORM_UNSTORE");
         m->unstore = !(e && strcmp(e, "0") == 0);
+    }
+    {
+        const char *e = getenv("PROXYNORM_RETAIN_ACTIVATIONS");
+        m->retain = e && strcmp(e, "1") == 0;
     }
     if (getenv("PROXYNORM_PROFILE") && !(m->prof_t = calloc(2 * (size_t)m->nops, sizeof *m->prof_t)))
         goto nomem;
@@ -819,9 +865,10 @@ int pn_model_visit_norms(const pn_model *m, pn_norm_visitor fn, void *ctx)
         ni.has_act = op->iattr[0];
         if (m->fwd_B > 0) {
             ni.batch = m->fwd_B;
-            ni.input = x->data;
-            /* an output recomputed in the backward is not kept after the forward */
-            ni.output = m->vals[op->out].rslot >= 0 ? NULL : m->vals[op->out].data;
+            /* an output recomputed in the backward is not kept after the forward; after a
+             * backward neither may be there */
+            ni.input = m->acts_stale ? NULL : x->data;
+            ni.output = m->vals[op->out].rslot >= 0 || m->acts_stale ? NULL : m->vals[op->out].data;
             if (m->cfg.norm != PN_NORM_NONE) {
                 size_t g = m->cfg.norm == PN_NORM_BN
                                ? (size_t)(m->fwd_B / (m->cfg.norm_batch > 0 ? m->cfg.norm_batch : m->fwd_B)) *
@@ -922,48 +969,128 @@ static void plan_unstored(pn_model *m)
     }
 }
 
-/* Lays the arena out for batch B. With base == NULL only counts; returns floats. Values
- * get their own storage (an in-place add's output its input's), except those recomputed
- * in the backward (plan_recompute), which live in the shared slots. */
+/* The two intervals of recomputed value v (plan_recompute): forward [iv[0], iv[1]],
+ * backward [iv[2], iv[3]]. */
+static void rec_intervals(const pn_model *m, int v, int *iv)
+{
+    const int n = m->nops;
+    const pn_value *x = &m->vals[v];
+    const int p = x->producer;
+    iv[0] = p;
+    iv[1] = x->last_use > p ? x->last_use : p;
+    iv[2] = 2 * n - 1 - (x->last_bwd > p ? x->last_bwd : p);
+    iv[3] = 2 * n - 1 - p;
+}
+
+/* The arena's items (pn_arena_pack) and where each one goes. */
+enum { IT_VAL, IT_GRAD, IT_WORK_F, IT_WORK_B, IT_SAVE, IT_PROBS, IT_LABELS };
+
+/* Lays the arena out for batch B; with base == NULL only counts. Returns floats. Every
+ * buffer of a step is an item with its lifetime on the step's timeline (forward op i at
+ * time i, backward op i at time 2n-1-i; -1 and 2n: before and after the step), and items
+ * live at no common time share memory (pn_arena_pack, src/nn/arena.h):
+ *   - a value that has its own storage: from its producer's forward to its producer's
+ *     backward (the last that may read it: consumers come after the producer, so their
+ *     backwards before), an in-place add's output in its input's storage; the model
+ *     input and the logits the whole step (the caller reads the logits after a backward);
+ *   - a value recomputed in the backward (plan_recompute): its two intervals (without
+ *     sharing: plan_recompute's slots, shared by such values only);
+ *   - a gradient buffer (run_backward's simulation): from the backward op that takes it
+ *     to the one that gives it back;
+ *   - an op's workspace (vt->work): its forward, and its backward;
+ *   - an op's saved state, the probabilities and the labels: the whole step.
+ * So the gradients of the last stages' backward and the workspaces reuse the memory of
+ * values whose backward is over. */
 static size_t plan(pn_model *m, int B, float *base)
 {
-    size_t off = 0, work = 0;
     const size_t Bz = (size_t)B;
-#define TAKE(ptr, nfl) do { size_t n_ = align_up(nfl); if (base) (ptr) = base + off; off += n_; } while (0)
+    const int n = m->nops, end = 2 * n;
+    pn_arena_item *it = m->items;
+    int *iv = m->item_iv, ni = 0, niv = 0;
+#define ITEM(kind_, idx_, nfl)                                                                   \
+    do {                                                                                         \
+        it[ni].size = align_up(nfl);                                                             \
+        it[ni].iv = niv;                                                                         \
+        it[ni].niv = 0;                                                                          \
+        m->item_kind[ni] = (kind_);                                                              \
+        m->item_idx[ni] = (idx_);                                                                \
+        ni++;                                                                                    \
+    } while (0)
+#define SPAN(a_, b_)                                                                             \
+    do {                                                                                         \
+        iv[2 * niv] = (a_);                                                                      \
+        iv[2 * niv + 1] = (b_);                                                                  \
+        niv++;                                                                                   \
+        it[ni - 1].niv++;                                                                        \
+    } while (0)
     plan_recompute(m);
     plan_unstored(m);
-    for (int v = 0; v < m->nvals; v++)
-        if (m->vals[v].alias < 0 && m->vals[v].rslot < 0) TAKE(m->vals[v].data, val_numel(m, v, B));
-    for (int s = 0; s < m->nrslots; s++) {
-        float *slot = NULL;
-        TAKE(slot, Bz * m->rslot_numel[s]);
-        if (base)
-            for (int v = 0; v < m->nvals; v++)
-                if (m->vals[v].rslot == s) m->vals[v].data = slot;
+    for (int v = 0; v < m->nvals; v++) {
+        const pn_value *x = &m->vals[v];
+        if (x->alias >= 0) continue;
+        ITEM(IT_VAL, v, val_numel(m, v, B));
+        if (x->rslot >= 0) { /* by its two intervals */
+            int r[4];
+            rec_intervals(m, v, r);
+            SPAN(r[0], r[1]);
+            SPAN(r[2], r[3]);
+        } else if (v == 0 || v == m->nvals - 1 || x->producer < 0 || m->retain) {
+            SPAN(-1, end);
+        } else {
+            SPAN(x->producer, 2 * n - 1 - x->producer);
+        }
     }
-    if (base)
-        for (int v = 0; v < m->nvals; v++)
-            if (m->vals[v].alias >= 0) m->vals[v].data = m->vals[m->vals[v].alias].data;
-    for (int i = 0; i < m->nops; i++) {
+    for (int k = 0; k < m->nev; k++) {
+        ITEM(IT_GRAD, k, Bz * m->ev_numel[k]);
+        SPAN(m->ev_t[2 * k], m->ev_t[2 * k + 1]);
+    }
+    for (int i = 0; i < n; i++) {
         pn_op *op = &m->ops[i];
-        size_t s = op->vt->saved ? op->vt->saved(m, op, B) : 0;
-        if (s) TAKE(op->save, s);
-        else if (base) op->save = NULL;
-        size_t w = op->vt->work ? op->vt->work(m, op, B) : 0;
-        if (w > work) work = w;
+        const size_t s = op->vt->saved ? op->vt->saved(m, op, B) : 0;
+        const size_t w = op->vt->work ? op->vt->work(m, op, B) : 0;
+        if (base) {
+            op->save = NULL;
+            op->wk[0] = op->wk[1] = NULL;
+            op->wkn = w;
+        }
+        if (s) {
+            ITEM(IT_SAVE, i, s);
+            SPAN(-1, end);
+        }
+        if (w) {
+            ITEM(IT_WORK_F, i, w);
+            SPAN(i, i);
+            ITEM(IT_WORK_B, i, w);
+            SPAN(2 * n - 1 - i, 2 * n - 1 - i);
+        }
     }
-    const size_t K = (size_t)m->cfg.classes;
-    TAKE(m->probs, Bz * K);
-    {
-        float *lab = NULL;
-        TAKE(lab, Bz);
-        if (base) m->labels = (int *)(void *)lab;
+    ITEM(IT_PROBS, 0, Bz * (size_t)m->cfg.classes);
+    SPAN(-1, end);
+    ITEM(IT_LABELS, 0, Bz);
+    SPAN(-1, end);
+#undef ITEM
+#undef SPAN
+    const size_t total = pn_arena_pack(it, ni, iv, 1, m->item_order);
+    if (!base) return total;
+    for (int k = 0; k < ni; k++) {
+        float *p = base + it[k].off;
+        const int j = m->item_idx[k];
+        switch (m->item_kind[k]) {
+        case IT_VAL: m->vals[j].data = p; break;
+        case IT_GRAD: m->pool[j] = p; break;
+        case IT_WORK_F: m->ops[j].wk[0] = p; break;
+        case IT_WORK_B: m->ops[j].wk[1] = p; break;
+        case IT_SAVE: m->ops[j].save = p; break;
+        case IT_PROBS: m->probs = p; break;
+        default: m->labels = (int *)(void *)p; break;
+        }
     }
-    for (int k = 0; k < m->npool; k++) TAKE(m->pool[k], Bz * m->maxact);
-    TAKE(m->work, work);
-    if (base) m->work_floats = work;
-#undef TAKE
-    return off;
+    for (int v = 0; v < m->nvals; v++)
+        if (m->vals[v].alias >= 0) m->vals[v].data = m->vals[m->vals[v].alias].data;
+    m->work = NULL;
+    m->work_floats = 0;
+    m->plan_live = pn_arena_peak_live(it, ni, iv);
+    return total;
 }
 
 _Static_assert(sizeof(int) == sizeof(float), "labels are stored in float slots");
@@ -1037,12 +1164,15 @@ int pn_model_forward(pn_model *m, const float *x, int B, int training, const flo
         a.out = a.virt_out ? NULL : m->vals[op->out].data;
         a.B = B;
         a.training = training ? 1 : 0;
+        m->work = op->wk[0];
+        m->work_floats = op->wkn;
         const double t0 = m->prof_t ? pn_now_s() : 0.0;
         if ((rc = op->vt->forward(m, op, &a)) != PN_OK) return rc;
         if (m->prof_t) m->prof_t[2 * i] += pn_now_s() - t0;
     }
     m->fwd_B = B;
     m->fwd_training = training ? 1 : 0;
+    m->acts_stale = 0;
     if (logits) *logits = m->vals[m->nvals - 1].data;
     return PN_OK;
 }
@@ -1078,11 +1208,14 @@ int pn_model_backward(pn_model *m, float scale)
     PN_CHECK(!m->folded, "model_backward: the model is folded (inference only)");
     PN_CHECK(m->fwd_training || m->cfg.norm != PN_NORM_BN,
              "model_backward: BatchNorm needs a training-mode forward");
+    PN_CHECK(!m->acts_stale, "model_backward: a backward of this forward has run, and its buffers reused the "
+                             "activations' memory: run the forward again (or pn_model_set_retain_activations(m, 1))");
     const int B = m->fwd_B, K = m->cfg.classes;
     /* the schedule puts the logits' gradient in pool buffer 0 */
     int rc = pn_xent_backward(m->pool[0], m->probs, m->labels, B, K, m->smoothing, scale);
     if (rc != PN_OK) return rc;
     int used;
+    m->acts_stale = !m->retain; /* the gradients and workspaces reuse values' memory */
     return run_backward(m, B, 1, &used);
 }
 
@@ -1258,6 +1391,8 @@ int pn_model_norm_output(const pn_model *m, int i, pn_norm_layer_info *info, flo
     if (info) *info = inf;
     if (!y) return PN_OK;
     PN_CHECK(m->fwd_B > 0, "model_norm_output: no forward pass yet");
+    PN_CHECK(!m->acts_stale, "model_norm_output: a backward has run since the last forward (its buffers reuse "
+                             "the activations' memory)");
     const int B = m->fwd_B, C = inf.C, HW = inf.HW;
     const float *x = xv->data;
     if (k == PN_NORM_NONE) {
@@ -1341,6 +1476,7 @@ static int sync_replicas(pn_model *m, int T)
         memset(r->grads, 0, m->nparams * sizeof(float));
         if (r->recompute != m->recompute) pn_model_set_recompute(r, m->recompute);
         if (r->unstore != m->unstore) pn_model_set_unstore(r, m->unstore);
+        if (r->retain != m->retain) pn_model_set_retain_activations(r, m->retain);
     }
     return PN_OK;
 }

@@ -149,6 +149,16 @@ int pn_model_recomputed_values(const pn_model *m);
 int pn_model_set_unstore(pn_model *m, int on);
 /* Values the last forward's plan leaves unstored in training (0 before any forward). */
 int pn_model_unstored_values(const pn_model *m);
+/* The activation arena (pn_model_activation_bytes) is planned over the timeline of a
+ * training step: buffers live at different times share memory, so the backward's gradient
+ * buffers and every op's workspace reuse the memory of activations whose backward is over.
+ * As PyTorch frees its graph in the backward (unless retain_graph), a forward then allows
+ * one backward: a second one fails, and pn_model_visit_norms / pn_model_norm_output find no
+ * activations, until the next forward. Retaining them (on; PROXYNORM_RETAIN_ACTIVATIONS=1
+ * when the model is created) keeps every activation until the next forward, for repeated
+ * backwards, at the cost of that memory. Training is bit for bit the same either way.
+ * Takes effect at the next forward. */
+int pn_model_set_retain_activations(pn_model *m, int on);
 
 /* Inference folding (exact up to float rounding; the model becomes inference-only:
  * training-mode forwards and the backward are refused):
