@@ -750,11 +750,10 @@ int pn_model_create_arch(pn_model **out, const pn_model_config *cfg, const pn_ar
     }
     m->pool = calloc((size_t)m->nev, sizeof *m->pool);
     {
-        /* the plan's items: values, slots (at most a value each), gradient buffers, per op
-         * its saved state and two workspaces, probabilities, labels; intervals: a slot
-         * two per value */
-        const size_t nit = 2 * (size_t)m->nvals + (size_t)m->nev + 3 * (size_t)m->nops + 2;
-        const size_t niv = 3 * (size_t)m->nvals + (size_t)m->nev + 3 * (size_t)m->nops + 2;
+        /* the plan's items: values (a recomputed one has two intervals), gradient buffers,
+         * per op its saved state and two workspaces, probabilities, labels */
+        const size_t nit = (size_t)m->nvals + (size_t)m->nev + 3 * (size_t)m->nops + 2;
+        const size_t niv = 2 * (size_t)m->nvals + (size_t)m->nev + 3 * (size_t)m->nops + 2;
         m->items = malloc(nit * sizeof *m->items);
         m->item_kind = malloc(nit * sizeof *m->item_kind);
         m->item_idx = malloc(nit * sizeof *m->item_idx);
@@ -896,10 +895,13 @@ static size_t align_up(size_t n) { return (n + ALIGN_FLOATS - 1) / ALIGN_FLOATS 
  * backward of p (which may read its output, e.g. the ReLU mask): [2n-1-max(c',p), 2n-1-p].
  * Values whose both intervals are disjoint from another's (closed intervals: an op never
  * writes a slot it reads) share a slot; first fit, largest values first, every slot as
- * large as its largest value. Recomputed: the output of an op that can recompute it
- * (vt->can_recompute), unless it is the model input or output, shares storage with another
- * value (in-place add), is read by a norm (pn_model_norm_output reads norm inputs after the
- * forward) or its producer reads a recomputed value (which the slot may no longer hold).
+ * large as its largest value. (The arena plan places each recomputed value by its own two
+ * intervals, among all the step's buffers; the slots say how much room the recomputed
+ * values need among themselves; tests/test_recompute.c prints their count.)
+ * Recomputed: the output of an op that can recompute it (vt->can_recompute), unless it is
+ * the model input or output, shares storage with another value (in-place add), is read by
+ * a norm (pn_model_norm_output reads norm inputs after the forward) or its producer reads
+ * a recomputed value (which may no longer be there).
  * Depends on the op list and the model's state only, not on B (sizes scale with B). */
 static void plan_recompute(pn_model *m)
 {
@@ -993,8 +995,8 @@ enum { IT_VAL, IT_GRAD, IT_WORK_F, IT_WORK_B, IT_SAVE, IT_PROBS, IT_LABELS };
  *     backward (the last that may read it: consumers come after the producer, so their
  *     backwards before), an in-place add's output in its input's storage; the model
  *     input and the logits the whole step (the caller reads the logits after a backward);
- *   - a value recomputed in the backward (plan_recompute): its two intervals (without
- *     sharing: plan_recompute's slots, shared by such values only);
+ *   - a value recomputed in the backward (plan_recompute): its two intervals, at one
+ *     address;
  *   - a gradient buffer (run_backward's simulation): from the backward op that takes it
  *     to the one that gives it back;
  *   - an op's workspace (vt->work): its forward, and its backward;
