@@ -135,7 +135,7 @@ static int train_pair_s(const pn_model_config *c, int B, int steps, const pn_bn_
     }
     CHECK(same(pn_model_params(a), pn_model_params(b), np), "%s %s: parameters differ", what, nn);
     CHECK(same(pn_model_buffers(a), pn_model_buffers(b), nb), "%s %s: buffers differ", what, nn);
-    {   /* an evaluation forward through the shared slots */
+    {   /* an evaluation forward through the recomputed values' memory */
         const float *la = NULL, *lb = NULL;
         int ok = pn_model_forward(a, x, B, 0, &la) == PN_OK && pn_model_forward(b, x, B, 0, &lb) == PN_OK;
         CHECK(ok && same(la, lb, nl), "%s %s: evaluation logits differ", what, nn);
@@ -237,8 +237,8 @@ TEST(bn_override_not_recomputed)
 }
 
 /* The activation memory of resnet20 bn at batch 128 (CIFAR shapes): with recompute it is
- * smaller than without by at least the norm outputs' bytes minus three slots as large as
- * the largest norm output (the shared slots; two suffice for this network). */
+ * smaller than without by at least the norm outputs' bytes minus three times the largest
+ * norm output (the recomputed outputs' own room; two suffice for this network). */
 TEST(memory_resnet20_bn_batch128)
 {
     const int B = 128;
@@ -281,8 +281,7 @@ TEST(memory_resnet20_bn_batch128)
     if (!ok) goto done;
     const double bon = (double)pn_model_activation_bytes(on), boff = (double)pn_model_activation_bytes(off);
     printf("  resnet20 bn B=128: activation bytes %.0f without recompute, %.0f with (norm outputs %.0f, "
-           "%d values recomputed in %d shared slots)\n", boff, bon, norm_bytes, pn_model_recomputed_values(on),
-           on->nrslots);
+           "%d values recomputed)\n", boff, bon, norm_bytes, pn_model_recomputed_values(on));
     CHECK(pn_model_recomputed_values(on) == norms, "%d values recomputed, %d norm outputs",
           pn_model_recomputed_values(on), norms);
     CHECK(boff - bon >= norm_bytes - 3 * largest, "saved %.0f bytes, expected >= %.0f", boff - bon,

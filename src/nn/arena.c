@@ -1,9 +1,7 @@
 /* Arena packing (arena.h): first fit by decreasing size, as in TFLite's and PyTorch's
- * static memory planners; the items of resnet20 (values, recomputation slots, gradient
- * buffers, per-op workspaces) number about 150, so the quadratic search is nothing. */
+ * static memory planners; the items of resnet20 (values, gradient buffers, per-op
+ * workspaces, saved states) number about 150, so the quadratic search is nothing. */
 #include "nn/arena.h"
-
-#include <stdlib.h>
 
 /* Do items a and b share a time? */
 static int conflict(const pn_arena_item *a, const pn_arena_item *b, const int *iv)
@@ -14,16 +12,9 @@ static int conflict(const pn_arena_item *a, const pn_arena_item *b, const int *i
     return 0;
 }
 
-size_t pn_arena_pack(pn_arena_item *it, int n, const int *iv, int share, int *order)
+size_t pn_arena_pack(pn_arena_item *it, int n, const int *iv, int *order)
 {
     size_t total = 0;
-    if (!share) {
-        for (int i = 0; i < n; i++) {
-            it[i].off = total;
-            total += it[i].size;
-        }
-        return total;
-    }
     /* order: by size, largest first, stable (insertion sort: n is small) */
     for (int i = 0; i < n; i++) {
         int j = i;

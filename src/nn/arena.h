@@ -14,11 +14,10 @@ typedef struct {
 } pn_arena_item;
 
 /* Sets every item's offset: largest items first (ties in item order), each at the lowest
- * offset where it overlaps no placed item live at a common time (share != 0), or every
- * item after the previous one (share == 0: no two items share memory). iv: the interval
- * list, 2 ints (first, last time) per interval. Returns the floats the arena needs.
+ * offset where it overlaps no placed item live at a common time. iv: the interval list, 2
+ * ints (first, last time) per interval. Returns the floats the arena needs.
  * Deterministic; O(n^2) for n items. order: n ints of scratch. */
-size_t pn_arena_pack(pn_arena_item *it, int n, const int *iv, int share, int *order);
+size_t pn_arena_pack(pn_arena_item *it, int n, const int *iv, int *order);
 
 /* Floats live at the busiest time (a lower bound of any packing's size). */
 size_t pn_arena_peak_live(const pn_arena_item *it, int n, const int *iv);

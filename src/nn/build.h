@@ -163,8 +163,8 @@ typedef struct {
     int norm_in;   /* read by a norm op (whose diagnostics read it after the forward) */
     int last_use;  /* last op reading it (forward order), -1 if none */
     int last_bwd;  /* last op with a backward call reading it (not PN_OP_PASS_GRAD), -1 if none */
-    int rslot;     /* the plan's shared slot when recomputed in the backward, else -1 */
-    int fresh;     /* backward: recomputed already (rslot >= 0) */
+    int recomp;    /* recomputed in the backward (plan_recompute) */
+    int fresh;     /* backward: recomputed already (recomp) */
     int unstored;  /* training: never written, its readers take it as its producer's planes */
 } pn_value;
 
@@ -197,8 +197,6 @@ struct pn_model {
     int *labels;
     int recompute;    /* recompute outputs in the backward (PROXYNORM_RECOMPUTE, default 1) */
     int unstore;      /* leave recomputed values read only as planes unstored (PROXYNORM_UNSTORE) */
-    int nrslots;      /* shared slots of the recomputed values (plan) */
-    size_t *rslot_numel; /* per-sample floats of each shared slot (nvals entries) */
     /* backward schedule (run_backward): gradient buffer of each value (gb), references of
      * each buffer (gref); every buffer taken in a backward is its own arena item: its
      * value's floats per image, live from the backward op that takes it to the one that
@@ -210,8 +208,7 @@ struct pn_model {
     int *ev_t;        /* ev_t[2k], ev_t[2k+1]: the times buffer k is taken, given back */
     /* the plan's items (src/nn/arena.h; capacity at create), where each goes, scratch */
     pn_arena_item *items;
-    int *item_iv, *item_kind, *item_idx, *item_order;
-    size_t plan_live; /* floats live at the plan's busiest time */
+    int nitems, *item_iv, *item_kind, *item_idx, *item_order;
     int retain;       /* activations stay until the next forward, not only until their backward
                        * (pn_model_set_retain_activations) */
     int acts_stale;   /* a backward ran since the last forward: values may be overwritten */

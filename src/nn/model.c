@@ -5,26 +5,28 @@
  *
  * Memory: parameters, gradients and buffers are three allocations laid out by the
  * tensor tables built at create. Activations live in one arena planned for the batch
- * size B of the forward: every value (each op's output; an in-place residual add shares
- * its input's storage), every op's saved state (norm statistics, PN's m and s, max-pool
- * argmax), the softmax probabilities, a pool of gradient buffers and the convolution
- * workspace. The arena is reallocated only when a plan needs more bytes than it holds (a
- * larger B), so a step at a fixed B never allocates.
+ * size B of the forward (plan): every value (each op's output; an in-place residual add
+ * shares its input's storage), every op's saved state (norm statistics, PN's m and s,
+ * max-pool argmax), the softmax probabilities, the backward's gradient buffers and each
+ * op's workspace, each with its lifetime on the step's timeline; buffers never live at
+ * the same time share memory (src/nn/arena.h). The arena is reallocated only when a plan
+ * needs more bytes than it holds (a larger B), so a step at a fixed B never allocates.
  *
- * Value lifetimes: a value keeps its own storage for the whole step, except the outputs
- * that their op can recompute (pn_op_vt.recompute: the norm op) when recomputation is on
- * (default; PROXYNORM_RECOMPUTE=0 or pn_model_set_recompute(m, 0) turn it off). Those
- * share a few slots (plan_recompute: interval colouring of their forward and backward
- * lifetimes) and are written again from the norm's input and saved statistics just
- * before the first backward that reads them (ensure_value in run_backward), bit for bit
- * as the forward wrote them.
+ * Value lifetimes: a value lives from its producer's forward to its producer's backward
+ * (the whole step with pn_model_set_retain_activations), except the outputs that their op
+ * can recompute (pn_op_vt.recompute: the norm op) when recomputation is on (default;
+ * PROXYNORM_RECOMPUTE=0 or pn_model_set_recompute(m, 0) turn it off). Those live only
+ * while read in the forward and in the backward (plan_recompute, rec_intervals) and are
+ * written again from the norm's input and saved statistics just before the first
+ * backward that reads them (ensure_value in run_backward), bit for bit as the forward
+ * wrote them.
  *
- * Backward: ops run in reverse. Gradients of values live in the pool (each buffer
- * B * the largest value); a value's buffer is taken when its first consumer (in reverse
- * order) writes it and given back after its producer's backward. A residual add passes
- * its output gradient to both inputs without a copy (shared buffer, reference counted);
- * a second gradient reaching a value is written to a scratch buffer and added. The
- * schedule is simulated once at create to size the pool. */
+ * Backward: ops run in reverse. A value's gradient buffer is taken when its first
+ * consumer (in reverse order) writes it and given back after its producer's backward. A
+ * residual add passes its output gradient to both inputs without a copy (shared buffer,
+ * reference counted); a second gradient reaching a value is written to a scratch buffer
+ * and added. The schedule is simulated once at create to record each buffer's size and
+ * lifetime. */
 #include "nn/model.h"
 
 #include <errno.h>
@@ -103,7 +105,7 @@ int pn_model_recomputed_values(const pn_model *m)
 {
     if (!m) return 0;
     int n = 0;
-    for (int v = 0; v < m->nvals; v++) n += m->vals[v].rslot >= 0;
+    for (int v = 0; v < m->nvals; v++) n += m->vals[v].recomp;
     return n;
 }
 
@@ -218,7 +220,7 @@ static pn_val new_value(pn_builder *b, int C, int H, int W, int producer)
     v->producer = producer;
     v->alias = -1;
     v->last_use = v->last_bwd = -1;
-    v->rslot = -1;
+    v->recomp = 0;
     return m->nvals++;
 }
 
@@ -496,12 +498,12 @@ static const pn_conv_src *unstored_init(unstored_src *u, const pn_model *m, int 
  * other recomputed value). */
 static int unstored(const pn_model *m, int v) { return m->fwd_training && m->vals[v].unstored; }
 
-/* Before a backward reads value v: a value recomputed in the backward (rslot >= 0) is
+/* Before a backward reads value v: a value recomputed in the backward (recomp) is
  * rewritten by its producer's recompute the first time (exec only). */
 static int ensure_value(pn_model *m, int v, int B)
 {
     pn_value *x = &m->vals[v];
-    if (x->rslot < 0 || x->fresh || unstored(m, v)) return PN_OK;
+    if (!x->recomp || x->fresh || unstored(m, v)) return PN_OK;
     const int p = x->producer;
     pn_op *op = &m->ops[p];
     pn_fwd_args a;
@@ -618,7 +620,6 @@ static void free_contents(pn_model *m)
     free(m->arena);
     free(m->prof_t);
     free(m->pool);
-    free(m->rslot_numel);
     free(m->ev_numel);
     free(m->ev_t);
     free(m->items);
@@ -761,8 +762,7 @@ int pn_model_create_arch(pn_model **out, const pn_model_config *cfg, const pn_ar
         m->item_iv = malloc(2 * niv * sizeof *m->item_iv);
         if (!m->items || !m->item_kind || !m->item_idx || !m->item_order || !m->item_iv) goto nomem;
     }
-    m->rslot_numel = calloc((size_t)m->nvals, sizeof *m->rslot_numel);
-    if (!m->pool || !m->rslot_numel) goto nomem;
+    if (!m->pool) goto nomem;
     {
         const char *e = getenv("PROXYNORM_RECOMPUTE");
         m->recompute = !(e && strcmp(e, "0") == 0);
@@ -867,7 +867,7 @@ int pn_model_visit_norms(const pn_model *m, pn_norm_visitor fn, void *ctx)
             /* an output recomputed in the backward is not kept after the forward; after a
              * backward neither may be there */
             ni.input = m->acts_stale ? NULL : x->data;
-            ni.output = m->vals[op->out].rslot >= 0 || m->acts_stale ? NULL : m->vals[op->out].data;
+            ni.output = m->vals[op->out].recomp || m->acts_stale ? NULL : m->vals[op->out].data;
             if (m->cfg.norm != PN_NORM_NONE) {
                 size_t g = m->cfg.norm == PN_NORM_BN
                                ? (size_t)(m->fwd_B / (m->cfg.norm_batch > 0 ? m->cfg.norm_batch : m->fwd_B)) *
@@ -887,64 +887,43 @@ int pn_model_visit_norms(const pn_model *m, pn_norm_visitor fn, void *ctx)
 /* ------------------------------------------------------------ arena */
 static size_t align_up(size_t n) { return (n + ALIGN_FLOATS - 1) / ALIGN_FLOATS * ALIGN_FLOATS; }
 
-/* Values recomputed in the backward and their shared slots (sets vals[].rslot,
- * m->nrslots, m->rslot_numel). Timeline of a step of n ops: forward op i at time i,
- * backward op i at time 2n-1-i. A value v made by op p and read last by op c (forward
- * order) lives in the forward over [p, c]; in the backward from the first backward that
- * reads it, that of its last reader with a backward call (c' = last_bwd), to the
- * backward of p (which may read its output, e.g. the ReLU mask): [2n-1-max(c',p), 2n-1-p].
- * Values whose both intervals are disjoint from another's (closed intervals: an op never
- * writes a slot it reads) share a slot; first fit, largest values first, every slot as
- * large as its largest value. (The arena plan places each recomputed value by its own two
- * intervals, among all the step's buffers; the slots say how much room the recomputed
- * values need among themselves; tests/test_recompute.c prints their count.)
- * Recomputed: the output of an op that can recompute it (vt->can_recompute), unless it is
- * the model input or output, shares storage with another value (in-place add), is read by
- * a norm (pn_model_norm_output reads norm inputs after the forward) or its producer reads
- * a recomputed value (which may no longer be there).
- * Depends on the op list and the model's state only, not on B (sizes scale with B). */
-static void plan_recompute(pn_model *m)
+/* The two intervals of value v if it is recomputed in the backward (plan_recompute), on
+ * the timeline of a step of n ops (forward op i at time i, backward op i at time 2n-1-i):
+ * made by op p and read last by op c (forward order), it lives in the forward over
+ * iv[0..1] = [p, c]; in the backward from the first backward that reads it, that of its
+ * last reader with a backward call (c' = last_bwd), to the backward of p (which may read
+ * its output, e.g. the ReLU mask): iv[2..3] = [2n-1-max(c',p), 2n-1-p]. */
+static void rec_intervals(const pn_model *m, int v, int *iv)
 {
     const int n = m->nops;
-    m->nrslots = 0;
+    const pn_value *x = &m->vals[v];
+    const int p = x->producer;
+    iv[0] = p;
+    iv[1] = x->last_use > p ? x->last_use : p;
+    iv[2] = 2 * n - 1 - (x->last_bwd > p ? x->last_bwd : p);
+    iv[3] = 2 * n - 1 - p;
+}
+
+/* Marks the values recomputed in the backward (vals[].recomp; the arena plan gives each
+ * its two intervals, rec_intervals): the output of an op that can recompute it
+ * (vt->can_recompute), unless it is the model input or output, shares storage with another
+ * value (in-place add), is read by a norm (pn_model_norm_output reads norm inputs after
+ * the forward) or its producer reads a recomputed value (which may no longer be there).
+ * Depends on the op list and the model's state only, not on B. */
+static void plan_recompute(pn_model *m)
+{
     for (int v = 0; v < m->nvals; v++) {
         pn_value *x = &m->vals[v];
-        x->rslot = -1;
+        x->recomp = 0;
         x->fresh = 0;
-        if (!m->recompute || !m->rslot_numel || v == 0 || v == m->nvals - 1 || x->producer < 0 ||
-            x->alias >= 0 || x->aliased || x->dead || x->norm_in)
+        if (!m->recompute || v == 0 || v == m->nvals - 1 || x->producer < 0 || x->alias >= 0 || x->aliased ||
+            x->dead || x->norm_in)
             continue;
         const pn_op *op = &m->ops[x->producer];
         if (!op->vt->recompute || !op->vt->can_recompute || !op->vt->can_recompute(m, op)) continue;
-        int ok = 1;
-        for (int k = 0; k < op->nin; k++) ok = ok && m->vals[op->in[k]].rslot == -1;
-        if (ok) x->rslot = -2; /* candidate, no slot yet */
-    }
-    for (;;) {
-        int v = -1; /* the largest candidate left (the first of equals) */
-        for (int u = 0; u < m->nvals; u++)
-            if (m->vals[u].rslot == -2 && (v < 0 || val_numel(m, u, 1) > val_numel(m, v, 1))) v = u;
-        if (v < 0) break;
-        pn_value *x = &m->vals[v];
-        const int p = x->producer;
-        const int f0 = p, f1 = x->last_use > p ? x->last_use : p;
-        const int b0 = 2 * n - 1 - (x->last_bwd > p ? x->last_bwd : p), b1 = 2 * n - 1 - p;
-        int s = 0;
-        for (; s < m->nrslots; s++) {
-            int free_ = 1;
-            for (int u = 0; u < m->nvals && free_; u++) {
-                const pn_value *y = &m->vals[u];
-                if (y->rslot != s) continue;
-                const int q = y->producer;
-                const int g0 = q, g1 = y->last_use > q ? y->last_use : q;
-                const int h0 = 2 * n - 1 - (y->last_bwd > q ? y->last_bwd : q), h1 = 2 * n - 1 - q;
-                if ((f0 <= g1 && g0 <= f1) || (b0 <= h1 && h0 <= b1)) free_ = 0;
-            }
-            if (free_) break;
-        }
-        if (s == m->nrslots) m->rslot_numel[m->nrslots++] = 0;
-        x->rslot = s;
-        if (val_numel(m, v, 1) > m->rslot_numel[s]) m->rslot_numel[s] = val_numel(m, v, 1);
+        int ok = 1; /* (inputs are earlier values: already marked) */
+        for (int k = 0; k < op->nin; k++) ok = ok && !m->vals[op->in[k]].recomp;
+        x->recomp = ok;
     }
 }
 
@@ -952,13 +931,13 @@ static void plan_recompute(pn_model *m)
  * the output (vt->can_unstore: its forward then computes statistics only and its backward
  * does not read the output) and every op reading them takes them as planes
  * (vt->accepts_src: the direct convolution fills its padded input from the producer's
- * plane function). They keep their slot for forwards outside training. */
+ * plane function). They keep their place for forwards outside training. */
 static void plan_unstored(pn_model *m)
 {
     for (int v = 0; v < m->nvals; v++) {
         pn_value *x = &m->vals[v];
         x->unstored = 0;
-        if (!m->unstore || x->rslot < 0 || x->consumers < 1) continue;
+        if (!m->unstore || !x->recomp || x->consumers < 1) continue;
         const pn_op *p = &m->ops[x->producer];
         if (!p->vt->can_unstore || !p->vt->plane || !p->vt->can_unstore(m, p)) continue;
         int ok = 1;
@@ -971,23 +950,10 @@ static void plan_unstored(pn_model *m)
     }
 }
 
-/* The two intervals of recomputed value v (plan_recompute): forward [iv[0], iv[1]],
- * backward [iv[2], iv[3]]. */
-static void rec_intervals(const pn_model *m, int v, int *iv)
-{
-    const int n = m->nops;
-    const pn_value *x = &m->vals[v];
-    const int p = x->producer;
-    iv[0] = p;
-    iv[1] = x->last_use > p ? x->last_use : p;
-    iv[2] = 2 * n - 1 - (x->last_bwd > p ? x->last_bwd : p);
-    iv[3] = 2 * n - 1 - p;
-}
-
 /* The arena's items (pn_arena_pack) and where each one goes. */
 enum { IT_VAL, IT_GRAD, IT_WORK_F, IT_WORK_B, IT_SAVE, IT_PROBS, IT_LABELS };
 
-/* Lays the arena out for batch B; with base == NULL only counts. Returns floats. Every
+/* Lays the arena out for batch B (item offsets, m->nitems); returns its floats. Every
  * buffer of a step is an item with its lifetime on the step's timeline (forward op i at
  * time i, backward op i at time 2n-1-i; -1 and 2n: before and after the step), and items
  * live at no common time share memory (pn_arena_pack, src/nn/arena.h):
@@ -1003,7 +969,7 @@ enum { IT_VAL, IT_GRAD, IT_WORK_F, IT_WORK_B, IT_SAVE, IT_PROBS, IT_LABELS };
  *   - an op's saved state, the probabilities and the labels: the whole step.
  * So the gradients of the last stages' backward and the workspaces reuse the memory of
  * values whose backward is over. */
-static size_t plan(pn_model *m, int B, float *base)
+static size_t plan(pn_model *m, int B)
 {
     const size_t Bz = (size_t)B;
     const int n = m->nops, end = 2 * n;
@@ -1031,7 +997,7 @@ static size_t plan(pn_model *m, int B, float *base)
         const pn_value *x = &m->vals[v];
         if (x->alias >= 0) continue;
         ITEM(IT_VAL, v, val_numel(m, v, B));
-        if (x->rslot >= 0) { /* by its two intervals */
+        if (x->recomp) { /* by its two intervals */
             int r[4];
             rec_intervals(m, v, r);
             SPAN(r[0], r[1]);
@@ -1050,11 +1016,7 @@ static size_t plan(pn_model *m, int B, float *base)
         pn_op *op = &m->ops[i];
         const size_t s = op->vt->saved ? op->vt->saved(m, op, B) : 0;
         const size_t w = op->vt->work ? op->vt->work(m, op, B) : 0;
-        if (base) {
-            op->save = NULL;
-            op->wk[0] = op->wk[1] = NULL;
-            op->wkn = w;
-        }
+        op->wkn = w;
         if (s) {
             ITEM(IT_SAVE, i, s);
             SPAN(-1, end);
@@ -1072,10 +1034,19 @@ static size_t plan(pn_model *m, int B, float *base)
     SPAN(-1, end);
 #undef ITEM
 #undef SPAN
-    const size_t total = pn_arena_pack(it, ni, iv, 1, m->item_order);
-    if (!base) return total;
-    for (int k = 0; k < ni; k++) {
-        float *p = base + it[k].off;
+    m->nitems = ni;
+    return pn_arena_pack(it, ni, iv, m->item_order);
+}
+
+/* The pointers into the arena at base of the last plan's items. */
+static void place(pn_model *m, float *base)
+{
+    for (int i = 0; i < m->nops; i++) {
+        m->ops[i].save = NULL;
+        m->ops[i].wk[0] = m->ops[i].wk[1] = NULL;
+    }
+    for (int k = 0; k < m->nitems; k++) {
+        float *p = base + m->items[k].off;
         const int j = m->item_idx[k];
         switch (m->item_kind[k]) {
         case IT_VAL: m->vals[j].data = p; break;
@@ -1091,8 +1062,6 @@ static size_t plan(pn_model *m, int B, float *base)
         if (m->vals[v].alias >= 0) m->vals[v].data = m->vals[m->vals[v].alias].data;
     m->work = NULL;
     m->work_floats = 0;
-    m->plan_live = pn_arena_peak_live(it, ni, iv);
-    return total;
 }
 
 _Static_assert(sizeof(int) == sizeof(float), "labels are stored in float slots");
@@ -1101,7 +1070,7 @@ static int ensure_arena(pn_model *m, int B)
 {
     /* the conv workspace holds a slice per thread: re-plan after pn_set_threads */
     if (m->plan_B == B && m->arena && m->plan_threads == pn_get_threads()) return PN_OK;
-    size_t need = plan(m, B, NULL);
+    size_t need = plan(m, B);
     if (need > SIZE_MAX / sizeof(float)) return pn_error(PN_ERR_NOMEM, "model: batch too large");
     size_t bytes = need * sizeof(float);
     if (bytes > m->arena_bytes || !m->arena) {
@@ -1123,7 +1092,7 @@ static int ensure_arena(pn_model *m, int B)
         m->arena = p;
         m->arena_bytes = bytes;
     }
-    plan(m, B, m->arena);
+    place(m, m->arena);
     m->plan_B = B;
     m->plan_threads = pn_get_threads();
     return PN_OK;

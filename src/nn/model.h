@@ -132,8 +132,8 @@ size_t pn_model_activation_bytes(const pn_model *m);
  * environment when the model is created turns it off): the outputs of the norm layers
  * (norm + activation) are not kept from the forward to the backward but written again
  * from the norm's input and saved statistics just before the backward first reads them,
- * bit for bit as the forward wrote them (same gradients, same training), in a few slots
- * shared by values whose lifetimes do not overlap: less activation memory for one extra
+ * bit for bit as the forward wrote them (same gradients, same training), in memory that
+ * buffers living at other times also use: less activation memory for one extra
  * normalize pass per norm. Not for BN through pn_model_set_bn_override, nor folded models.
  * Takes effect at the next forward. */
 int pn_model_set_recompute(pn_model *m, int on);
