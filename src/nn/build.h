@@ -201,7 +201,7 @@ struct pn_model {
      * each buffer (gref); every buffer taken in a backward is its own arena item: its
      * value's floats per image, live from the backward op that takes it to the one that
      * gives it back (simulated at create: nev buffers) */
-    int nev, gnext, gcap;
+    int nev, gcap;
     float **pool;
     int *gb, *gref;
     size_t *ev_numel;

@@ -416,7 +416,7 @@ static void prof_report(const pn_model *m)
  * they are taken, the same in every run: the simulation at create records each one's
  * floats per image and lifetime (m->ev_numel, m->ev_t) for the arena plan, which gives it
  * its own place (m->pool[k]). Needs m->gb (nvals) and m->gref, m->ev_* (m->gcap). *used:
- * buffers taken. */
+ * buffers taken so far, which is also the number of the next one. */
 static size_t val_numel(const pn_model *m, int v, int B)
 {
     const pn_value *x = &m->vals[v];
@@ -426,16 +426,15 @@ static size_t val_numel(const pn_model *m, int v, int B)
 /* A buffer for the gradient of value v, taken at time t. */
 static int take_buf(pn_model *m, int v, int t, int exec, int *used)
 {
-    const int k = m->gnext;
+    const int k = *used;
     if (k >= m->gcap || (exec && k >= m->nev)) return -1; /* cannot happen: the schedule is fixed */
-    m->gnext++;
     m->gref[k] = 1;
     if (!exec) {
         m->ev_numel[k] = val_numel(m, v, 1);
         m->ev_t[2 * k] = t;
         m->ev_t[2 * k + 1] = 2 * m->nops; /* (not given back: the end of the step) */
     }
-    *used = m->gnext;
+    *used = k + 1;
     return k;
 }
 
@@ -527,7 +526,6 @@ static int run_backward(pn_model *m, int B, int exec, int *used)
     }
     memset(m->gref, 0, (size_t)m->gcap * sizeof *m->gref);
     *used = 0;
-    m->gnext = 0;
     const int n = m->nops;
     m->gb[m->nvals - 1] = take_buf(m, m->nvals - 1, n, exec, used); /* 0: the logits' gradient */
     int rc = PN_OK;
