@@ -924,10 +924,10 @@ TEST(test_micro_batches)
     CHECK(e <= 1, "micro-batch gradients differ (err/tol %.3g)", e);
     /* a second backward of the last micro-batch adds the same gradient again (float
      * accumulation inside the kernels: equal to 2x within a few ulps of the largest);
-     * without arena sharing, which lets one backward reuse the activations' memory */
+     * with retained activations (else one backward reuses their memory) */
     float *g3 = malloc(np * sizeof(float));
     if (g3) {
-        CHECK(pn_model_backward(m, 0.25f) == PN_ERR_ARG, "backward again with arena sharing");
+        CHECK(pn_model_backward(m, 0.25f) == PN_ERR_ARG, "backward again without retained activations");
         pn_model_set_retain_activations(m, 1);
         CHECK(pn_model_forward(m, x + 2 * 64, 2, 1, &lg) == PN_OK &&
                   pn_model_loss(m, lab + 2, 0.1f, &lb, NULL) == PN_OK,

@@ -43,11 +43,11 @@ static int visit_outputs(void *ctx, const pn_norm_info *ni)
 static int same(const float *a, const float *b, size_t n) { return memcmp(a, b, n * sizeof(float)) == 0; }
 
 /* steps SGD steps on two models of config c (same seed), recompute on in a and off in b,
- * activations retained (pn_model_set_retain_activations) in b, and in a unless share: everything equal to
- * the bit. Returns the recomputed values of a (checked > 0 by the caller where the model
+ * activations retained (pn_model_set_retain_activations) in b, and in a if retain:
+ * everything equal to the bit. Returns the recomputed values of a (checked > 0 by the caller where the model
  * has norms). */
 static int train_pair_s(const pn_model_config *c, int B, int steps, const pn_bn_override *ovr, int unstore,
-                        int share, int *unstored)
+                        int retain, int *unstored)
 {
     pn_model *a = NULL, *b = NULL;
     int recomputed = -1, fwd_dropped = 0;
@@ -60,7 +60,7 @@ static int train_pair_s(const pn_model_config *c, int B, int steps, const pn_bn_
     pn_model_set_recompute(a, 1);
     pn_model_set_recompute(b, 0);
     pn_model_set_unstore(a, unstore);
-    pn_model_set_retain_activations(a, !share);
+    pn_model_set_retain_activations(a, retain);
     pn_model_set_retain_activations(b, 1);
     if (ovr) {
         CHECK(pn_model_set_bn_override(a, ovr) == PN_OK && pn_model_set_bn_override(b, ovr) == PN_OK,
@@ -107,11 +107,11 @@ static int train_pair_s(const pn_model_config *c, int B, int steps, const pn_bn_
         CHECK(same(pn_model_grads(a), pn_model_grads(b), np), "%s %s step %d: gradients differ", what, nn, s);
         if (s == 0) {
             /* a second backward of the same forward recomputes again: the same gradients;
-             * with arena sharing it is refused (the first one reused the values' memory) */
+             * without retained activations it is refused (the first reused their memory) */
             memcpy(g1, pn_model_grads(a), np * sizeof *g1);
-            if (share) {
+            if (!retain) {
                 CHECK(pn_model_backward(a, 1.0f / B) == PN_ERR_ARG && same(pn_model_grads(a), g1, np),
-                      "%s %s: a second backward with arena sharing not refused", what, nn);
+                      "%s %s: a second backward without retained activations not refused", what, nn);
             } else {
                 pn_model_zero_grad(a);
                 CHECK(pn_model_backward(a, 1.0f / B) == PN_OK && same(pn_model_grads(a), g1, np),
@@ -123,7 +123,7 @@ static int train_pair_s(const pn_model_config *c, int B, int steps, const pn_bn_
             CHECK(pn_model_recomputed_values(b) == 0, "%s %s: recomputed with recompute off", what, nn);
             norm_outputs o = { 0, 0 };
             pn_model_visit_norms(a, visit_outputs, &o);
-            CHECK(o.dropped == (share ? o.n : fwd_dropped), "%s %s: %d of %d norm outputs after the backward",
+            CHECK(o.dropped == (retain ? fwd_dropped : o.n), "%s %s: %d of %d norm outputs after the backward",
                   what, nn, o.dropped, o.n);
         }
         float *pa = pn_model_params(a), *pb = pn_model_params(b);
@@ -152,7 +152,7 @@ done:
 static int train_pair_u(const pn_model_config *c, int B, int steps, const pn_bn_override *ovr, int unstore,
                         int *unstored)
 {
-    return train_pair_s(c, B, steps, ovr, unstore, 1, unstored);
+    return train_pair_s(c, B, steps, ovr, unstore, 0, unstored);
 }
 
 static int train_pair(const pn_model_config *c, int B, int steps, const pn_bn_override *ovr)
@@ -168,8 +168,8 @@ TEST(resnet_all_norms_bit_identical)
         pn_model_config c = cfg_of("resnet20", norms[i], 0, 4, 8);
         int r = train_pair(&c, 4, 3, NULL);
         CHECK(r > 0, "resnet20 %s: nothing recomputed", pn_norm_name(norms[i]));
-        if (i == 0 || norms[i] == PN_NORM_GN_PN) /* recompute without arena sharing */
-            CHECK(train_pair_s(&c, 4, 2, NULL, 1, 0, NULL) > 0, "resnet20 %s: nothing recomputed",
+        if (i == 0 || norms[i] == PN_NORM_GN_PN) /* recompute with retained activations */
+            CHECK(train_pair_s(&c, 4, 2, NULL, 1, 1, NULL) > 0, "resnet20 %s: nothing recomputed",
                   pn_norm_name(norms[i]));
     }
     /* ghost BN: statistics (and the saved multipliers) per normalization batch of 2 */
